@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libproc: Python's multiprocessing.Process for C.
+ *
+ * Conventions (apply to every function below unless its comment says otherwise):
+ *  - Functions returning int return 0 (or a documented non-negative value) on
+ *    success and a negative errno on failure. Functions returning a pointer
+ *    return NULL and set errno. Nothing prints, aborts or exits.
+ *  - A NULL object argument is -EINVAL (NULL / false / 0 for other return types).
+ *  - Timeouts are milliseconds as in poll(2): PROC_WAIT_FOREVER (-1) waits
+ *    forever, 0 only checks, below -1 is -EINVAL. They run on CLOCK_MONOTONIC
+ *    and a signal (EINTR) does not restart the full wait.
+ *  - Every function is thread-safe, except that proc_close() must not race any
+ *    other call on the same object.
+ *  - "The owner" of an object is the process that created it. Forked children
+ *    see copies of their parent's objects; in a child such a copy is inert:
+ *    proc_is_alive() is false and proc_join()/signals return -ECHILD.
+ */
+#ifndef LIBPROC_PROC_H
+#define LIBPROC_PROC_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <libproc/version.h>
+
+#ifndef PROC_API
+#if defined(__GNUC__) || defined(__clang__)
+#define PROC_API __attribute__((visibility("default")))
+#else
+#define PROC_API
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Timeout value that waits without limit. */
+#define PROC_WAIT_FOREVER (-1)
+/** Exit code of a process that was not started or is still running (Python's None). */
+#define PROC_EXITCODE_NONE INT_MIN
+/** The process ended, but something else reaped it first, so its status is lost. */
+#define PROC_EXITCODE_UNKNOWN (INT_MIN + 1)
+
+/** A process object. Opaque; create with proc_new()/proc_new_exec(), free with proc_close(). */
+typedef struct proc proc_t;
+
+/** Runs in the child; its return value (& 0xff) becomes the exit code. */
+typedef int proc_target_fn(void *arg);
+
+/** Exit callback, see proc_on_exit(). */
+typedef void proc_exit_fn(proc_t *p, void *arg);
+
+/* ------------------------------------------------------------------ creation */
+
+/**
+ * Creates a process object that will run target(arg) in a forked child
+ * (callback mode). target may be NULL: the child then exits with status 0.
+ * The default name is "Process-N" (N counts from 1 in the creating process;
+ * inside a child named with identity "Process-1" its children are
+ * "Process-1:1", "Process-1:2", ...). Not daemonic. The authkey is a copy of
+ * proc_current()'s.
+ * Returns the object, or NULL with errno ENOMEM.
+ */
+PROC_API proc_t *proc_new(proc_target_fn *target, void *arg);
+
+/**
+ * Creates a process object that runs a program (exec mode). argv is a
+ * NULL-terminated array; argv[0] is looked up in PATH by execvp(3) rules
+ * unless it contains a '/'. The array and its strings are copied.
+ * Returns the object, or NULL with errno EINVAL (argv or argv[0] NULL) or ENOMEM.
+ */
+PROC_API proc_t *proc_new_exec(const char *const argv[]);
+
+/* ------------------------------------------------------------- configuration
+ * Only before proc_start(): on a started object these return -EBUSY, checked
+ * before any other argument.
+ */
+
+/**
+ * Marks the child daemonic (Python's p.daemon = True). A daemonic child may
+ * not start children of its own (proc_start() there is -EPERM). At a normal
+ * exit of the parent, live daemonic children get SIGTERM (then SIGKILL after
+ * one second) and are reaped; if the parent dies abnormally (SIGKILL, crash)
+ * they receive SIGKILL from the kernel (PR_SET_PDEATHSIG). A daemon started
+ * from a thread other than the main thread is forked by libproc's long-lived
+ * reaper thread, so it does not die with the short-lived thread that asked.
+ * Returns 0, -EINVAL, -EBUSY.
+ */
+PROC_API int proc_set_daemon(proc_t *p, bool daemon);
+
+/**
+ * Sets the child's whole environment (a NULL-terminated "KEY=VALUE" array,
+ * copied). NULL means inherit the parent's environment at proc_start().
+ * In callback mode the child's environ is replaced before the target runs.
+ * Returns 0, -EINVAL, -EBUSY, -ENOMEM.
+ */
+PROC_API int proc_set_env(proc_t *p, const char *const envp[]);
+
+/**
+ * Sets the directory the child changes to before running its target or
+ * program (both modes). NULL means stay in the parent's directory; "" is
+ * -EINVAL. If the child cannot enter it, proc_start() returns that errno
+ * (e.g. -ENOENT) and nothing is left running.
+ * Returns 0, -EINVAL, -EBUSY, -ENOMEM.
+ */
+PROC_API int proc_set_cwd(proc_t *p, const char *dir);
+
+/**
+ * Registers cb(p, arg) to be called once, on libproc's reaper thread, after
+ * the exit code is set and before proc_join() returns. Several callbacks run
+ * in registration order. A callback must not block for long, must not call
+ * proc_close(p) (-EBUSY) and gets -EDEADLK from proc_join() on an unfinished
+ * process. Returns 0, -EINVAL (cb NULL), -EBUSY, -ENOMEM.
+ */
+PROC_API int proc_on_exit(proc_t *p, proc_exit_fn *cb, void *arg);
+
+/**
+ * Sets the authentication key (1..256 bytes, copied), inherited by the child
+ * as its proc_current()'s key. Returns 0, -EINVAL, -EBUSY, -ENOMEM.
+ */
+PROC_API int proc_set_authkey(proc_t *p, const void *key, size_t len);
+
+/**
+ * Makes the child the leader of a new process group (setpgid(0, 0)), so that
+ * proc_signal_tree() reaches all its descendants. Off by default, so that a
+ * terminal's Ctrl-C still reaches the child. Returns 0, -EINVAL, -EBUSY.
+ */
+PROC_API int proc_set_new_group(proc_t *p, bool on);
+
+/* --------------------------------------------------------------------- names */
+
+/**
+ * Renames the object (at any time, also while running; only the parent's view
+ * changes after start). name is copied; NULL or "" is -EINVAL.
+ * Earlier names returned by proc_name() stay valid until proc_close().
+ * Returns 0, -EINVAL, -ENOMEM.
+ */
+PROC_API int proc_set_name(proc_t *p, const char *name);
+
+/** The current name, valid until proc_close(p); NULL (errno EINVAL) for NULL. */
+PROC_API const char *proc_name(const proc_t *p);
+
+/* ----------------------------------------------------------------- lifecycle */
+
+/**
+ * Starts the child. Flushes the caller's stdio output buffers first, so
+ * nothing buffered is written twice. Callback mode forks and runs the target;
+ * the child then flushes stdio and calls _exit(ret & 0xff) (if the target
+ * calls exit(), none of the parent's libproc at-exit work runs). Exec mode
+ * starts the program with posix_spawn (or fork+exec for daemons) and reports
+ * failure synchronously, leaving no process behind.
+ * Returns 0, or -EINVAL (NULL), -EBUSY (already started), -EPERM (the caller
+ * is a daemonic libproc child), -ENOENT/-EACCES/-ENOEXEC/... (exec failed or
+ * the cwd is bad), -EAGAIN/-ENOMEM (fork failed; the object stays usable),
+ * -EMFILE/-ENFILE (no fd for the sentinel).
+ */
+PROC_API int proc_start(proc_t *p);
+
+/**
+ * Calls the target in the calling process (Python's p.run()) and returns its
+ * value. Changes nothing about the object: pid, exitcode and is_alive are as
+ * before, and proc_join() afterwards without proc_start() is -EINVAL.
+ * A NULL target returns 0. Returns -EINVAL for NULL or an exec-mode object.
+ */
+PROC_API int proc_run(proc_t *p);
+
+/**
+ * Waits until the process has ended and its exit code is set.
+ * Returns 0 once ended; -ETIMEDOUT if still running after timeout_ms;
+ * -EINVAL (NULL, never started, timeout below -1); -EDEADLK for the caller's
+ * own object (proc_current()) or from an exit callback of p itself; -ECHILD
+ * when the caller is not the process that started p. Any number of threads
+ * may join the same process.
+ */
+PROC_API int proc_join(proc_t *p, int timeout_ms);
+
+/**
+ * true from a successful proc_start() until libproc has reaped the child
+ * (the reaper does so within microseconds of the exit); false before start and
+ * in any process other than the parent; true for proc_current().
+ */
+PROC_API bool proc_is_alive(proc_t *p);
+
+/** proc_signal(p, SIGTERM). */
+PROC_API int proc_terminate(proc_t *p);
+
+/** proc_signal(p, SIGKILL). */
+PROC_API int proc_kill(proc_t *p);
+
+/**
+ * Sends sig (0 probes) to the child. Never signals a recycled PID: the
+ * signal goes through the child's pidfd, or (without pidfd) under the
+ * reaper's lock; once the child has been reaped nothing is sent.
+ * Returns 0 when sent or when the process has already ended; -EINVAL (NULL,
+ * never started, sig out of range); -ECHILD (not the caller's child);
+ * -EPERM from the kernel.
+ */
+PROC_API int proc_signal(proc_t *p, int sig);
+
+/**
+ * Sends sig to the child's whole process group (killpg), also after the
+ * child itself has ended. Requires proc_set_new_group(p, true).
+ * Returns 0 when sent or when nobody is left in the group; -EINVAL (NULL,
+ * never started, no group of its own, bad sig); -ECHILD (not the caller's).
+ */
+PROC_API int proc_signal_tree(proc_t *p, int sig);
+
+/**
+ * Frees the object and everything it owns, including the sentinel fd.
+ * Returns 0 (also for NULL); -EBUSY while the process runs or its exit
+ * callbacks run (the object is untouched); -EINVAL for proc_current() /
+ * proc_parent() objects, which libproc owns.
+ * Not thread-safe against other calls on the same object.
+ */
+PROC_API int proc_close(proc_t *p);
+
+/* ---------------------------------------------------------------- attributes */
+
+/** The child's pid: 0 before start, kept after exit. */
+PROC_API pid_t proc_pid(const proc_t *p);
+
+/**
+ * PROC_EXITCODE_NONE before start and while running; 0..255 when the child
+ * exited; -N when signal N ended it; PROC_EXITCODE_UNKNOWN when something
+ * outside libproc reaped it first.
+ */
+PROC_API int proc_exitcode(const proc_t *p);
+
+/** The daemon flag. */
+PROC_API bool proc_daemon(const proc_t *p);
+
+/**
+ * An fd owned by the object that polls readable once the process has ended
+ * (a pidfd on Linux, else a pipe the reaper closes). Valid until
+ * proc_close(). Do not read from or close it. Once readable, proc_join(p, -1)
+ * returns at once or within microseconds.
+ * Returns the fd, or -EINVAL (NULL, not started, or an object that is not a
+ * child of the caller).
+ */
+PROC_API int proc_sentinel(const proc_t *p);
+
+/**
+ * The authentication key; *len (if len is not NULL) receives its length.
+ * Valid until the key is changed or the object closed. NULL for NULL p.
+ */
+PROC_API const unsigned char *proc_authkey(const proc_t *p, size_t *len);
+
+/* ----------------------------------------------------------- process tree */
+
+/**
+ * The calling process's own object, owned by libproc (do not close it). In a
+ * root process: name "MainProcess", pid getpid(), alive, not daemonic, a random
+ * 32-byte authkey. In a child started by libproc: the child's copy of its own
+ * object (name, daemon flag, authkey as set by the parent).
+ * NULL with errno ENOMEM only if the first call cannot allocate.
+ */
+PROC_API proc_t *proc_current(void);
+
+/**
+ * In a child started by libproc: an object (owned by libproc) with the
+ * parent's name and pid, whose proc_is_alive() tells whether the parent still
+ * lives. NULL in a root process.
+ */
+PROC_API proc_t *proc_parent(void);
+
+/**
+ * The live children started by the calling process and not yet closed.
+ * Fills out[0..cap) (out may be NULL when cap is 0) and returns how many are
+ * alive in total, which may exceed cap.
+ */
+PROC_API size_t proc_active_children(proc_t **out, size_t cap);
+
+/** The number of CPUs this process may run on (its affinity mask), >= 1. */
+PROC_API int proc_cpu_count(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBPROC_PROC_H */

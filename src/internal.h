@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal state shared by the files of libproc. Nothing here is exported. */
+#ifndef LIBPROC_INTERNAL_H
+#define LIBPROC_INTERNAL_H
+
+#include <libproc/proc.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Life of an object, in order. Stored atomically so that readers need no lock. */
+enum proc_state {
+    PROC_NEW,      /* configurable */
+    PROC_STARTING, /* proc_start in progress: a second start sees -EBUSY */
+    PROC_RUNNING,  /* started, not yet reaped */
+    PROC_ENDED,    /* reaped, exit code set, exit callbacks running */
+    PROC_DONE,     /* callbacks ran; joiners return */
+};
+
+enum proc_kind {
+    PROC_KIND_CHILD,   /* made by proc_new / proc_new_exec */
+    PROC_KIND_SELF,    /* proc_current(): the calling process itself */
+    PROC_KIND_PARENT,  /* proc_parent() inside a child */
+};
+
+/* Names may change while other threads read them, so old ones live until close. */
+struct proc_name_node {
+    struct proc_name_node *older;
+    char text[];
+};
+
+struct proc_exit_cb {
+    struct proc_exit_cb *next;
+    proc_exit_fn *fn;
+    void *arg;
+};
+
+struct proc {
+    enum proc_kind kind;
+    proc_target_fn *target;
+    void *arg;
+    char **argv; /* exec mode: NULL-terminated copy; NULL in callback mode */
+    char **envp; /* NULL: inherit */
+    char *cwd;
+    bool daemon;
+    bool new_group;
+    unsigned char *authkey;
+    size_t authkey_len;
+    struct proc_exit_cb *callbacks;
+    _Atomic(struct proc_name_node *) name;
+    char *identity; /* "1:2" for Process-1:2; names children of this child */
+
+    _Atomic int state;   /* enum proc_state */
+    _Atomic pid_t pid;
+    _Atomic int exitcode;
+    pid_t owner;         /* the process that started it */
+    int pidfd;           /* sentinel on Linux; -1 without pidfd */
+    int pipe_r, pipe_w;  /* sentinel without pidfd: the reaper closes pipe_w */
+    struct proc *prev, *next; /* the owner's registry of started, unclosed children */
+    struct proc *ended_next;  /* reaper's batch of children whose callbacks are due */
+};
+
+/* Process-wide state. Guarded by lock unless the field says otherwise. */
+struct proc_global {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* broadcast when a child reaches PROC_DONE or a request completes */
+    _Atomic pid_t self;  /* getpid(), refreshed in every fork child */
+
+    struct proc *children; /* registry head */
+    size_t live;           /* children in PROC_RUNNING */
+    size_t unwatched;      /* running children without a pidfd: reaper polls them */
+    size_t starting;       /* starts between fork and registration */
+    unsigned long counter; /* for default names */
+    const char *identity;  /* "" in a root process */
+    struct proc *current;
+    struct proc main_obj;
+    struct proc parent_obj;
+    bool have_parent;
+
+    /* reaper */
+    bool reaper_running;
+    pthread_t reaper_tid;
+    int epfd;
+    _Atomic int wakefd;        /* eventfd; also written by the SIGCHLD handler */
+    _Atomic bool sigchld_wake; /* the handler must wake the reaper (no pidfds to watch) */
+    bool handler_installed;    /* per process image: dispositions survive fork */
+    bool host_ignores_chld;    /* SIGCHLD was SIG_IGN before us: we reap the host's children */
+    struct sigaction old_chld;
+    struct proc_spawn_req *requests; /* daemon starts handed to the reaper thread */
+
+    bool atexit_registered;
+};
+
+extern struct proc_global proc_g;
+
+/* A start the reaper thread performs for another thread (long-lived parent for PDEATHSIG). */
+struct proc_spawn_req {
+    struct proc_spawn_req *next;
+    struct proc *p;
+    struct proc_exec_plan *plan;
+    sigset_t mask;
+    pid_t result; /* pid, or negative errno */
+    bool done;
+};
+
+/* An exec-mode start prepared before the fork: nothing is allocated after it. */
+struct proc_exec_plan {
+    char *path; /* argv[0] resolved through PATH */
+    char **envp;
+};
+
+/* proc.c */
+void proc_g_init(void);
+void proc_init_cond(void);
+struct proc *proc_ensure_current_locked(void);
+void proc_registry_add_locked(struct proc *p);
+void proc_registry_remove_locked(struct proc *p);
+void proc_child_became(struct proc *p, pid_t parent_pid, struct proc *old_current);
+
+/* spawn.c */
+pid_t proc_spawn_now(struct proc *p, struct proc_exec_plan *plan, const sigset_t *mask);
+
+/* reaper.c */
+int proc_reaper_ensure_locked(void);
+void proc_reaper_wake(void);
+int proc_reaper_watch_locked(struct proc *p);
+pid_t proc_reaper_delegate_locked(struct proc_spawn_req *req);
+bool proc_on_reaper_thread(void);
+int proc_deadline_wait_locked(const struct timespec *deadline);
+void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms);
+
+/* lifecycle.c */
+void proc_lifecycle_init(void);
+void proc_lifecycle_exit_work(void);
+void proc_lifecycle_reset_child(void);
+
+/* sys.c */
+bool proc_sys_have_pidfd(void);
+int proc_sys_pidfd_open(pid_t pid);
+int proc_sys_pidfd_signal(int pidfd, int sig);
+int proc_sys_waitid_pidfd(int pidfd, siginfo_t *info, int options);
+int proc_sys_random(void *buf, size_t len);
+pid_t proc_sys_gettid(void);
+int proc_sys_set_pdeathsig(int sig);
+int proc_sys_decode_siginfo(const siginfo_t *info);
+int proc_sys_decode_status(int status);
+
+#endif /* LIBPROC_INTERNAL_H */

@@ -1,0 +1,523 @@
+/* SPDX-License-Identifier: MIT */
+/* The process object: creation, configuration, names, attributes, the registry. */
+#include "internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROC_DEFAULT_AUTHKEY_LEN 32
+#define PROC_MAX_AUTHKEY_LEN 256
+
+struct proc_global proc_g = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .epfd = -1,
+    .wakefd = -1,
+    .identity = "",
+};
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+void proc_init_cond(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&proc_g.cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+static void global_init(void)
+{
+    proc_init_cond();
+    atomic_store(&proc_g.self, getpid());
+    proc_lifecycle_init();
+}
+
+void proc_g_init(void)
+{
+    pthread_once(&init_once, global_init);
+}
+
+/* ----------------------------------------------------------------- helpers */
+
+static struct proc_name_node *name_node(const char *text)
+{
+    size_t n = strlen(text) + 1;
+    struct proc_name_node *node = malloc(sizeof *node + n);
+    if (node) {
+        node->older = NULL;
+        memcpy(node->text, text, n);
+    }
+    return node;
+}
+
+static void free_strv(char **v)
+{
+    if (!v)
+        return;
+    for (char **s = v; *s; s++)
+        free(*s);
+    free(v);
+}
+
+static char **copy_strv(const char *const *v)
+{
+    size_t n = 0;
+    while (v[n])
+        n++;
+    char **out = calloc(n + 1, sizeof *out);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = strdup(v[i]);
+        if (!out[i]) {
+            free_strv(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static bool is_child_object(const proc_t *p)
+{
+    return p->kind == PROC_KIND_CHILD;
+}
+
+static bool is_started(const proc_t *p)
+{
+    return atomic_load(&p->state) != PROC_NEW;
+}
+
+/* ---------------------------------------------------------------- registry */
+
+void proc_registry_add_locked(struct proc *p)
+{
+    p->prev = NULL;
+    p->next = proc_g.children;
+    if (proc_g.children)
+        proc_g.children->prev = p;
+    proc_g.children = p;
+}
+
+void proc_registry_remove_locked(struct proc *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else if (proc_g.children == p)
+        proc_g.children = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+}
+
+/* ------------------------------------------------------- the process tree */
+
+struct proc *proc_ensure_current_locked(void)
+{
+    if (proc_g.current)
+        return proc_g.current;
+    struct proc *m = &proc_g.main_obj;
+    unsigned char *key = malloc(PROC_DEFAULT_AUTHKEY_LEN);
+    struct proc_name_node *name = name_node("MainProcess");
+    if (!key || !name || proc_sys_random(key, PROC_DEFAULT_AUTHKEY_LEN) < 0) {
+        free(key);
+        free(name);
+        errno = ENOMEM;
+        return NULL;
+    }
+    m->kind = PROC_KIND_SELF;
+    m->authkey = key;
+    m->authkey_len = PROC_DEFAULT_AUTHKEY_LEN;
+    atomic_store(&m->name, name);
+    atomic_store(&m->state, PROC_RUNNING);
+    atomic_store(&m->pid, getpid());
+    atomic_store(&m->exitcode, PROC_EXITCODE_NONE);
+    m->owner = getpid();
+    m->pidfd = m->pipe_r = m->pipe_w = -1;
+    proc_g.current = m;
+    return m;
+}
+
+/*
+ * Called in a freshly forked child of proc_start (callback mode), after the
+ * fork handlers reset libproc: p becomes this process's own object and the
+ * former current object describes the parent.
+ */
+void proc_child_became(struct proc *p, pid_t parent_pid, struct proc *old_current)
+{
+    struct proc *par = &proc_g.parent_obj;
+    memset(par, 0, sizeof *par);
+    par->kind = PROC_KIND_PARENT;
+    /* The parent's name node is a copy in our memory and nobody frees it here. */
+    atomic_store(&par->name, old_current ? atomic_load(&old_current->name) : NULL);
+    atomic_store(&par->pid, parent_pid);
+    atomic_store(&par->state, PROC_RUNNING);
+    atomic_store(&par->exitcode, PROC_EXITCODE_NONE);
+    par->owner = parent_pid;
+    par->pidfd = par->pipe_r = par->pipe_w = -1;
+    if (old_current) {
+        par->authkey = old_current->authkey;
+        par->authkey_len = old_current->authkey_len;
+    }
+    proc_g.have_parent = true;
+
+    pid_t self = getpid();
+    p->kind = PROC_KIND_SELF;
+    atomic_store(&p->pid, self);
+    atomic_store(&p->state, PROC_RUNNING);
+    p->owner = self;
+    p->prev = p->next = NULL;
+    proc_g.current = p;
+    proc_g.identity = p->identity;
+    proc_g.counter = 0;
+}
+
+proc_t *proc_current(void)
+{
+    proc_g_init();
+    pthread_mutex_lock(&proc_g.lock);
+    struct proc *cur = proc_ensure_current_locked();
+    pthread_mutex_unlock(&proc_g.lock);
+    return cur;
+}
+
+proc_t *proc_parent(void)
+{
+    proc_g_init();
+    pthread_mutex_lock(&proc_g.lock);
+    struct proc *par = proc_g.have_parent ? &proc_g.parent_obj : NULL;
+    pthread_mutex_unlock(&proc_g.lock);
+    return par;
+}
+
+size_t proc_active_children(proc_t **out, size_t cap)
+{
+    if (!out)
+        cap = 0;
+    proc_g_init();
+    size_t n = 0;
+    pthread_mutex_lock(&proc_g.lock);
+    for (struct proc *c = proc_g.children; c; c = c->next) {
+        if (atomic_load(&c->state) != PROC_RUNNING)
+            continue;
+        if (n < cap)
+            out[n] = c;
+        n++;
+    }
+    pthread_mutex_unlock(&proc_g.lock);
+    return n;
+}
+
+int proc_cpu_count(void)
+{
+    /* Grow the mask until the kernel accepts it: machines may exceed CPU_SETSIZE. */
+    for (int ncpu = 1024; ncpu <= (1 << 20); ncpu *= 2) {
+        size_t size = CPU_ALLOC_SIZE(ncpu);
+        cpu_set_t *set = CPU_ALLOC(ncpu);
+        if (!set)
+            break;
+        if (sched_getaffinity(0, size, set) == 0) {
+            int n = CPU_COUNT_S(size, set);
+            CPU_FREE(set);
+            return n > 0 ? n : 1;
+        }
+        int err = errno;
+        CPU_FREE(set);
+        if (err != EINVAL)
+            break;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* ---------------------------------------------------------------- creation */
+
+static proc_t *new_object(void)
+{
+    proc_g_init();
+    struct proc *p = calloc(1, sizeof *p);
+    if (!p) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    p->kind = PROC_KIND_CHILD;
+    p->pidfd = p->pipe_r = p->pipe_w = -1;
+    atomic_store(&p->state, PROC_NEW);
+    atomic_store(&p->exitcode, PROC_EXITCODE_NONE);
+
+    pthread_mutex_lock(&proc_g.lock);
+    struct proc *cur = proc_ensure_current_locked();
+    unsigned long n = ++proc_g.counter;
+    const char *prefix = proc_g.identity;
+    char ident[256];
+    snprintf(ident, sizeof ident, "%s%s%lu", prefix, *prefix ? ":" : "", n);
+    if (cur) {
+        p->authkey = malloc(cur->authkey_len);
+        if (p->authkey) {
+            memcpy(p->authkey, cur->authkey, cur->authkey_len);
+            p->authkey_len = cur->authkey_len;
+        }
+    }
+    pthread_mutex_unlock(&proc_g.lock);
+
+    char name[sizeof ident + 16];
+    snprintf(name, sizeof name, "Process-%s", ident);
+    p->identity = strdup(ident);
+    struct proc_name_node *node = name_node(name);
+    atomic_store(&p->name, node);
+    if (!cur || !p->authkey || !p->identity || !node) {
+        proc_close(p);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return p;
+}
+
+proc_t *proc_new(proc_target_fn *target, void *arg)
+{
+    proc_t *p = new_object();
+    if (p) {
+        p->target = target;
+        p->arg = arg;
+    }
+    return p;
+}
+
+proc_t *proc_new_exec(const char *const argv[])
+{
+    if (!argv || !argv[0]) {
+        errno = EINVAL;
+        return NULL;
+    }
+    char **copy = copy_strv(argv);
+    if (!copy) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    proc_t *p = new_object();
+    if (!p) {
+        free_strv(copy);
+        return NULL;
+    }
+    p->argv = copy;
+    return p;
+}
+
+/* ----------------------------------------------------------- configuration */
+
+/* NULL is -EINVAL, a started (or libproc-owned) object -EBUSY: before anything else. */
+static int check_configurable(const proc_t *p)
+{
+    if (!p)
+        return -EINVAL;
+    if (!is_child_object(p) || is_started(p))
+        return -EBUSY;
+    return 0;
+}
+
+int proc_set_daemon(proc_t *p, bool daemon)
+{
+    int r = check_configurable(p);
+    if (r == 0)
+        p->daemon = daemon;
+    return r;
+}
+
+int proc_set_new_group(proc_t *p, bool on)
+{
+    int r = check_configurable(p);
+    if (r == 0)
+        p->new_group = on;
+    return r;
+}
+
+int proc_set_env(proc_t *p, const char *const envp[])
+{
+    int r = check_configurable(p);
+    if (r < 0)
+        return r;
+    char **copy = NULL;
+    if (envp && !(copy = copy_strv(envp)))
+        return -ENOMEM;
+    free_strv(p->envp);
+    p->envp = copy;
+    return 0;
+}
+
+int proc_set_cwd(proc_t *p, const char *dir)
+{
+    int r = check_configurable(p);
+    if (r < 0)
+        return r;
+    if (dir && !*dir)
+        return -EINVAL;
+    char *copy = NULL;
+    if (dir && !(copy = strdup(dir)))
+        return -ENOMEM;
+    free(p->cwd);
+    p->cwd = copy;
+    return 0;
+}
+
+int proc_on_exit(proc_t *p, proc_exit_fn *cb, void *arg)
+{
+    int r = check_configurable(p);
+    if (r < 0)
+        return r;
+    if (!cb)
+        return -EINVAL;
+    struct proc_exit_cb *node = malloc(sizeof *node);
+    if (!node)
+        return -ENOMEM;
+    node->next = NULL;
+    node->fn = cb;
+    node->arg = arg;
+    struct proc_exit_cb **tail = &p->callbacks;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = node;
+    return 0;
+}
+
+int proc_set_authkey(proc_t *p, const void *key, size_t len)
+{
+    int r = check_configurable(p);
+    if (r < 0)
+        return r;
+    if (!key || len == 0 || len > PROC_MAX_AUTHKEY_LEN)
+        return -EINVAL;
+    unsigned char *copy = malloc(len);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, key, len);
+    free(p->authkey);
+    p->authkey = copy;
+    p->authkey_len = len;
+    return 0;
+}
+
+/* ------------------------------------------------------------------- names */
+
+int proc_set_name(proc_t *p, const char *name)
+{
+    if (!p || !name || !*name)
+        return -EINVAL;
+    struct proc_name_node *node = name_node(name);
+    if (!node)
+        return -ENOMEM;
+    /* Keep the older names reachable: another thread may still be reading one. */
+    struct proc_name_node *old = atomic_load(&p->name);
+    do {
+        node->older = old;
+    } while (!atomic_compare_exchange_weak(&p->name, &old, node));
+    return 0;
+}
+
+const char *proc_name(const proc_t *p)
+{
+    if (!p) {
+        errno = EINVAL;
+        return NULL;
+    }
+    struct proc_name_node *node = atomic_load(&((proc_t *)p)->name);
+    return node ? node->text : NULL;
+}
+
+/* -------------------------------------------------------------- attributes */
+
+pid_t proc_pid(const proc_t *p)
+{
+    return p ? atomic_load(&((proc_t *)p)->pid) : 0;
+}
+
+int proc_exitcode(const proc_t *p)
+{
+    return p ? atomic_load(&((proc_t *)p)->exitcode) : PROC_EXITCODE_NONE;
+}
+
+bool proc_daemon(const proc_t *p)
+{
+    return p ? p->daemon : false;
+}
+
+int proc_sentinel(const proc_t *p)
+{
+    if (!p || !is_child_object(p))
+        return -EINVAL;
+    int state = atomic_load(&((proc_t *)p)->state);
+    if (state == PROC_NEW || state == PROC_STARTING || p->owner != atomic_load(&proc_g.self))
+        return -EINVAL;
+    if (p->pidfd >= 0)
+        return p->pidfd;
+    return p->pipe_r >= 0 ? p->pipe_r : -EINVAL;
+}
+
+const unsigned char *proc_authkey(const proc_t *p, size_t *len)
+{
+    if (!p) {
+        if (len)
+            *len = 0;
+        errno = EINVAL;
+        return NULL;
+    }
+    if (len)
+        *len = p->authkey_len;
+    return p->authkey;
+}
+
+/* ------------------------------------------------------------------- close */
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+int proc_close(proc_t *p)
+{
+    if (!p)
+        return 0;
+    if (!is_child_object(p))
+        return -EINVAL;
+    proc_g_init();
+    pthread_mutex_lock(&proc_g.lock);
+    if (p == proc_g.current) {
+        pthread_mutex_unlock(&proc_g.lock);
+        return -EINVAL;
+    }
+    int state = atomic_load(&p->state);
+    bool mine = p->owner == atomic_load(&proc_g.self);
+    if (state == PROC_STARTING || (mine && (state == PROC_RUNNING || state == PROC_ENDED))) {
+        pthread_mutex_unlock(&proc_g.lock);
+        return -EBUSY;
+    }
+    if (mine && state == PROC_DONE)
+        proc_registry_remove_locked(p);
+    pthread_mutex_unlock(&proc_g.lock);
+
+    /* A copy inherited through fork has no fds: the fork handler dropped them. */
+    close_fd(&p->pidfd);
+    close_fd(&p->pipe_r);
+    close_fd(&p->pipe_w);
+    free_strv(p->argv);
+    free_strv(p->envp);
+    free(p->cwd);
+    free(p->authkey);
+    free(p->identity);
+    for (struct proc_exit_cb *cb = p->callbacks, *next; cb; cb = next) {
+        next = cb->next;
+        free(cb);
+    }
+    for (struct proc_name_node *n = atomic_load(&p->name), *older; n; n = older) {
+        older = n->older;
+        free(n);
+    }
+    free(p);
+    return 0;
+}

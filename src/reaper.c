@@ -1,0 +1,493 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The reaper: one thread per process that reaps libproc's children (and only
+ * them), records exit codes, runs exit callbacks and wakes joiners.
+ *
+ * With pidfds the thread sleeps in epoll on every child's pidfd, so it learns
+ * which child ended in O(1) and keeps working even if a host replaces our
+ * SIGCHLD handler. Without pidfds it polls its children with waitpid(pid) when
+ * SIGCHLD (or a periodic tick) wakes it. It never calls waitpid(-1).
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Without pidfds a host may have replaced our handler: poll that often anyway. */
+#define PROC_POLL_TICK_MS 100
+#define PROC_EPOLL_BATCH 64
+
+/* ----------------------------------------------------------------- SIGCHLD */
+
+static void on_sigchld(int sig, siginfo_t *info, void *ctx)
+{
+    int saved = errno;
+    if (atomic_load_explicit(&proc_g.sigchld_wake, memory_order_relaxed)) {
+        int fd = atomic_load_explicit(&proc_g.wakefd, memory_order_relaxed);
+        if (fd >= 0) {
+            uint64_t one = 1;
+            ssize_t r = write(fd, &one, sizeof one);
+            (void)r; /* a full eventfd is already a pending wakeup */
+        }
+    }
+    /* Chain to whoever had SIGCHLD before us: the host's handler must still run. */
+    const struct sigaction *old = &proc_g.old_chld;
+    if (old->sa_flags & SA_SIGINFO) {
+        if (old->sa_sigaction)
+            old->sa_sigaction(sig, info, ctx);
+    } else if (old->sa_handler != SIG_IGN && old->sa_handler != SIG_DFL) {
+        old->sa_handler(sig);
+    }
+    errno = saved;
+}
+
+static int install_handler_locked(void)
+{
+    if (proc_g.handler_installed)
+        return 0;
+    if (sigaction(SIGCHLD, NULL, &proc_g.old_chld) < 0)
+        return -errno;
+    /*
+     * SIG_IGN (or SA_NOCLDWAIT) would make the kernel discard our children's
+     * statuses. We take SIGCHLD over and keep the host's intent by reaping the
+     * children that are not ours ourselves.
+     */
+    proc_g.host_ignores_chld = (!(proc_g.old_chld.sa_flags & SA_SIGINFO) &&
+                                proc_g.old_chld.sa_handler == SIG_IGN) ||
+                               (proc_g.old_chld.sa_flags & SA_NOCLDWAIT);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigchld;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP | SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGCHLD, &sa, NULL) < 0)
+        return -errno;
+    proc_g.handler_installed = true;
+    return 0;
+}
+
+static void update_wake_locked(void)
+{
+    bool need = !proc_sys_have_pidfd() || proc_g.host_ignores_chld || proc_g.unwatched > 0;
+    atomic_store(&proc_g.sigchld_wake, need);
+}
+
+void proc_reaper_wake(void)
+{
+    int fd = atomic_load(&proc_g.wakefd);
+    if (fd >= 0) {
+        uint64_t one = 1;
+        ssize_t r = write(fd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+/* ------------------------------------------------------------------- reaping */
+
+/* Records the end of p and queues its callbacks; the caller holds the lock. */
+static void mark_ended_locked(proc_t *p, int code, proc_t **ended)
+{
+    atomic_store(&p->exitcode, code);
+    atomic_store(&p->state, PROC_ENDED);
+    proc_g.live--;
+    if (p->pipe_w >= 0) {
+        close(p->pipe_w); /* the fallback sentinel turns readable */
+        p->pipe_w = -1;
+    }
+    p->ended_next = *ended;
+    *ended = p;
+}
+
+static void reap_pidfd_locked(int epfd, proc_t *p, proc_t **ended)
+{
+    if (atomic_load(&p->state) != PROC_RUNNING || p->pidfd < 0)
+        return;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r = proc_sys_waitid_pidfd(p->pidfd, &si, WEXITED | WNOHANG);
+    if (r == 0 && si.si_pid == 0) {
+        /* Not waitable yet (e.g. ptraced): listen again. */
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = p};
+        epoll_ctl(epfd, EPOLL_CTL_MOD, p->pidfd, &ev);
+        return;
+    }
+    /* ECHILD: someone else (a host's waitpid(-1)) took the status. */
+    mark_ended_locked(p, r < 0 ? PROC_EXITCODE_UNKNOWN : proc_sys_decode_siginfo(&si), ended);
+}
+
+static bool reap_pid_locked(proc_t *p, proc_t **ended)
+{
+    int status = 0;
+    pid_t r;
+    do {
+        r = waitpid(atomic_load(&p->pid), &status, WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return false;
+    proc_g.unwatched--;
+    mark_ended_locked(p, r < 0 ? PROC_EXITCODE_UNKNOWN : proc_sys_decode_status(status), ended);
+    return true;
+}
+
+/* Children without a pidfd: one waitpid(pid, WNOHANG) each. */
+static void poll_unwatched_locked(proc_t **ended)
+{
+    for (proc_t *c = proc_g.children; c && proc_g.unwatched > 0; c = c->next)
+        if (atomic_load(&c->state) == PROC_RUNNING && c->pidfd < 0)
+            reap_pid_locked(c, ended);
+}
+
+static proc_t *find_running_locked(pid_t pid)
+{
+    for (proc_t *c = proc_g.children; c; c = c->next)
+        if (atomic_load(&c->state) == PROC_RUNNING && atomic_load(&c->pid) == pid)
+            return c;
+    return NULL;
+}
+
+/* The host asked for SIG_IGN: its children must not stay zombies because of us. */
+static void reap_foreign_locked(int epfd, proc_t **ended)
+{
+    for (;;) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
+            return;
+        proc_t *c = find_running_locked(si.si_pid);
+        if (c) {
+            if (c->pidfd >= 0)
+                reap_pidfd_locked(epfd, c, ended);
+            else
+                reap_pid_locked(c, ended);
+            continue;
+        }
+        if (proc_g.starting > 0)
+            return; /* may be ours, not registered yet: proc_start wakes us again */
+        while (waitpid(si.si_pid, NULL, WNOHANG) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+/* Runs the callbacks of a batch, then releases joiners once for all of it. */
+static void finish_batch(proc_t *ended)
+{
+    for (proc_t *p = ended; p; p = p->ended_next)
+        for (struct proc_exit_cb *cb = p->callbacks; cb; cb = cb->next)
+            cb->fn(p, cb->arg);
+    pthread_mutex_lock(&proc_g.lock);
+    for (proc_t *p = ended, *next; p; p = next) {
+        next = p->ended_next;
+        atomic_store(&p->state, PROC_DONE); /* from here on p may be closed */
+    }
+    pthread_cond_broadcast(&proc_g.cond);
+    pthread_mutex_unlock(&proc_g.lock);
+}
+
+static void run_requests(struct proc_spawn_req *req)
+{
+    while (req) {
+        struct proc_spawn_req *next = req->next;
+        pid_t pid = proc_spawn_now(req->p, req->plan, &req->mask);
+        pthread_mutex_lock(&proc_g.lock);
+        req->result = pid;
+        req->done = true;
+        pthread_cond_broadcast(&proc_g.cond);
+        pthread_mutex_unlock(&proc_g.lock);
+        req = next;
+    }
+}
+
+struct reaper_fds {
+    int epfd;
+    int wakefd;
+};
+
+static void *reaper_main(void *arg)
+{
+    struct reaper_fds fds = *(struct reaper_fds *)arg;
+    free(arg);
+    struct epoll_event evs[PROC_EPOLL_BATCH];
+    for (;;) {
+        pthread_mutex_lock(&proc_g.lock);
+        int timeout = proc_g.unwatched > 0 ? PROC_POLL_TICK_MS : -1;
+        pthread_mutex_unlock(&proc_g.lock);
+
+        int n = epoll_wait(fds.epfd, evs, PROC_EPOLL_BATCH, timeout);
+        if (n < 0)
+            n = 0; /* EINTR; nothing else can fail on a valid epoll fd */
+        bool woken = n == 0;
+        proc_t *ended = NULL;
+        struct proc_spawn_req *requests = NULL;
+
+        pthread_mutex_lock(&proc_g.lock);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr) {
+                reap_pidfd_locked(fds.epfd, evs[i].data.ptr, &ended);
+                continue;
+            }
+            uint64_t count;
+            ssize_t r = read(fds.wakefd, &count, sizeof count);
+            (void)r;
+            woken = true;
+        }
+        if (woken) {
+            if (proc_g.unwatched > 0)
+                poll_unwatched_locked(&ended);
+            if (proc_g.host_ignores_chld)
+                reap_foreign_locked(fds.epfd, &ended);
+            requests = proc_g.requests;
+            proc_g.requests = NULL;
+        }
+        update_wake_locked();
+        pthread_mutex_unlock(&proc_g.lock);
+
+        if (ended)
+            finish_batch(ended);
+        run_requests(requests);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------- public face */
+
+int proc_reaper_ensure_locked(void)
+{
+    if (proc_g.reaper_running)
+        return 0;
+    int err = install_handler_locked();
+    if (err < 0)
+        return err;
+    struct reaper_fds *fds = malloc(sizeof *fds);
+    if (!fds)
+        return -ENOMEM;
+    fds->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    fds->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (fds->wakefd < 0 || fds->epfd < 0 ||
+        epoll_ctl(fds->epfd, EPOLL_CTL_ADD, fds->wakefd, &ev) < 0) {
+        err = -errno;
+        goto fail;
+    }
+
+    /* The reaper must never take a signal meant for the host's threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    proc_g.epfd = fds->epfd;
+    atomic_store(&proc_g.wakefd, fds->wakefd);
+    struct reaper_fds copy = *fds;
+    int r = pthread_create(&proc_g.reaper_tid, &attr, reaper_main, fds);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0) {
+        proc_g.epfd = -1;
+        atomic_store(&proc_g.wakefd, -1);
+        close(copy.wakefd);
+        close(copy.epfd);
+        free(fds);
+        return -r;
+    }
+    proc_g.reaper_running = true;
+    update_wake_locked();
+    return 0;
+
+fail:
+    if (fds->wakefd >= 0)
+        close(fds->wakefd);
+    if (fds->epfd >= 0)
+        close(fds->epfd);
+    free(fds);
+    return err;
+}
+
+bool proc_on_reaper_thread(void)
+{
+    /* The flag and id are written under the lock before the thread exists. */
+    return proc_g.reaper_running && pthread_equal(pthread_self(), proc_g.reaper_tid);
+}
+
+/* Registers a freshly started child with the reaper. */
+int proc_reaper_watch_locked(proc_t *p)
+{
+    p->owner = atomic_load(&proc_g.self);
+    p->pidfd = -1;
+    if (proc_sys_have_pidfd()) {
+        int fd = proc_sys_pidfd_open(atomic_load(&p->pid));
+        if (fd >= 0) {
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = p};
+            if (epoll_ctl(proc_g.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                int err = -errno;
+                close(fd);
+                return err;
+            }
+            p->pidfd = fd;
+        } else if (fd != -ESRCH) {
+            return fd;
+        }
+        /* ESRCH: already reaped by someone else; waitpid below will say ECHILD. */
+    }
+    if (p->pidfd < 0) {
+        int pfd[2];
+        if (pipe2(pfd, O_CLOEXEC) < 0)
+            return -errno;
+        p->pipe_r = pfd[0];
+        p->pipe_w = pfd[1];
+        proc_g.unwatched++;
+    }
+    atomic_store(&p->state, PROC_RUNNING);
+    proc_g.live++;
+    proc_registry_add_locked(p);
+    update_wake_locked();
+    if (p->pidfd < 0)
+        proc_reaper_wake(); /* the exit may have come before we listened */
+    return 0;
+}
+
+pid_t proc_reaper_delegate_locked(struct proc_spawn_req *req)
+{
+    req->next = proc_g.requests;
+    proc_g.requests = req;
+    proc_reaper_wake();
+    while (!req->done)
+        pthread_cond_wait(&proc_g.cond, &proc_g.lock);
+    return req->result;
+}
+
+void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, deadline);
+    deadline->tv_sec += timeout_ms / 1000;
+    deadline->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline->tv_nsec >= 1000000000L) {
+        deadline->tv_sec++;
+        deadline->tv_nsec -= 1000000000L;
+    }
+}
+
+/* 0 when woken, -ETIMEDOUT once the deadline (NULL: none) has passed. */
+int proc_deadline_wait_locked(const struct timespec *deadline)
+{
+    if (!deadline)
+        return -pthread_cond_wait(&proc_g.cond, &proc_g.lock);
+    return -pthread_cond_timedwait(&proc_g.cond, &proc_g.lock, deadline);
+}
+
+/* ----------------------------------------------------------- join, signals */
+
+int proc_join(proc_t *p, int timeout_ms)
+{
+    if (!p || timeout_ms < -1)
+        return -EINVAL;
+    if (p->kind == PROC_KIND_SELF)
+        return -EDEADLK;
+    if (p->kind == PROC_KIND_PARENT)
+        return -ECHILD;
+    int state = atomic_load(&p->state);
+    if (state == PROC_NEW || state == PROC_STARTING)
+        return -EINVAL;
+    if (p->owner != atomic_load(&proc_g.self))
+        return -ECHILD;
+    if (state == PROC_DONE)
+        return 0;
+    /* The reaper finishes children: waiting on it from its own thread never ends. */
+    if (proc_on_reaper_thread())
+        return -EDEADLK;
+    if (timeout_ms == 0)
+        return -ETIMEDOUT;
+
+    struct timespec deadline;
+    if (timeout_ms > 0)
+        proc_deadline_from_timeout(&deadline, timeout_ms);
+    int r = 0;
+    pthread_mutex_lock(&proc_g.lock);
+    while (atomic_load(&p->state) != PROC_DONE && r == 0)
+        r = proc_deadline_wait_locked(timeout_ms > 0 ? &deadline : NULL);
+    if (atomic_load(&p->state) == PROC_DONE)
+        r = 0;
+    pthread_mutex_unlock(&proc_g.lock);
+    return r;
+}
+
+bool proc_is_alive(proc_t *p)
+{
+    if (!p)
+        return false;
+    switch (p->kind) {
+    case PROC_KIND_SELF:
+        return true;
+    case PROC_KIND_PARENT:
+        return getppid() == atomic_load(&p->pid);
+    case PROC_KIND_CHILD:
+        break;
+    }
+    return p->owner == atomic_load(&proc_g.self) && atomic_load(&p->state) == PROC_RUNNING;
+}
+
+/* Common checks of proc_signal and proc_signal_tree; 1 = go on and send. */
+static int check_signal(proc_t *p, int sig)
+{
+    if (!p || sig < 0 || sig >= NSIG)
+        return -EINVAL;
+    if (p->kind != PROC_KIND_CHILD)
+        return -ECHILD;
+    int state = atomic_load(&p->state);
+    if (state == PROC_NEW || state == PROC_STARTING)
+        return -EINVAL;
+    if (p->owner != atomic_load(&proc_g.self))
+        return -ECHILD;
+    return 1;
+}
+
+int proc_signal(proc_t *p, int sig)
+{
+    int r = check_signal(p, sig);
+    if (r <= 0)
+        return r;
+    if (atomic_load(&p->state) != PROC_RUNNING)
+        return 0; /* reaped: its pid may belong to someone else now */
+    if (p->pidfd >= 0) {
+        /* The pidfd names this process, never a successor with the same pid. */
+        r = proc_sys_pidfd_signal(p->pidfd, sig);
+        return r == -ESRCH ? 0 : r;
+    }
+    /* Without pidfd: the reaper cannot reap (and free the pid) while we hold the lock. */
+    pthread_mutex_lock(&proc_g.lock);
+    r = 0;
+    if (atomic_load(&p->state) == PROC_RUNNING && kill(atomic_load(&p->pid), sig) < 0)
+        r = errno == ESRCH ? 0 : -errno;
+    pthread_mutex_unlock(&proc_g.lock);
+    return r;
+}
+
+int proc_terminate(proc_t *p)
+{
+    return proc_signal(p, SIGTERM);
+}
+
+int proc_kill(proc_t *p)
+{
+    return proc_signal(p, SIGKILL);
+}
+
+int proc_signal_tree(proc_t *p, int sig)
+{
+    int r = check_signal(p, sig);
+    if (r <= 0)
+        return r;
+    if (!p->new_group)
+        return -EINVAL;
+    if (killpg(atomic_load(&p->pid), sig) < 0)
+        return errno == ESRCH ? 0 : -errno;
+    return 0;
+}

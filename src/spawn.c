@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: MIT */
+/* Starting children: the fork path (callback mode) and the exec paths. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* ------------------------------------------------------------ PATH lookup */
+
+static bool is_executable_file(const char *path, bool *exists)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return false;
+    *exists = true;
+    return S_ISREG(st.st_mode) && faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) == 0;
+}
+
+/*
+ * execvp(3) rules, done in the parent so the child only calls execve: a name
+ * with a '/' is used as is; otherwise the first executable regular file along
+ * PATH wins, and a miss is EACCES if some candidate existed, else ENOENT.
+ */
+static int plan_exec(struct proc_exec_plan *plan, const proc_t *p)
+{
+    const char *file = p->argv[0];
+    plan->envp = p->envp ? p->envp : environ;
+    if (!*file)
+        return -ENOENT;
+    if (strchr(file, '/')) {
+        plan->path = strdup(file);
+        return plan->path ? 0 : -ENOMEM;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/bin:/usr/bin";
+    size_t flen = strlen(file);
+    char *buf = malloc(strlen(path) + flen + 3);
+    if (!buf)
+        return -ENOMEM;
+    bool seen = false;
+    for (const char *dir = path;; dir++) {
+        const char *end = strchrnul(dir, ':');
+        size_t dlen = (size_t)(end - dir);
+        if (dlen == 0) {
+            memcpy(buf, ".", 1);
+            dlen = 1;
+        } else {
+            memcpy(buf, dir, dlen);
+        }
+        buf[dlen] = '/';
+        memcpy(buf + dlen + 1, file, flen + 1);
+        if (is_executable_file(buf, &seen)) {
+            plan->path = buf;
+            return 0;
+        }
+        dir = end;
+        if (!*end)
+            break;
+    }
+    free(buf);
+    return seen ? -EACCES : -ENOENT;
+}
+
+/* ------------------------------------------------------------- child sides */
+
+static void write_errno_and_exit(int fd, int err)
+{
+    ssize_t r;
+    do {
+        r = write(fd, &err, sizeof err);
+    } while (r < 0 && errno == EINTR);
+    _exit(127);
+}
+
+/* PDEATHSIG fires when the forking thread ends: callers make sure it is long-lived. */
+static void become_daemon_of(pid_t parent)
+{
+    proc_sys_set_pdeathsig(SIGKILL);
+    if (getppid() != parent)
+        raise(SIGKILL); /* the parent died before the prctl took effect */
+}
+
+/* Callback mode. Python runs arbitrary code after fork too; this is that exception. */
+static void child_run_target(proc_t *p, pid_t parent, proc_t *old_current, int status_w,
+                             const sigset_t *mask)
+{
+    proc_child_became(p, parent, old_current);
+    if (p->daemon)
+        become_daemon_of(parent);
+    if (p->new_group)
+        setpgid(0, 0);
+    if (p->cwd && chdir(p->cwd) < 0)
+        write_errno_and_exit(status_w, errno);
+    if (status_w >= 0)
+        close(status_w);
+    if (mask)
+        pthread_sigmask(SIG_SETMASK, mask, NULL);
+    if (p->envp)
+        environ = p->envp;
+    int ret = p->target ? p->target(p->arg) : 0;
+    proc_lifecycle_exit_work();
+    fflush(NULL);
+    _exit(ret & 0xff);
+}
+
+/* Exec mode after a real fork: only async-signal-safe calls until execve. */
+static void child_exec(const proc_t *p, const struct proc_exec_plan *plan, pid_t parent,
+                       int status_w, const sigset_t *mask)
+{
+    /* Handlers of the parent must not run here: reset the caught ones. */
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_IGN &&
+            sa.sa_handler != SIG_DFL) {
+            sa.sa_handler = SIG_DFL;
+            sa.sa_flags = 0;
+            sigaction(sig, &sa, NULL);
+        }
+    }
+    if (p->daemon)
+        become_daemon_of(parent);
+    if (p->new_group && setpgid(0, 0) < 0)
+        write_errno_and_exit(status_w, errno);
+    if (p->cwd && chdir(p->cwd) < 0)
+        write_errno_and_exit(status_w, errno);
+    sigprocmask(SIG_SETMASK, mask, NULL);
+    execve(plan->path, p->argv, plan->envp);
+    write_errno_and_exit(status_w, errno);
+}
+
+/* ----------------------------------------------------------- parent sides */
+
+/* Reads the child's errno report; 0 once the CLOEXEC write end closed. */
+static int read_child_status(int fd)
+{
+    int err = 0;
+    ssize_t r;
+    do {
+        r = read(fd, &err, sizeof err);
+    } while (r < 0 && errno == EINTR);
+    return r == (ssize_t)sizeof err ? err : 0;
+}
+
+static void reap_failed(pid_t pid)
+{
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const sigset_t *mask)
+{
+    bool exec_mode = p->argv != NULL;
+    int fds[2] = {-1, -1};
+    /* Only the child can tell whether chdir/exec worked; it says so through this pipe. */
+    if ((exec_mode || p->cwd) && pipe2(fds, O_CLOEXEC) < 0)
+        return -errno;
+
+    sigset_t all, old;
+    sigfillset(&all);
+    pid_t parent = getpid();
+    proc_t *old_current = proc_g.current;
+    if (exec_mode) /* no handler of the parent may run in the child before execve */
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (fds[0] >= 0)
+            close(fds[0]);
+        if (exec_mode)
+            child_exec(p, plan, parent, fds[1], mask ? mask : &old);
+        child_run_target(p, parent, old_current, fds[1], mask);
+    }
+    int fork_err = errno;
+    if (exec_mode)
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (fds[1] >= 0)
+        close(fds[1]);
+    if (pid < 0) {
+        if (fds[0] >= 0)
+            close(fds[0]);
+        return -fork_err;
+    }
+    if (p->new_group)
+        setpgid(pid, pid); /* also in the parent: whoever runs first, the group exists */
+    if (fds[0] >= 0) {
+        int err = read_child_status(fds[0]);
+        close(fds[0]);
+        if (err) {
+            reap_failed(pid);
+            return -err;
+        }
+    }
+    return pid;
+}
+
+#ifdef LIBPROC_HAVE_ADDCHDIR_NP
+/* vfork-style start whose cost does not grow with the parent's memory. */
+static pid_t posix_spawn_exec(const proc_t *p, const struct proc_exec_plan *plan)
+{
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_t fa;
+    int err = posix_spawnattr_init(&attr);
+    if (err)
+        return -err;
+    err = posix_spawn_file_actions_init(&fa);
+    if (err) {
+        posix_spawnattr_destroy(&attr);
+        return -err;
+    }
+    if (p->new_group) {
+        err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+        if (!err)
+            err = posix_spawnattr_setpgroup(&attr, 0);
+    }
+    if (!err && p->cwd)
+        err = posix_spawn_file_actions_addchdir_np(&fa, p->cwd);
+    pid_t pid = -1;
+    if (!err)
+        err = posix_spawn(&pid, plan->path, &fa, &attr, p->argv, plan->envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    return err ? -err : pid;
+}
+#endif
+
+pid_t proc_spawn_now(proc_t *p, struct proc_exec_plan *plan, const sigset_t *mask)
+{
+#ifdef LIBPROC_HAVE_ADDCHDIR_NP
+    /* posix_spawn cannot set PDEATHSIG, so daemons take the fork path. */
+    if (p->argv && !p->daemon)
+        return posix_spawn_exec(p, plan);
+#endif
+    return fork_and_report(p, plan, mask);
+}
+
+/* ------------------------------------------------------------------- start */
+
+static bool on_main_thread(void)
+{
+    return proc_sys_gettid() == getpid();
+}
+
+static void kill_unregistered(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    reap_failed(pid);
+}
+
+int proc_start(proc_t *p)
+{
+    if (!p)
+        return -EINVAL;
+    if (p->kind != PROC_KIND_CHILD)
+        return -EBUSY;
+    proc_g_init();
+
+    pthread_mutex_lock(&proc_g.lock);
+    int r = 0;
+    proc_t *cur = proc_ensure_current_locked();
+    if (atomic_load(&p->state) != PROC_NEW)
+        r = -EBUSY;
+    else if (!cur)
+        r = -ENOMEM;
+    else if (cur->daemon)
+        r = -EPERM;
+    else
+        r = proc_reaper_ensure_locked();
+    if (r < 0) {
+        pthread_mutex_unlock(&proc_g.lock);
+        return r;
+    }
+    atomic_store(&p->state, PROC_STARTING);
+    proc_g.starting++;
+    pthread_mutex_unlock(&proc_g.lock);
+
+    struct proc_exec_plan plan = {0};
+    pid_t pid = p->argv ? plan_exec(&plan, p) : 0;
+    if (pid == 0) {
+        /* Nothing buffered in the parent may be written again by the child. */
+        fflush(NULL);
+        if (p->daemon && !on_main_thread() && !proc_on_reaper_thread()) {
+            struct proc_spawn_req req = {.p = p, .plan = &plan};
+            pthread_sigmask(SIG_SETMASK, NULL, &req.mask);
+            pthread_mutex_lock(&proc_g.lock);
+            pid = proc_reaper_delegate_locked(&req);
+            pthread_mutex_unlock(&proc_g.lock);
+        } else {
+            pid = proc_spawn_now(p, &plan, NULL);
+        }
+    }
+    free(plan.path);
+
+    pthread_mutex_lock(&proc_g.lock);
+    proc_g.starting--;
+    if (pid > 0) {
+        atomic_store(&p->pid, pid);
+        r = proc_reaper_watch_locked(p);
+    } else {
+        r = pid;
+    }
+    if (r < 0)
+        atomic_store(&p->state, PROC_NEW);
+    pthread_mutex_unlock(&proc_g.lock);
+    if (r < 0 && pid > 0) {
+        /* No sentinel, no tracking: take the child back rather than lose it. */
+        kill_unregistered(pid);
+        atomic_store(&p->pid, 0);
+    }
+    if (proc_g.host_ignores_chld)
+        proc_reaper_wake();
+    return r;
+}
+
+int proc_run(proc_t *p)
+{
+    if (!p || p->argv)
+        return -EINVAL;
+    return p->target ? p->target(p->arg) : 0;
+}

@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/* Thin wrappers over Linux-only system calls, each with a portable fallback. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+/* 1 = pidfds work, 0 = not, -1 = not probed. The probe result never changes. */
+static _Atomic int have_pidfd = -1;
+
+bool proc_sys_have_pidfd(void)
+{
+    int v = atomic_load_explicit(&have_pidfd, memory_order_relaxed);
+    if (v >= 0)
+        return v;
+    v = 0;
+#if defined(__linux__) && defined(SYS_pidfd_open) && defined(SYS_pidfd_send_signal)
+    /* Testing aid: run everything on the paths older kernels take. */
+    const char *off = getenv("LIBPROC_DISABLE_PIDFD");
+    if (!(off && *off && strcmp(off, "0") != 0)) {
+        int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+        if (fd >= 0) {
+            /* waitid(P_PIDFD) came one release after pidfd_open (5.4 vs 5.3). */
+            siginfo_t si;
+            memset(&si, 0, sizeof si);
+            int r = (int)syscall(SYS_waitid, P_PIDFD, fd, &si, WEXITED | WNOHANG, NULL);
+            v = !(r < 0 && errno == EINVAL);
+            close(fd);
+        }
+    }
+#endif
+    atomic_store_explicit(&have_pidfd, v, memory_order_relaxed);
+    return v;
+}
+
+int proc_sys_pidfd_open(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    /* pidfds are always close-on-exec. */
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : fd;
+#else
+    (void)pid;
+    return -ENOSYS;
+#endif
+}
+
+int proc_sys_pidfd_signal(int pidfd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+#else
+    (void)pidfd;
+    (void)sig;
+    return -ENOSYS;
+#endif
+}
+
+int proc_sys_waitid_pidfd(int pidfd, siginfo_t *info, int options)
+{
+    int r;
+    do {
+        r = waitid((idtype_t)P_PIDFD, (id_t)pidfd, info, options);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+int proc_sys_random(void *buf, size_t len)
+{
+    unsigned char *out = buf;
+    size_t got = 0;
+#ifdef SYS_getrandom
+    while (got < len) {
+        long r = syscall(SYS_getrandom, out + got, len - got, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        got += (size_t)r;
+    }
+#endif
+    if (got < len) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        while (got < len) {
+            ssize_t r = read(fd, out + got, len - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                int err = r < 0 ? errno : EIO;
+                close(fd);
+                return -err;
+            }
+            got += (size_t)r;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+pid_t proc_sys_gettid(void)
+{
+#ifdef SYS_gettid
+    return (pid_t)syscall(SYS_gettid);
+#else
+    return getpid();
+#endif
+}
+
+int proc_sys_set_pdeathsig(int sig)
+{
+#ifdef PR_SET_PDEATHSIG
+    return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) < 0 ? -errno : 0;
+#else
+    (void)sig;
+    return -ENOSYS;
+#endif
+}
+
+int proc_sys_decode_siginfo(const siginfo_t *info)
+{
+    if (info->si_code == CLD_EXITED)
+        return info->si_status & 0xff;
+    return -info->si_status; /* CLD_KILLED, CLD_DUMPED */
+}
+
+int proc_sys_decode_status(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return -WTERMSIG(status);
+    return PROC_EXITCODE_UNKNOWN;
+}
