@@ -89,6 +89,7 @@ struct proc_global {
     bool host_ignores_chld;    /* SIGCHLD was SIG_IGN before us: we reap the host's children */
     struct sigaction old_chld;
     struct proc_spawn_req *requests; /* daemon starts handed to the reaper thread */
+    struct proc *pending;            /* reaped by another thread, callbacks still due */
 
     bool atexit_registered;
 };
@@ -128,6 +129,7 @@ void proc_reaper_wake(void);
 int proc_reaper_watch_locked(struct proc *p);
 pid_t proc_reaper_delegate_locked(struct proc_spawn_req *req);
 bool proc_on_reaper_thread(void);
+size_t proc_reaper_collect_locked(void);
 int proc_deadline_wait_locked(const struct timespec *deadline);
 void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms);
 

@@ -49,6 +49,7 @@ void proc_lifecycle_reset_child(void)
     proc_g.unwatched = 0;
     proc_g.starting = 0;
     proc_g.requests = NULL;
+    proc_g.pending = NULL;
     proc_g.reaper_running = false;
     int wakefd = atomic_exchange(&proc_g.wakefd, -1);
     if (wakefd >= 0)

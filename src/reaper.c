@@ -105,21 +105,28 @@ static void mark_ended_locked(proc_t *p, int code, proc_t **ended)
     *ended = p;
 }
 
+/* true when p ended and was queued on *ended; false while it still runs. */
+static bool try_reap_pidfd_locked(proc_t *p, proc_t **ended)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int r = proc_sys_waitid_pidfd(p->pidfd, &si, WEXITED | WNOHANG);
+    if (r == 0 && si.si_pid == 0)
+        return false;
+    /* ECHILD: someone else (a host's waitpid(-1)) took the status. */
+    mark_ended_locked(p, r < 0 ? PROC_EXITCODE_UNKNOWN : proc_sys_decode_siginfo(&si), ended);
+    return true;
+}
+
 static void reap_pidfd_locked(int epfd, proc_t *p, proc_t **ended)
 {
     if (atomic_load(&p->state) != PROC_RUNNING || p->pidfd < 0)
         return;
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    int r = proc_sys_waitid_pidfd(p->pidfd, &si, WEXITED | WNOHANG);
-    if (r == 0 && si.si_pid == 0) {
-        /* Not waitable yet (e.g. ptraced): listen again. */
+    if (!try_reap_pidfd_locked(p, ended)) {
+        /* Readable but not waitable yet (e.g. ptraced): listen again. */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = p};
         epoll_ctl(epfd, EPOLL_CTL_MOD, p->pidfd, &ev);
-        return;
     }
-    /* ECHILD: someone else (a host's waitpid(-1)) took the status. */
-    mark_ended_locked(p, r < 0 ? PROC_EXITCODE_UNKNOWN : proc_sys_decode_siginfo(&si), ended);
 }
 
 static bool reap_pid_locked(proc_t *p, proc_t **ended)
@@ -244,6 +251,12 @@ static void *reaper_main(void *arg)
                 reap_foreign_locked(fds.epfd, &ended);
             requests = proc_g.requests;
             proc_g.requests = NULL;
+            while (proc_g.pending) {
+                proc_t *p = proc_g.pending;
+                proc_g.pending = p->ended_next;
+                p->ended_next = ended;
+                ended = p;
+            }
         }
         update_wake_locked();
         pthread_mutex_unlock(&proc_g.lock);
@@ -309,6 +322,32 @@ fail:
         close(fds->epfd);
     free(fds);
     return err;
+}
+
+/*
+ * Reaps, from any thread, every child that has already ended, so that callers
+ * (proc_active_children) see exits the reaper has not handled yet. The
+ * callbacks stay with the reaper thread. Returns how many are still running.
+ */
+size_t proc_reaper_collect_locked(void)
+{
+    proc_t *ended = NULL;
+    size_t running = 0;
+    for (proc_t *c = proc_g.children; c; c = c->next) {
+        if (atomic_load(&c->state) != PROC_RUNNING)
+            continue;
+        bool gone = c->pidfd >= 0 ? try_reap_pidfd_locked(c, &ended) : reap_pid_locked(c, &ended);
+        running += !gone;
+    }
+    if (ended) {
+        proc_t *last = ended;
+        while (last->ended_next)
+            last = last->ended_next;
+        last->ended_next = proc_g.pending;
+        proc_g.pending = ended;
+        proc_reaper_wake();
+    }
+    return running;
 }
 
 bool proc_on_reaper_thread(void)

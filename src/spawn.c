@@ -204,7 +204,8 @@ static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const
 
 #ifdef LIBPROC_HAVE_ADDCHDIR_NP
 /* vfork-style start whose cost does not grow with the parent's memory. */
-static pid_t posix_spawn_exec(const proc_t *p, const struct proc_exec_plan *plan)
+static pid_t posix_spawn_exec(const proc_t *p, const struct proc_exec_plan *plan,
+                              const sigset_t *mask)
 {
     posix_spawnattr_t attr;
     posix_spawn_file_actions_t fa;
@@ -216,11 +217,13 @@ static pid_t posix_spawn_exec(const proc_t *p, const struct proc_exec_plan *plan
         posix_spawnattr_destroy(&attr);
         return -err;
     }
-    if (p->new_group) {
-        err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-        if (!err)
-            err = posix_spawnattr_setpgroup(&attr, 0);
-    }
+    short flags = (short)((p->new_group ? POSIX_SPAWN_SETPGROUP : 0) |
+                          (mask ? POSIX_SPAWN_SETSIGMASK : 0));
+    err = posix_spawnattr_setflags(&attr, flags);
+    if (!err && p->new_group)
+        err = posix_spawnattr_setpgroup(&attr, 0);
+    if (!err && mask)
+        err = posix_spawnattr_setsigmask(&attr, mask);
     if (!err && p->cwd)
         err = posix_spawn_file_actions_addchdir_np(&fa, p->cwd);
     pid_t pid = -1;
@@ -237,7 +240,7 @@ pid_t proc_spawn_now(proc_t *p, struct proc_exec_plan *plan, const sigset_t *mas
 #ifdef LIBPROC_HAVE_ADDCHDIR_NP
     /* posix_spawn cannot set PDEATHSIG, so daemons take the fork path. */
     if (p->argv && !p->daemon)
-        return posix_spawn_exec(p, plan);
+        return posix_spawn_exec(p, plan, mask);
 #endif
     return fork_and_report(p, plan, mask);
 }
@@ -293,6 +296,11 @@ int proc_start(proc_t *p)
             pthread_mutex_lock(&proc_g.lock);
             pid = proc_reaper_delegate_locked(&req);
             pthread_mutex_unlock(&proc_g.lock);
+        } else if (proc_on_reaper_thread()) {
+            /* From an exit callback: the reaper blocks every signal, the child must not. */
+            sigset_t none;
+            sigemptyset(&none);
+            pid = proc_spawn_now(p, &plan, &none);
         } else {
             pid = proc_spawn_now(p, &plan, NULL);
         }

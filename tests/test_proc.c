@@ -1,0 +1,1113 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The process object (src/proc.c area): defaults, names, configuration,
+ * authkeys, proc_current()/proc_parent(), active children, cpu count,
+ * proc_run(), proc_close(), NULL arguments, bad timeouts and signals.
+ *
+ * Children never call cmocka: they report through pipes and exit codes and
+ * the parent asserts. Nothing here waits by the clock; timeouts only bound
+ * hangs.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <libproc/proc.h>
+
+#include "testutil.h"
+
+#define BOUND_MS 10000 /* bound on any hang; never reached when things work */
+#define NAME_LEN 64
+
+/* Every test ends with no child of ours left, alive or zombie. */
+static void assert_no_children(void)
+{
+    int zombies = -1;
+    assert_int_equal(tu_count_children(&zombies), 0);
+    assert_int_equal(zombies, 0);
+}
+
+/* After a failed test: kill whatever it left running, so that one failure
+ * does not cascade into the next tests or hang the program's exit. */
+static int kill_leftovers(void **state)
+{
+    (void)state;
+    proc_t *left[64];
+    size_t n = proc_active_children(left, 64);
+    for (size_t i = 0; i < n && i < 64; i++) {
+        proc_kill(left[i]);
+        proc_join(left[i], BOUND_MS);
+    }
+    prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+    return 0;
+}
+
+/* Grandchildren orphaned by a test are re-parented to the test process (not
+ * to a pid 1 that may never reap them), and the test reaps them itself. */
+static void subreaper(bool on)
+{
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0), 0);
+}
+
+/* pid is dead or dying, and its parent has been joined: it is ours now. */
+static void reap_orphan(pid_t pid)
+{
+    int st;
+    pid_t r;
+    while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+        ;
+    assert_int_equal(r, pid);
+}
+
+static int join_bounded(proc_t *p)
+{
+    return proc_join(p, BOUND_MS);
+}
+
+static int ret_arg(void *arg)
+{
+    return arg ? *(int *)arg : 0;
+}
+
+/* Child target: block until the gate in arg opens, then exit 0. */
+static int wait_gate(void *arg)
+{
+    tu_gate *g = arg;
+    return tu_gate_wait(g, -1) == 0 ? 0 : 99;
+}
+
+static void put_name(int fd, const char *name)
+{
+    char rec[NAME_LEN] = {0};
+    if (name)
+        snprintf(rec, sizeof rec, "%s", name);
+    else
+        snprintf(rec, sizeof rec, "<NULL errno=%d>", errno);
+    (void)tu_write_full(fd, rec, sizeof rec);
+}
+
+static void get_name(int fd, char out[NAME_LEN])
+{
+    ssize_t n = tu_read_full(fd, out, NAME_LEN, BOUND_MS);
+    assert_int_equal(n, NAME_LEN);
+    out[NAME_LEN - 1] = '\0';
+}
+
+/* Index K of a default name "Process-K". */
+static int default_index(const char *name)
+{
+    int k = -1;
+    char tail;
+    assert_non_null(name);
+    assert_int_equal(sscanf(name, "Process-%d%c", &k, &tail), 1);
+    assert_true(k >= 1);
+    return k;
+}
+
+/* ------------------------------------------------------------------ defaults */
+
+/* Must stay the first test: it checks that numbering starts at 1. */
+static void test_new_defaults(void **state)
+{
+    (void)state;
+    int v = 0;
+    proc_t *a = proc_new(ret_arg, &v);
+    assert_non_null(a);
+    proc_t *b = proc_new(NULL, NULL);
+    assert_non_null(b);
+    assert_string_equal(proc_name(a), "Process-1");
+    assert_string_equal(proc_name(b), "Process-2");
+
+    assert_false(proc_daemon(a));
+    assert_int_equal(proc_pid(a), 0);
+    assert_int_equal(proc_exitcode(a), PROC_EXITCODE_NONE);
+    assert_false(proc_is_alive(a));
+    assert_int_equal(proc_sentinel(a), -EINVAL);
+
+    /* authkey: a copy of proc_current()'s */
+    size_t la = 0, lc = 0;
+    const unsigned char *ka = proc_authkey(a, &la);
+    const unsigned char *kc = proc_authkey(proc_current(), &lc);
+    assert_non_null(ka);
+    assert_non_null(kc);
+    assert_int_equal(lc, 32);
+    assert_int_equal(la, lc);
+    assert_memory_equal(ka, kc, lc);
+    assert_true(ka != kc); /* a copy, not the same storage */
+    assert_non_null(proc_authkey(a, NULL));
+
+    /* never started: lifecycle calls are -EINVAL */
+    assert_int_equal(proc_join(a, 0), -EINVAL);
+    assert_int_equal(proc_signal(a, 0), -EINVAL);
+    assert_int_equal(proc_terminate(a), -EINVAL);
+    assert_int_equal(proc_kill(a), -EINVAL);
+    assert_int_equal(proc_signal_tree(a, SIGTERM), -EINVAL);
+
+    assert_int_equal(proc_close(a), 0);
+    assert_int_equal(proc_close(b), 0);
+
+    /* closing does not recycle numbers */
+    proc_t *c = proc_new(NULL, NULL);
+    assert_non_null(c);
+    assert_string_equal(proc_name(c), "Process-3");
+    assert_int_equal(proc_close(c), 0);
+
+    /* exec-mode objects get a name and the same defaults too */
+    proc_t *e = proc_new_exec((const char *const[]){"/bin/true", NULL});
+    assert_non_null(e);
+    assert_non_null(proc_name(e));
+    assert_true(strncmp(proc_name(e), "Process-", 8) == 0);
+    assert_false(proc_daemon(e));
+    assert_int_equal(proc_pid(e), 0);
+    assert_int_equal(proc_exitcode(e), PROC_EXITCODE_NONE);
+    assert_false(proc_is_alive(e));
+    assert_int_equal(proc_sentinel(e), -EINVAL);
+    assert_non_null(proc_authkey(e, &la));
+    assert_int_equal(la, 32);
+    assert_memory_equal(proc_authkey(e, NULL), kc, 32);
+    assert_int_equal(proc_close(e), 0);
+    assert_no_children();
+}
+
+/* --------------------------------------------------------- names in children */
+
+static int naming_grandchild(void *arg)
+{
+    int wr = *(int *)arg;
+    put_name(wr, proc_name(proc_current()));
+    proc_t *q = proc_new(NULL, NULL);
+    put_name(wr, q ? proc_name(q) : NULL);
+    proc_close(q);
+    proc_t *par = proc_parent();
+    put_name(wr, par ? proc_name(par) : NULL);
+    return 0;
+}
+
+static int naming_child(void *arg)
+{
+    int wr = *(int *)arg;
+    proc_t *q1 = proc_new(naming_grandchild, arg);
+    proc_t *q2 = proc_new(NULL, NULL);
+    if (!q1 || !q2)
+        return 10;
+    char n1[NAME_LEN], n2[NAME_LEN];
+    snprintf(n1, sizeof n1, "%s", proc_name(q1));
+    snprintf(n2, sizeof n2, "%s", proc_name(q2));
+    if (proc_start(q1) != 0)
+        return 11;
+    if (proc_join(q1, BOUND_MS) != 0)
+        return 12;
+    int ec = proc_exitcode(q1);
+    proc_close(q1);
+    proc_close(q2);
+    /* after the grandchild's three records */
+    put_name(wr, proc_name(proc_current()));
+    put_name(wr, n1);
+    put_name(wr, n2);
+    proc_t *par = proc_parent();
+    put_name(wr, par ? proc_name(par) : NULL);
+    return ec == 0 ? 0 : 13;
+}
+
+static void check_child_names(const char *rename_to)
+{
+    int fds[2];
+    assert_int_equal(tu_pipe(fds), 0);
+    proc_t *p = proc_new(naming_child, &fds[1]);
+    assert_non_null(p);
+    int k = default_index(proc_name(p));
+    char want_self[NAME_LEN], want_c1[NAME_LEN], want_c2[NAME_LEN], want_gc[NAME_LEN];
+    snprintf(want_self, sizeof want_self, "Process-%d", k);
+    snprintf(want_c1, sizeof want_c1, "Process-%d:1", k);
+    snprintf(want_c2, sizeof want_c2, "Process-%d:2", k);
+    snprintf(want_gc, sizeof want_gc, "Process-%d:1:1", k);
+    if (rename_to) {
+        assert_int_equal(proc_set_name(p, rename_to), 0);
+        snprintf(want_self, sizeof want_self, "%s", rename_to);
+    }
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+
+    char got[NAME_LEN];
+    /* grandchild: its own name, its child's default name, its parent's name */
+    get_name(fds[0], got);
+    assert_string_equal(got, want_c1);
+    get_name(fds[0], got);
+    assert_string_equal(got, want_gc);
+    get_name(fds[0], got);
+    assert_string_equal(got, want_self);
+    /* child: its own name, its two children's names, its parent's name */
+    get_name(fds[0], got);
+    assert_string_equal(got, want_self);
+    get_name(fds[0], got);
+    assert_string_equal(got, want_c1);
+    get_name(fds[0], got);
+    assert_string_equal(got, want_c2);
+    get_name(fds[0], got);
+    assert_string_equal(got, "MainProcess");
+
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    close(fds[0]);
+    assert_int_equal(proc_close(p), 0);
+    assert_no_children();
+}
+
+static void test_names_in_children(void **state)
+{
+    (void)state;
+    check_child_names(NULL);
+}
+
+/* The numbering follows the identity ("Process-K"), not a later rename. */
+static void test_names_in_children_after_rename(void **state)
+{
+    (void)state;
+    check_child_names("worker");
+}
+
+/* ---------------------------------------------------------------- set_name */
+
+static int report_current_name_after_gate(void *arg)
+{
+    int *a = arg; /* [0] gate rd, [1] gate wr, [2] report wr */
+    tu_gate g = {a[0], a[1]};
+    if (tu_gate_wait(&g, -1) != 0)
+        return 20;
+    put_name(a[2], proc_name(proc_current()));
+    return 0;
+}
+
+static void test_set_name(void **state)
+{
+    (void)state;
+    proc_t *p = proc_new(report_current_name_after_gate, NULL);
+    assert_non_null(p);
+    const char *orig = proc_name(p);
+    assert_non_null(orig);
+    char saved[NAME_LEN];
+    snprintf(saved, sizeof saved, "%s", orig);
+
+    assert_int_equal(proc_set_name(p, NULL), -EINVAL);
+    assert_int_equal(proc_set_name(p, ""), -EINVAL);
+    assert_string_equal(proc_name(p), saved);
+
+    char buf[] = "alpha";
+    assert_int_equal(proc_set_name(p, buf), 0);
+    buf[0] = 'X'; /* copied */
+    assert_string_equal(proc_name(p), "alpha");
+    const char *alpha = proc_name(p);
+    assert_int_equal(proc_set_name(p, "beta"), 0);
+    assert_string_equal(proc_name(p), "beta");
+    /* earlier names stay valid until proc_close() */
+    assert_string_equal(orig, saved);
+    assert_string_equal(alpha, "alpha");
+
+    char longname[1000];
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(proc_set_name(p, longname), 0);
+    assert_string_equal(proc_name(p), longname);
+    assert_int_equal(proc_set_name(p, "beta"), 0);
+
+    /* allowed while running; only the parent's view changes */
+    tu_gate g;
+    assert_int_equal(tu_gate_init(&g), 0);
+    int rep[2];
+    assert_int_equal(tu_pipe(rep), 0);
+    int args[3] = {g.rd, g.wr, rep[1]};
+    proc_t *q = proc_new(report_current_name_after_gate, args);
+    assert_non_null(q);
+    assert_int_equal(proc_set_name(q, "before-start"), 0);
+    assert_int_equal(proc_start(q), 0);
+    close(rep[1]);
+    assert_int_equal(proc_set_name(q, "while-running"), 0);
+    assert_string_equal(proc_name(q), "while-running");
+    assert_int_equal(proc_set_name(q, ""), -EINVAL);
+    assert_int_equal(proc_set_name(q, NULL), -EINVAL);
+    tu_gate_open(&g);
+    char got[NAME_LEN];
+    get_name(rep[0], got);
+    assert_string_equal(got, "before-start");
+    assert_int_equal(join_bounded(q), 0);
+    assert_int_equal(proc_exitcode(q), 0);
+    /* and after the end */
+    assert_int_equal(proc_set_name(q, "after-end"), 0);
+    assert_string_equal(proc_name(q), "after-end");
+
+    tu_gate_destroy(&g);
+    close(rep[0]);
+    assert_int_equal(proc_close(q), 0);
+    assert_int_equal(proc_close(p), 0);
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------ configuration */
+
+static void noop_exit_cb(proc_t *p, void *arg)
+{
+    (void)p;
+    (void)arg;
+}
+
+static void check_setters_busy(proc_t *p)
+{
+    static const char *const envp[] = {"A=b", NULL};
+    static const unsigned char key[4] = {1, 2, 3, 4};
+    /* -EBUSY comes first, whatever the other arguments */
+    assert_int_equal(proc_set_daemon(p, true), -EBUSY);
+    assert_int_equal(proc_set_daemon(p, false), -EBUSY);
+    assert_int_equal(proc_set_env(p, envp), -EBUSY);
+    assert_int_equal(proc_set_env(p, NULL), -EBUSY);
+    assert_int_equal(proc_set_cwd(p, "/"), -EBUSY);
+    assert_int_equal(proc_set_cwd(p, NULL), -EBUSY);
+    assert_int_equal(proc_set_cwd(p, ""), -EBUSY);
+    assert_int_equal(proc_on_exit(p, noop_exit_cb, NULL), -EBUSY);
+    assert_int_equal(proc_on_exit(p, NULL, NULL), -EBUSY);
+    assert_int_equal(proc_set_authkey(p, key, sizeof key), -EBUSY);
+    assert_int_equal(proc_set_authkey(p, NULL, 0), -EBUSY);
+    assert_int_equal(proc_set_authkey(p, key, 257), -EBUSY);
+    assert_int_equal(proc_set_new_group(p, true), -EBUSY);
+    assert_int_equal(proc_set_new_group(p, false), -EBUSY);
+    assert_false(proc_daemon(p));
+}
+
+static void test_setters_before_start(void **state)
+{
+    (void)state;
+    proc_t *p = proc_new(NULL, NULL);
+    assert_non_null(p);
+    assert_int_equal(proc_set_daemon(p, true), 0);
+    assert_true(proc_daemon(p));
+    assert_int_equal(proc_set_daemon(p, false), 0);
+    assert_false(proc_daemon(p));
+    assert_int_equal(proc_set_env(p, (const char *const[]){"A=b", NULL}), 0);
+    assert_int_equal(proc_set_env(p, NULL), 0);
+    assert_int_equal(proc_set_cwd(p, "/"), 0);
+    assert_int_equal(proc_set_cwd(p, NULL), 0);
+    assert_int_equal(proc_set_cwd(p, ""), -EINVAL);
+    assert_int_equal(proc_on_exit(p, NULL, NULL), -EINVAL);
+    assert_int_equal(proc_on_exit(p, noop_exit_cb, NULL), 0);
+    assert_int_equal(proc_set_new_group(p, true), 0);
+    assert_int_equal(proc_set_new_group(p, false), 0);
+    assert_int_equal(proc_close(p), 0);
+    assert_no_children();
+}
+
+static void test_setters_busy_after_start(void **state)
+{
+    (void)state;
+    tu_gate g;
+    assert_int_equal(tu_gate_init(&g), 0);
+    proc_t *p = proc_new(wait_gate, &g);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    check_setters_busy(p); /* running */
+    tu_gate_open(&g);
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    check_setters_busy(p); /* ended: still started */
+    assert_int_equal(proc_close(p), 0);
+    tu_gate_destroy(&g);
+
+    proc_t *e = proc_new_exec((const char *const[]){"/bin/true", NULL});
+    assert_non_null(e);
+    assert_int_equal(proc_start(e), 0);
+    check_setters_busy(e);
+    assert_int_equal(join_bounded(e), 0);
+    assert_int_equal(proc_exitcode(e), 0);
+    check_setters_busy(e);
+    assert_int_equal(proc_close(e), 0);
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------------ authkey */
+
+struct key_report {
+    size_t cur_len;
+    unsigned char cur[256];
+    size_t new_len;
+    unsigned char newk[256];
+};
+
+static int report_keys(void *arg)
+{
+    int wr = *(int *)arg;
+    struct key_report r;
+    memset(&r, 0, sizeof r);
+    const unsigned char *k = proc_authkey(proc_current(), &r.cur_len);
+    if (k && r.cur_len <= sizeof r.cur)
+        memcpy(r.cur, k, r.cur_len);
+    proc_t *q = proc_new(NULL, NULL);
+    k = q ? proc_authkey(q, &r.new_len) : NULL;
+    if (k && r.new_len <= sizeof r.newk)
+        memcpy(r.newk, k, r.new_len);
+    proc_close(q);
+    return tu_write_full(wr, &r, sizeof r) == 0 ? 0 : 1;
+}
+
+static void test_authkey(void **state)
+{
+    (void)state;
+    unsigned char key[257];
+    for (size_t i = 0; i < sizeof key; i++)
+        key[i] = (unsigned char)(i * 7 + 3);
+    int fds[2];
+    assert_int_equal(tu_pipe(fds), 0);
+    proc_t *p = proc_new(report_keys, &fds[1]);
+    assert_non_null(p);
+    size_t len = 0;
+    unsigned char before[32];
+    memcpy(before, proc_authkey(p, &len), 32);
+    assert_int_equal(len, 32);
+
+    assert_int_equal(proc_set_authkey(p, key, 0), -EINVAL);
+    assert_int_equal(proc_set_authkey(p, key, 257), -EINVAL);
+    assert_int_equal(proc_set_authkey(p, NULL, 16), -EINVAL);
+    assert_memory_equal(proc_authkey(p, &len), before, 32); /* unchanged */
+    assert_int_equal(len, 32);
+
+    assert_int_equal(proc_set_authkey(p, key, 1), 0);
+    assert_int_equal(proc_authkey(p, &len)[0], key[0]);
+    assert_int_equal(len, 1);
+
+    unsigned char copy[256];
+    memcpy(copy, key, 256);
+    assert_int_equal(proc_set_authkey(p, copy, 256), 0);
+    memset(copy, 0, sizeof copy); /* copied */
+    const unsigned char *k = proc_authkey(p, &len);
+    assert_int_equal(len, 256);
+    assert_memory_equal(k, key, 256);
+
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+    struct key_report r;
+    assert_int_equal(tu_read_full(fds[0], &r, sizeof r, BOUND_MS), (ssize_t)sizeof r);
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    /* the child's proc_current() has the key, and passes it on */
+    assert_int_equal(r.cur_len, 256);
+    assert_memory_equal(r.cur, key, 256);
+    assert_int_equal(r.new_len, 256);
+    assert_memory_equal(r.newk, key, 256);
+    /* the parent's own key did not change */
+    assert_int_equal(proc_authkey(proc_current(), &len) != NULL, 1);
+    assert_int_equal(len, 32);
+    close(fds[0]);
+    assert_int_equal(proc_close(p), 0);
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------ proc_current */
+
+static void test_current_root(void **state)
+{
+    (void)state;
+    proc_t *cur = proc_current();
+    assert_non_null(cur);
+    assert_ptr_equal(proc_current(), cur);
+    assert_string_equal(proc_name(cur), "MainProcess");
+    assert_int_equal(proc_pid(cur), getpid());
+    assert_true(proc_is_alive(cur));
+    assert_false(proc_daemon(cur));
+    assert_int_equal(proc_exitcode(cur), PROC_EXITCODE_NONE);
+    size_t len = 0;
+    const unsigned char *key = proc_authkey(cur, &len);
+    assert_non_null(key);
+    assert_int_equal(len, 32);
+    bool nonzero = false;
+    for (size_t i = 0; i < len; i++)
+        nonzero |= key[i] != 0;
+    assert_true(nonzero); /* random, so all-zero is (practically) impossible */
+
+    assert_int_equal(proc_join(cur, 0), -EDEADLK);
+    assert_int_equal(proc_join(cur, 1000), -EDEADLK);
+    assert_int_equal(proc_join(cur, -2), -EINVAL);
+    assert_int_equal(proc_sentinel(cur), -EINVAL);
+    assert_int_equal(proc_close(cur), -EINVAL);
+    /* still intact */
+    assert_ptr_equal(proc_current(), cur);
+    assert_string_equal(proc_name(cur), "MainProcess");
+    assert_int_equal(proc_pid(cur), getpid());
+    assert_true(proc_is_alive(cur));
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------- proc_parent */
+
+struct parent_report {
+    pid_t self;
+    int have;
+    int same_ptr;
+    pid_t pid;
+    int alive;
+    int close_rc;
+    int cur_pid_ok;
+    char name[NAME_LEN];
+};
+
+static void fill_parent_report(struct parent_report *r)
+{
+    memset(r, 0, sizeof *r);
+    r->self = getpid();
+    proc_t *par = proc_parent();
+    r->have = par != NULL;
+    if (!par)
+        return;
+    r->same_ptr = proc_parent() == par;
+    r->pid = proc_pid(par);
+    r->alive = proc_is_alive(par);
+    r->close_rc = proc_close(par);
+    r->cur_pid_ok = proc_pid(proc_current()) == getpid() && proc_is_alive(proc_current());
+    snprintf(r->name, sizeof r->name, "%s", proc_name(par) ? proc_name(par) : "<NULL>");
+}
+
+static int report_parent(void *arg)
+{
+    int wr = *(int *)arg;
+    struct parent_report r;
+    fill_parent_report(&r);
+    return tu_write_full(wr, &r, sizeof r) == 0 ? 0 : 1;
+}
+
+static void test_parent(void **state)
+{
+    (void)state;
+    assert_null(proc_parent());
+
+    int fds[2];
+    assert_int_equal(tu_pipe(fds), 0);
+    proc_t *p = proc_new(report_parent, &fds[1]);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+    struct parent_report r;
+    assert_int_equal(tu_read_full(fds[0], &r, sizeof r, BOUND_MS), (ssize_t)sizeof r);
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    assert_true(r.have);
+    assert_true(r.same_ptr);
+    assert_int_equal(r.pid, getpid());
+    assert_true(r.alive);
+    assert_int_equal(r.close_rc, -EINVAL);
+    assert_true(r.cur_pid_ok);
+    assert_string_equal(r.name, "MainProcess");
+    close(fds[0]);
+    assert_int_equal(proc_close(p), 0);
+    assert_null(proc_parent());
+    assert_no_children();
+}
+
+/* A grandchild sees its parent (our child) alive, then dead once it ended. */
+struct orphan_args {
+    tu_gate child_gate; /* the child _exit()s when this opens */
+    tu_gate gc_gate;    /* the grandchild reports again when this opens */
+    int wr;
+};
+
+static int orphan_grandchild(void *arg)
+{
+    struct orphan_args *a = arg;
+    struct parent_report r;
+    tu_gate_open(&a->child_gate); /* drop our copy of the write end */
+    fill_parent_report(&r);
+    if (tu_write_full(a->wr, &r, sizeof r) != 0)
+        return 1;
+    if (tu_gate_wait(&a->gc_gate, -1) != 0)
+        return 2;
+    fill_parent_report(&r);
+    return tu_write_full(a->wr, &r, sizeof r) == 0 ? 0 : 3;
+}
+
+static int orphan_child(void *arg)
+{
+    struct orphan_args *a = arg;
+    tu_gate_open(&a->gc_gate); /* only the test process may open it */
+    proc_t *q = proc_new(orphan_grandchild, a);
+    if (!q || proc_start(q) != 0)
+        _exit(30);
+    if (tu_gate_wait(&a->child_gate, -1) != 0)
+        _exit(32);
+    _exit(0); /* leave the grandchild behind, skip any at-exit waiting */
+}
+
+static void test_parent_dies(void **state)
+{
+    (void)state;
+    subreaper(true);
+    struct orphan_args a;
+    assert_int_equal(tu_gate_init(&a.child_gate), 0);
+    assert_int_equal(tu_gate_init(&a.gc_gate), 0);
+    int fds[2];
+    assert_int_equal(tu_pipe(fds), 0);
+    a.wr = fds[1];
+    proc_t *p = proc_new(orphan_child, &a);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+
+    struct parent_report r1, r2;
+    assert_int_equal(tu_read_full(fds[0], &r1, sizeof r1, BOUND_MS), (ssize_t)sizeof r1);
+    assert_true(r1.have);
+    assert_int_equal(r1.pid, proc_pid(p));
+    assert_true(r1.alive);
+    assert_string_equal(r1.name, proc_name(p));
+
+    tu_gate_open(&a.child_gate);
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    tu_gate_open(&a.gc_gate);
+    assert_int_equal(tu_read_full(fds[0], &r2, sizeof r2, BOUND_MS), (ssize_t)sizeof r2);
+    assert_true(r2.have);
+    assert_int_equal(r2.pid, proc_pid(p));
+    assert_false(r2.alive);
+    assert_string_equal(r2.name, proc_name(p));
+    /* the grandchild is not ours; it ends right after its report */
+    char eof[8];
+    assert_int_equal(tu_read_to_eof(fds[0], eof, sizeof eof, BOUND_MS), 0);
+    assert_int_equal(r1.self, r2.self);
+    reap_orphan(r2.self);
+    subreaper(false);
+
+    close(fds[0]);
+    tu_gate_destroy(&a.child_gate);
+    tu_gate_destroy(&a.gc_gate);
+    assert_int_equal(proc_close(p), 0);
+    assert_no_children();
+}
+
+/* ------------------------------------------------------ proc_active_children */
+
+static bool contains(proc_t *const *arr, size_t n, const proc_t *p)
+{
+    for (size_t i = 0; i < n; i++)
+        if (arr[i] == p)
+            return true;
+    return false;
+}
+
+static void test_active_children(void **state)
+{
+    (void)state;
+    assert_int_equal(proc_active_children(NULL, 0), 0);
+    tu_gate g[3];
+    proc_t *live[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tu_gate_init(&g[i]), 0);
+        live[i] = proc_new(wait_gate, &g[i]);
+        assert_non_null(live[i]);
+        assert_int_equal(proc_start(live[i]), 0);
+    }
+    proc_t *unstarted = proc_new(NULL, NULL);
+    assert_non_null(unstarted);
+    assert_int_equal(proc_active_children(NULL, 0), 3);
+
+    proc_t *out[8];
+    memset(out, 0, sizeof out);
+    assert_int_equal(proc_active_children(out, 8), 3);
+    for (int i = 0; i < 3; i++)
+        assert_true(contains(out, 3, live[i]));
+
+    /* more alive than cap: fills cap, returns the total */
+    proc_t *two[2] = {NULL, NULL};
+    assert_int_equal(proc_active_children(two, 2), 3);
+    assert_true(contains(live, 3, two[0]));
+    assert_true(contains(live, 3, two[1]));
+    assert_true(two[0] != two[1]);
+
+    /* joined ones disappear. Each child also holds copies of the earlier
+     * gates' write ends, so release one child with a byte, not with EOF. */
+    assert_int_equal(tu_write_full(g[0].wr, "x", 1), 0);
+    assert_int_equal(join_bounded(live[0]), 0);
+    memset(out, 0, sizeof out);
+    assert_int_equal(proc_active_children(out, 8), 2);
+    assert_true(contains(out, 2, live[1]));
+    assert_true(contains(out, 2, live[2]));
+    tu_gate_open(&g[1]);
+    tu_gate_open(&g[2]);
+    assert_int_equal(join_bounded(live[1]), 0);
+    assert_int_equal(join_bounded(live[2]), 0);
+    assert_int_equal(proc_active_children(out, 8), 0);
+
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(proc_close(live[i]), 0);
+        tu_gate_destroy(&g[i]);
+    }
+    assert_int_equal(proc_close(unstarted), 0);
+    assert_int_equal(proc_active_children(NULL, 0), 0);
+    assert_no_children();
+}
+
+/* An ended but not yet joined child is not listed: "reaping ended ones first"
+ * (API.md). Once its sentinel is readable it has ended. */
+static void test_active_children_skips_ended(void **state)
+{
+    (void)state;
+    tu_gate g;
+    assert_int_equal(tu_gate_init(&g), 0);
+    proc_t *live = proc_new(wait_gate, &g);
+    assert_non_null(live);
+    assert_int_equal(proc_start(live), 0);
+    proc_t *quick[4];
+    for (int i = 0; i < 4; i++) {
+        quick[i] = proc_new(NULL, NULL);
+        assert_non_null(quick[i]);
+        assert_int_equal(proc_start(quick[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(tu_wait_readable(proc_sentinel(quick[i]), BOUND_MS), 1);
+    proc_t *out[8] = {NULL};
+    assert_int_equal(proc_active_children(out, 8), 1);
+    assert_ptr_equal(out[0], live);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(join_bounded(quick[i]), 0);
+        assert_int_equal(proc_exitcode(quick[i]), 0);
+        assert_int_equal(proc_close(quick[i]), 0);
+    }
+    tu_gate_open(&g);
+    assert_int_equal(join_bounded(live), 0);
+    assert_int_equal(proc_active_children(NULL, 0), 0);
+    assert_int_equal(proc_close(live), 0);
+    tu_gate_destroy(&g);
+    assert_no_children();
+}
+
+/* ---------------------------------------------------------- proc_cpu_count */
+
+static int cpu_count_pinned(void *arg)
+{
+    int wr = *(int *)arg;
+    cpu_set_t set;
+    int result[2] = {-1, -1};
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int first = -1;
+        for (int i = 0; i < CPU_SETSIZE && first < 0; i++)
+            if (CPU_ISSET(i, &set))
+                first = i;
+        CPU_ZERO(&set);
+        CPU_SET(first, &set);
+        if (sched_setaffinity(0, sizeof set, &set) == 0)
+            result[0] = proc_cpu_count();
+    }
+    result[1] = 0;
+    return tu_write_full(wr, result, sizeof result) == 0 ? 0 : 1;
+}
+
+static void test_cpu_count(void **state)
+{
+    (void)state;
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    int n = proc_cpu_count();
+    assert_true(n >= 1);
+    assert_int_equal(n, CPU_COUNT(&set));
+
+    /* follows the affinity mask, not the machine */
+    int fds[2];
+    assert_int_equal(tu_pipe(fds), 0);
+    proc_t *p = proc_new(cpu_count_pinned, &fds[1]);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+    int result[2];
+    assert_int_equal(tu_read_full(fds[0], result, sizeof result, BOUND_MS), (ssize_t)sizeof result);
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    assert_int_equal(result[0], 1);
+    close(fds[0]);
+    assert_int_equal(proc_close(p), 0);
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------------ proc_run */
+
+struct run_ctx {
+    int calls;
+    pid_t pid;
+    int ret;
+};
+
+static int run_target(void *arg)
+{
+    struct run_ctx *c = arg;
+    c->calls++;
+    c->pid = getpid();
+    return c->ret;
+}
+
+static void test_run(void **state)
+{
+    (void)state;
+    struct run_ctx c = {0, 0, 1000};
+    proc_t *p = proc_new(run_target, &c);
+    assert_non_null(p);
+    assert_int_equal(proc_run(p), 1000); /* the target's value, not & 0xff */
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.pid, getpid());
+    assert_int_equal(proc_pid(p), 0);
+    assert_int_equal(proc_exitcode(p), PROC_EXITCODE_NONE);
+    assert_false(proc_is_alive(p));
+    assert_int_equal(proc_sentinel(p), -EINVAL);
+    assert_int_equal(proc_join(p, 0), -EINVAL);
+    assert_int_equal(proc_signal(p, 0), -EINVAL);
+    assert_int_equal(proc_active_children(NULL, 0), 0);
+    c.ret = -5;
+    assert_int_equal(proc_run(p), -5);
+    assert_int_equal(c.calls, 2);
+    /* still configurable and startable: run is not start */
+    assert_int_equal(proc_set_name(p, "ran"), 0);
+    assert_int_equal(proc_set_daemon(p, false), 0);
+    c.ret = 1000;
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 1000 & 0xff);
+    assert_int_equal(c.calls, 2); /* the child's increment is its own */
+    assert_int_equal(proc_close(p), 0);
+
+    proc_t *n = proc_new(NULL, NULL);
+    assert_non_null(n);
+    assert_int_equal(proc_run(n), 0);
+    assert_int_equal(proc_close(n), 0);
+
+    proc_t *e = proc_new_exec((const char *const[]){"/bin/true", NULL});
+    assert_non_null(e);
+    assert_int_equal(proc_run(e), -EINVAL);
+    assert_int_equal(proc_pid(e), 0);
+    assert_int_equal(proc_close(e), 0);
+    assert_no_children();
+}
+
+/* ---------------------------------------------------------------- proc_close */
+
+static void test_close(void **state)
+{
+    (void)state;
+    assert_int_equal(proc_close(NULL), 0);
+
+    proc_t *never = proc_new(NULL, NULL);
+    assert_non_null(never);
+    assert_int_equal(proc_close(never), 0);
+
+    tu_gate g;
+    assert_int_equal(tu_gate_init(&g), 0);
+    proc_t *p = proc_new(wait_gate, &g);
+    assert_non_null(p);
+    assert_int_equal(proc_set_name(p, "closing"), 0);
+    assert_int_equal(proc_start(p), 0);
+    pid_t pid = proc_pid(p);
+    int sfd = proc_sentinel(p);
+    assert_true(sfd >= 0);
+    assert_int_equal(proc_close(p), -EBUSY);
+    assert_int_equal(proc_close(p), -EBUSY);
+    /* untouched */
+    assert_string_equal(proc_name(p), "closing");
+    assert_int_equal(proc_pid(p), pid);
+    assert_int_equal(proc_sentinel(p), sfd);
+    assert_true(proc_is_alive(p));
+    assert_int_equal(proc_join(p, 0), -ETIMEDOUT);
+    tu_gate_open(&g);
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    assert_int_equal(proc_close(p), 0);
+    tu_gate_destroy(&g);
+    assert_no_children();
+}
+
+/* closing frees everything, including the sentinel fd */
+static void test_close_frees_fds(void **state)
+{
+    (void)state;
+    /* warm up: the reaper may keep long-lived fds of its own */
+    proc_t *w = proc_new(NULL, NULL);
+    assert_non_null(w);
+    assert_int_equal(proc_start(w), 0);
+    assert_int_equal(join_bounded(w), 0);
+    assert_int_equal(proc_close(w), 0);
+
+    int base = tu_count_fds();
+    assert_true(base > 0);
+    for (int i = 0; i < 3; i++) {
+        proc_t *p = proc_new(NULL, NULL);
+        assert_non_null(p);
+        assert_int_equal(proc_start(p), 0);
+        assert_int_equal(join_bounded(p), 0);
+        assert_int_equal(proc_close(p), 0);
+        proc_t *e = proc_new_exec((const char *const[]){"/bin/true", NULL});
+        assert_non_null(e);
+        assert_int_equal(proc_start(e), 0);
+        assert_int_equal(join_bounded(e), 0);
+        assert_int_equal(proc_close(e), 0);
+    }
+    assert_int_equal(tu_count_fds(), base);
+    assert_no_children();
+}
+
+/* -------------------------------------------------------- NULL everywhere */
+
+static void test_null_arguments(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(proc_new_exec(NULL));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(proc_new_exec((const char *const[]){NULL}));
+    assert_int_equal(errno, EINVAL);
+
+    static const char *const envp[] = {"A=b", NULL};
+    static const unsigned char key[4] = {1, 2, 3, 4};
+    assert_int_equal(proc_set_daemon(NULL, true), -EINVAL);
+    assert_int_equal(proc_set_env(NULL, envp), -EINVAL);
+    assert_int_equal(proc_set_env(NULL, NULL), -EINVAL);
+    assert_int_equal(proc_set_cwd(NULL, "/"), -EINVAL);
+    assert_int_equal(proc_set_cwd(NULL, NULL), -EINVAL);
+    assert_int_equal(proc_on_exit(NULL, noop_exit_cb, NULL), -EINVAL);
+    assert_int_equal(proc_set_authkey(NULL, key, sizeof key), -EINVAL);
+    assert_int_equal(proc_set_new_group(NULL, true), -EINVAL);
+    assert_int_equal(proc_set_name(NULL, "x"), -EINVAL);
+    errno = 0;
+    assert_null(proc_name(NULL));
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(proc_start(NULL), -EINVAL);
+    assert_int_equal(proc_run(NULL), -EINVAL);
+    assert_int_equal(proc_join(NULL, 0), -EINVAL);
+    assert_int_equal(proc_join(NULL, PROC_WAIT_FOREVER), -EINVAL);
+    assert_false(proc_is_alive(NULL));
+    assert_int_equal(proc_terminate(NULL), -EINVAL);
+    assert_int_equal(proc_kill(NULL), -EINVAL);
+    assert_int_equal(proc_signal(NULL, SIGTERM), -EINVAL);
+    assert_int_equal(proc_signal(NULL, 0), -EINVAL);
+    assert_int_equal(proc_signal_tree(NULL, SIGTERM), -EINVAL);
+    assert_int_equal(proc_close(NULL), 0);
+    assert_int_equal(proc_pid(NULL), 0);
+    assert_int_equal(proc_exitcode(NULL), PROC_EXITCODE_NONE);
+    assert_false(proc_daemon(NULL));
+    assert_int_equal(proc_sentinel(NULL), -EINVAL);
+    size_t len = 12345;
+    errno = 0;
+    assert_null(proc_authkey(NULL, &len));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(proc_authkey(NULL, NULL));
+    assert_int_equal(errno, EINVAL);
+    /* not object arguments, but must not crash */
+    assert_int_equal(proc_active_children(NULL, 0), 0);
+    assert_true(proc_cpu_count() >= 1);
+    assert_non_null(proc_current());
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------ bad arguments */
+
+static void test_bad_timeouts(void **state)
+{
+    (void)state;
+    proc_t *never = proc_new(NULL, NULL);
+    assert_non_null(never);
+    assert_int_equal(proc_join(never, -2), -EINVAL);
+    assert_int_equal(proc_close(never), 0);
+
+    tu_gate g;
+    assert_int_equal(tu_gate_init(&g), 0);
+    proc_t *p = proc_new(wait_gate, &g);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(proc_join(p, -2), -EINVAL);
+    assert_int_equal(proc_join(p, -1000), -EINVAL);
+    assert_int_equal(proc_join(p, INT_MIN), -EINVAL);
+    assert_int_equal(proc_join(p, 0), -ETIMEDOUT);
+    assert_true(proc_is_alive(p));
+    tu_gate_open(&g);
+    assert_int_equal(proc_join(p, PROC_WAIT_FOREVER), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    /* still a bad timeout after the end */
+    assert_int_equal(proc_join(p, -2), -EINVAL);
+    assert_int_equal(proc_join(p, 0), 0);
+    assert_int_equal(proc_close(p), 0);
+    tu_gate_destroy(&g);
+    assert_no_children();
+}
+
+static void test_bad_signals(void **state)
+{
+    (void)state;
+    static const int bad[] = {-1, 65, _NSIG, 1000, INT_MAX, INT_MIN};
+    proc_t *never = proc_new(NULL, NULL);
+    assert_non_null(never);
+    assert_int_equal(proc_signal(never, SIGTERM), -EINVAL);
+    assert_int_equal(proc_signal(never, -1), -EINVAL);
+    assert_int_equal(proc_close(never), 0);
+
+    tu_gate g;
+    assert_int_equal(tu_gate_init(&g), 0);
+    proc_t *p = proc_new(wait_gate, &g);
+    assert_non_null(p);
+    assert_int_equal(proc_set_new_group(p, true), 0);
+    assert_int_equal(proc_start(p), 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(proc_signal(p, bad[i]), -EINVAL);
+        assert_int_equal(proc_signal_tree(p, bad[i]), -EINVAL);
+    }
+    assert_int_equal(proc_signal(p, 0), 0); /* probe */
+    assert_int_equal(proc_signal_tree(p, 0), 0);
+    assert_int_equal(proc_join(p, 0), -ETIMEDOUT); /* nothing was sent */
+    tu_gate_open(&g);
+    assert_int_equal(join_bounded(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(proc_signal(p, bad[i]), -EINVAL);
+        assert_int_equal(proc_signal_tree(p, bad[i]), -EINVAL);
+    }
+    /* a valid signal after the end is a no-op */
+    assert_int_equal(proc_signal(p, SIGTERM), 0);
+    assert_int_equal(proc_terminate(p), 0);
+    assert_int_equal(proc_kill(p), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    assert_int_equal(proc_close(p), 0);
+    tu_gate_destroy(&g);
+    assert_no_children();
+}
+
+#define T(f) cmocka_unit_test_teardown(f, kill_leftovers)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_new_defaults), /* first: numbering starts at 1 */
+        T(test_names_in_children),
+        T(test_names_in_children_after_rename),
+        T(test_set_name),
+        T(test_setters_before_start),
+        T(test_setters_busy_after_start),
+        T(test_authkey),
+        T(test_current_root),
+        T(test_parent),
+        T(test_parent_dies),
+        T(test_active_children),
+        T(test_active_children_skips_ended),
+        T(test_cpu_count),
+        T(test_run),
+        T(test_close),
+        T(test_close_frees_fds),
+        T(test_null_arguments),
+        T(test_bad_timeouts),
+        T(test_bad_signals),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
