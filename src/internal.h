@@ -72,6 +72,7 @@ struct proc_global {
     size_t live;           /* children in PROC_RUNNING */
     size_t unwatched;      /* running children without a pidfd: reaper polls them */
     size_t starting;       /* starts between fork and registration */
+    bool broadcast_due;    /* a child finished; joiners must be woken */
     unsigned long counter; /* for default names */
     const char *identity;  /* "" in a root process */
     struct proc *current;

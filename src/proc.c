@@ -203,7 +203,7 @@ size_t proc_active_children(proc_t **out, size_t cap)
     pthread_mutex_lock(&proc_g.lock);
     proc_reaper_collect_locked();
     for (struct proc *c = proc_g.children; c; c = c->next) {
-        if (atomic_load(&c->state) != PROC_RUNNING)
+        if (!proc_is_alive(c))
             continue;
         if (n < cap)
             out[n] = c;

@@ -48,20 +48,25 @@ static void on_sigchld(int sig, siginfo_t *info, void *ctx)
     errno = saved;
 }
 
+/*
+ * With pidfds the reaper needs no signal at all, and a handler would only make
+ * the host's poll()/select()/nanosleep() fail with EINTR at every child exit;
+ * so it is installed only where it is needed: without pidfds, or to take over
+ * a SIG_IGN (or SA_NOCLDWAIT) that would make the kernel discard our
+ * children's statuses. In that case the host's intent is kept by reaping the
+ * children that are not ours.
+ */
 static int install_handler_locked(void)
 {
     if (proc_g.handler_installed)
         return 0;
     if (sigaction(SIGCHLD, NULL, &proc_g.old_chld) < 0)
         return -errno;
-    /*
-     * SIG_IGN (or SA_NOCLDWAIT) would make the kernel discard our children's
-     * statuses. We take SIGCHLD over and keep the host's intent by reaping the
-     * children that are not ours ourselves.
-     */
     proc_g.host_ignores_chld = (!(proc_g.old_chld.sa_flags & SA_SIGINFO) &&
                                 proc_g.old_chld.sa_handler == SIG_IGN) ||
                                (proc_g.old_chld.sa_flags & SA_NOCLDWAIT);
+    if (proc_sys_have_pidfd() && !proc_g.host_ignores_chld)
+        return 0; /* checked again by the next reaper, e.g. in a fork child */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_sigchld;
@@ -91,18 +96,35 @@ void proc_reaper_wake(void)
 
 /* ------------------------------------------------------------------- reaping */
 
-/* Records the end of p and queues its callbacks; the caller holds the lock. */
+/*
+ * Records the end of p; the caller holds the lock. Without exit callbacks p is
+ * finished at once (joiners are released by the broadcast the caller owes);
+ * otherwise it waits on *ended for the reaper to run its callbacks.
+ */
 static void mark_ended_locked(proc_t *p, int code, proc_t **ended)
 {
     atomic_store(&p->exitcode, code);
-    atomic_store(&p->state, PROC_ENDED);
     proc_g.live--;
     if (p->pipe_w >= 0) {
         close(p->pipe_w); /* the fallback sentinel turns readable */
         p->pipe_w = -1;
     }
+    if (!p->callbacks) {
+        atomic_store(&p->state, PROC_DONE);
+        proc_g.broadcast_due = true;
+        return;
+    }
+    atomic_store(&p->state, PROC_ENDED);
     p->ended_next = *ended;
     *ended = p;
+}
+
+static void broadcast_if_due_locked(void)
+{
+    if (proc_g.broadcast_due) {
+        proc_g.broadcast_due = false;
+        pthread_cond_broadcast(&proc_g.cond);
+    }
 }
 
 /* true when p ended and was queued on *ended; false while it still runs. */
@@ -259,6 +281,7 @@ static void *reaper_main(void *arg)
             }
         }
         update_wake_locked();
+        broadcast_if_due_locked();
         pthread_mutex_unlock(&proc_g.lock);
 
         if (ended)
@@ -339,6 +362,7 @@ size_t proc_reaper_collect_locked(void)
         bool gone = c->pidfd >= 0 ? try_reap_pidfd_locked(c, &ended) : reap_pid_locked(c, &ended);
         running += !gone;
     }
+    broadcast_if_due_locked();
     if (ended) {
         proc_t *last = ended;
         while (last->ended_next)
@@ -470,7 +494,9 @@ bool proc_is_alive(proc_t *p)
     case PROC_KIND_CHILD:
         break;
     }
-    return p->owner == atomic_load(&proc_g.self) && atomic_load(&p->state) == PROC_RUNNING;
+    /* Alive until joinable: exit callbacks still running count as alive. */
+    int state = atomic_load(&p->state);
+    return p->owner == atomic_load(&proc_g.self) && (state == PROC_RUNNING || state == PROC_ENDED);
 }
 
 /* Common checks of proc_signal and proc_signal_tree; 1 = go on and send. */

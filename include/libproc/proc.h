@@ -12,6 +12,12 @@
  *    and a signal (EINTR) does not restart the full wait.
  *  - Every function is thread-safe, except that proc_close() must not race any
  *    other call on the same object.
+ *  - Reaping: one reaper thread per process, started by the first
+ *    proc_start(), reaps libproc's own children only (never waitpid(-1)). On
+ *    Linux it watches each child's pidfd and installs no SIGCHLD handler, so
+ *    the host's handlers and system calls are untouched. Without pidfds, or
+ *    when SIGCHLD is SIG_IGN at the first start, it installs one that chains
+ *    to the previous handler (and reaps the host's children for SIG_IGN).
  *  - "The owner" of an object is the process that created it. Forked children
  *    see copies of their parent's objects; in a child such a copy is inert:
  *    proc_is_alive() is false and proc_join()/signals return -ECHILD.
@@ -110,11 +116,12 @@ PROC_API int proc_set_env(proc_t *p, const char *const envp[]);
 PROC_API int proc_set_cwd(proc_t *p, const char *dir);
 
 /**
- * Registers cb(p, arg) to be called once, on libproc's reaper thread, after
- * the exit code is set and before proc_join() returns. Several callbacks run
- * in registration order. A callback must not block for long, must not call
- * proc_close(p) (-EBUSY) and gets -EDEADLK from proc_join() on an unfinished
- * process. Returns 0, -EINVAL (cb NULL), -EBUSY, -ENOMEM.
+ * Registers cb(p, arg) to be called once, on libproc's reaper thread (all
+ * signals blocked), after the exit code is set and before proc_join()
+ * returns; during the callbacks proc_is_alive(p) is still true. Several
+ * callbacks run in registration order. A callback must not block for long,
+ * must not call proc_close(p) (-EBUSY) and gets -EDEADLK from proc_join() on
+ * any unfinished process. Returns 0, -EINVAL (cb NULL), -EBUSY, -ENOMEM.
  */
 PROC_API int proc_on_exit(proc_t *p, proc_exit_fn *cb, void *arg);
 
@@ -180,8 +187,10 @@ PROC_API int proc_join(proc_t *p, int timeout_ms);
 
 /**
  * true from a successful proc_start() until libproc has reaped the child
- * (the reaper does so within microseconds of the exit); false before start and
- * in any process other than the parent; true for proc_current().
+ * (the reaper does so within microseconds of the exit) and its exit callbacks
+ * have returned; once false, proc_join() returns 0 at once. false before start
+ * and in any process other than the parent; true for proc_current(); for
+ * proc_parent(), whether the parent still lives.
  */
 PROC_API bool proc_is_alive(proc_t *p);
 
