@@ -90,7 +90,10 @@ struct proc_global {
     bool host_ignores_chld;    /* SIGCHLD was SIG_IGN before us: we reap the host's children */
     struct sigaction old_chld;
     struct proc_spawn_req *requests; /* daemon starts handed to the reaper thread */
-    struct proc *pending;            /* reaped by another thread, callbacks still due */
+    struct proc *pending;            /* reaped outside the event loop, callbacks still due */
+    unsigned long collect_asked;     /* proc_active_children asks the reaper for a sweep */
+    unsigned long collect_done;
+    struct proc_inflight *inflight;  /* write ends of status pipes of starts in progress */
 
     bool atexit_registered;
 };
@@ -105,6 +108,17 @@ struct proc_spawn_req {
     sigset_t mask;
     pid_t result; /* pid, or negative errno */
     bool done;
+};
+
+/*
+ * The write end of a start's status pipe, known to the fork handler: any
+ * process forked meanwhile by another thread must close it, or the start
+ * would wait for that process to end instead of for its own child to exec.
+ */
+struct proc_inflight {
+    struct proc_inflight *next;
+    pthread_t thread;
+    int fd;
 };
 
 /* An exec-mode start prepared before the fork: nothing is allocated after it. */
@@ -130,7 +144,7 @@ void proc_reaper_wake(void);
 int proc_reaper_watch_locked(struct proc *p);
 pid_t proc_reaper_delegate_locked(struct proc_spawn_req *req);
 bool proc_on_reaper_thread(void);
-size_t proc_reaper_collect_locked(void);
+void proc_reaper_collect_locked(void);
 int proc_deadline_wait_locked(const struct timespec *deadline);
 void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms);
 

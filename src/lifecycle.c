@@ -50,6 +50,12 @@ void proc_lifecycle_reset_child(void)
     proc_g.starting = 0;
     proc_g.requests = NULL;
     proc_g.pending = NULL;
+    proc_g.collect_asked = proc_g.collect_done = 0;
+    /* Another thread's status pipe must not keep its start waiting on us. */
+    for (struct proc_inflight *f = proc_g.inflight; f; f = f->next)
+        if (!pthread_equal(f->thread, pthread_self()))
+            close(f->fd);
+    proc_g.inflight = NULL;
     proc_g.reaper_running = false;
     int wakefd = atomic_exchange(&proc_g.wakefd, -1);
     if (wakefd >= 0)

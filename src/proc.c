@@ -500,12 +500,15 @@ int proc_close(proc_t *p)
     }
     if (mine && state == PROC_DONE)
         proc_registry_remove_locked(p);
-    pthread_mutex_unlock(&proc_g.lock);
-
-    /* A copy inherited through fork has no fds: the fork handler dropped them. */
+    /*
+     * Closed under the lock: a fork in between would otherwise hand the fds of
+     * an unregistered object to the child. A copy inherited through fork has
+     * none: the fork handler dropped them.
+     */
     close_fd(&p->pidfd);
     close_fd(&p->pipe_r);
     close_fd(&p->pipe_w);
+    pthread_mutex_unlock(&proc_g.lock);
     free_strv(p->argv);
     free_strv(p->envp);
     free(p->cwd);

@@ -30,7 +30,7 @@ static void on_sigchld(int sig, siginfo_t *info, void *ctx)
 {
     int saved = errno;
     if (atomic_load_explicit(&proc_g.sigchld_wake, memory_order_relaxed)) {
-        int fd = atomic_load_explicit(&proc_g.wakefd, memory_order_relaxed);
+        int fd = atomic_load(&proc_g.wakefd);
         if (fd >= 0) {
             uint64_t one = 1;
             ssize_t r = write(fd, &one, sizeof one);
@@ -191,10 +191,11 @@ static void reap_foreign_locked(int epfd, proc_t **ended)
             return;
         proc_t *c = find_running_locked(si.si_pid);
         if (c) {
-            if (c->pidfd >= 0)
-                reap_pidfd_locked(epfd, c, ended);
-            else
-                reap_pid_locked(c, ended);
+            bool gone = c->pidfd >= 0 ? try_reap_pidfd_locked(c, ended) : reap_pid_locked(c, ended);
+            if (!gone)
+                return;
+            if (c->pidfd >= 0) /* reaped outside its event: no later event may name it */
+                epoll_ctl(epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
             continue;
         }
         if (proc_g.starting > 0)
@@ -202,6 +203,37 @@ static void reap_foreign_locked(int epfd, proc_t **ended)
         while (waitpid(si.si_pid, NULL, WNOHANG) < 0 && errno == EINTR)
             ;
     }
+}
+
+/*
+ * Reaps every child that has already ended, on the reaper thread: epoll may
+ * hold an event for any armed pidfd, and only the thread that consumes the
+ * events can disarm one safely before its object can be closed.
+ */
+static void collect_all_locked(int epfd, proc_t **ended)
+{
+    for (proc_t *c = proc_g.children; c; c = c->next) {
+        if (atomic_load(&c->state) != PROC_RUNNING)
+            continue;
+        if (c->pidfd < 0) {
+            reap_pid_locked(c, ended);
+        } else if (try_reap_pidfd_locked(c, ended)) {
+            epoll_ctl(epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
+        }
+    }
+}
+
+/* Hands reaped children whose callbacks are due to the reaper loop. */
+static void queue_pending_locked(proc_t *ended)
+{
+    while (ended) {
+        proc_t *next = ended->ended_next;
+        ended->ended_next = proc_g.pending;
+        proc_g.pending = ended;
+        ended = next;
+    }
+    if (proc_g.pending)
+        proc_reaper_wake();
 }
 
 /* Runs the callbacks of a batch, then releases joiners once for all of it. */
@@ -271,6 +303,11 @@ static void *reaper_main(void *arg)
                 poll_unwatched_locked(&ended);
             if (proc_g.host_ignores_chld)
                 reap_foreign_locked(fds.epfd, &ended);
+            if (proc_g.collect_done < proc_g.collect_asked) {
+                collect_all_locked(fds.epfd, &ended);
+                proc_g.collect_done = proc_g.collect_asked;
+                proc_g.broadcast_due = true;
+            }
             requests = proc_g.requests;
             proc_g.requests = NULL;
             while (proc_g.pending) {
@@ -347,31 +384,22 @@ fail:
     return err;
 }
 
-/*
- * Reaps, from any thread, every child that has already ended, so that callers
- * (proc_active_children) see exits the reaper has not handled yet. The
- * callbacks stay with the reaper thread. Returns how many are still running.
- */
-size_t proc_reaper_collect_locked(void)
+/* Returns once every exit that happened before the call is reaped (proc_active_children). */
+void proc_reaper_collect_locked(void)
 {
-    proc_t *ended = NULL;
-    size_t running = 0;
-    for (proc_t *c = proc_g.children; c; c = c->next) {
-        if (atomic_load(&c->state) != PROC_RUNNING)
-            continue;
-        bool gone = c->pidfd >= 0 ? try_reap_pidfd_locked(c, &ended) : reap_pid_locked(c, &ended);
-        running += !gone;
+    if (!proc_g.reaper_running || proc_g.live == 0)
+        return;
+    if (proc_on_reaper_thread()) {
+        proc_t *ended = NULL;
+        collect_all_locked(proc_g.epfd, &ended);
+        queue_pending_locked(ended);
+        broadcast_if_due_locked();
+        return;
     }
-    broadcast_if_due_locked();
-    if (ended) {
-        proc_t *last = ended;
-        while (last->ended_next)
-            last = last->ended_next;
-        last->ended_next = proc_g.pending;
-        proc_g.pending = ended;
-        proc_reaper_wake();
-    }
-    return running;
+    unsigned long mine = ++proc_g.collect_asked;
+    proc_reaper_wake();
+    while (proc_g.collect_done < mine)
+        pthread_cond_wait(&proc_g.cond, &proc_g.lock);
 }
 
 bool proc_on_reaper_thread(void)

@@ -40,7 +40,15 @@ static int plan_exec(struct proc_exec_plan *plan, const proc_t *p)
         plan->path = strdup(file);
         return plan->path ? 0 : -ENOMEM;
     }
-    const char *path = getenv("PATH");
+    /* As Python's subprocess: a replaced environment brings its own PATH. */
+    const char *path = NULL;
+    if (p->envp) {
+        for (char **e = p->envp; *e && !path; e++)
+            if (strncmp(*e, "PATH=", 5) == 0)
+                path = *e + 5;
+    } else {
+        path = getenv("PATH");
+    }
     if (!path)
         path = "/bin:/usr/bin";
     size_t flen = strlen(file);
@@ -157,6 +165,25 @@ static void reap_failed(pid_t pid)
         ;
 }
 
+static void inflight_add(struct proc_inflight *f)
+{
+    pthread_mutex_lock(&proc_g.lock);
+    f->next = proc_g.inflight;
+    proc_g.inflight = f;
+    pthread_mutex_unlock(&proc_g.lock);
+}
+
+static void inflight_remove(struct proc_inflight *f)
+{
+    pthread_mutex_lock(&proc_g.lock);
+    struct proc_inflight **pp = &proc_g.inflight;
+    while (*pp && *pp != f)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = f->next;
+    pthread_mutex_unlock(&proc_g.lock);
+}
+
 static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const sigset_t *mask)
 {
     bool exec_mode = p->argv != NULL;
@@ -164,6 +191,9 @@ static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const
     /* Only the child can tell whether chdir/exec worked; it says so through this pipe. */
     if ((exec_mode || p->cwd) && pipe2(fds, O_CLOEXEC) < 0)
         return -errno;
+    struct proc_inflight inflight = {.thread = pthread_self(), .fd = fds[1]};
+    if (fds[1] >= 0)
+        inflight_add(&inflight);
 
     sigset_t all, old;
     sigfillset(&all);
@@ -182,8 +212,10 @@ static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const
     int fork_err = errno;
     if (exec_mode)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (fds[1] >= 0)
+    if (fds[1] >= 0) {
+        inflight_remove(&inflight);
         close(fds[1]);
+    }
     if (pid < 0) {
         if (fds[0] >= 0)
             close(fds[0]);

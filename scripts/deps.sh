@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what building and testing libproc needs on Debian/Ubuntu:
+# cmake, gcc, clang, make, pkg-config and cmocka. The sanitizer runtimes come
+# with the compilers (gcc's libasan/libubsan/libtsan, clang's compiler-rt).
+# As root it installs missing packages with apt-get; otherwise it prints the
+# command to run and exits 1. Does nothing when everything is present.
+set -euo pipefail
+
+missing=()
+
+# command -> Debian package that provides it
+for pair in cmake:cmake gcc:gcc clang:clang make:make pkg-config:pkg-config; do
+    cmd=${pair%%:*}
+    pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+
+# libraries: the Debian package if dpkg is there, else the pkg-config module
+have_lib() { # <debian package> <pkg-config module>
+    if command -v dpkg-query >/dev/null 2>&1; then
+        [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
+    else
+        pkg-config --exists "$2" 2>/dev/null
+    fi
+}
+have_lib libcmocka-dev cmocka || missing+=(libcmocka-dev)
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+
+echo "deps.sh: missing build dependencies: ${missing[*]}"
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "deps.sh: no apt-get here; install the equivalents of: ${missing[*]}" >&2
+    exit 1
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "deps.sh: not running as root; install them with:" >&2
+    echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ${missing[*]}" >&2
+    exit 1
+fi
+apt-get update
+DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"

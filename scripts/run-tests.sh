@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Builds libproc with its tests and examples in up to three configurations and
+# runs everything through ctest:
+#   default  build-test  gcc
+#   asan     build-asan  clang, AddressSanitizer + UndefinedBehaviorSanitizer
+#   tsan     build-tsan  gcc, ThreadSanitizer
+# LIBPROC_CONFIGS="default asan tsan" (the default) picks which ones run.
+# Every configuration runs even if an earlier one failed; the script prints a
+# summary line per configuration and exits 1 if any failed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/deps.sh
+
+configs=${LIBPROC_CONFIGS:-default asan tsan}
+jobs=$(nproc 2>/dev/null || echo 2)
+
+# Some kernels place mappings where ThreadSanitizer does not expect them
+# (vm.mmap_rnd_bits > 28 with gcc 12's TSan: "FATAL: ThreadSanitizer:
+# unexpected memory mapping"). Probe with a trivial TSan program; if it does
+# not start reliably, run the tests with ASLR off (setarch -R), which is
+# inherited by every test process.
+tsan_launcher=()
+probe_tsan() { # <build dir>
+    local dir=$1/tsan-probe out
+    mkdir -p "$dir"
+    cat >"$dir/probe.c" <<'PROBE'
+#include <pthread.h>
+static void *run(void *arg) { return arg; }
+int main(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, 0, run, 0) != 0)
+        return 1;
+    return pthread_join(t, 0);
+}
+PROBE
+    gcc -fsanitize=thread -pthread "$dir/probe.c" -o "$dir/probe" || return 1
+    local i ok=1
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        if ! out=$("$dir/probe" 2>&1); then
+            ok=0
+            break
+        fi
+    done
+    if [[ $ok -eq 1 ]]; then
+        tsan_launcher=()
+        return 0
+    fi
+    echo "run-tests: a trivial TSan program fails here: ${out%%$'\n'*}"
+    local arch
+    arch=$(uname -m)
+    for i in 1 2 3 4 5; do
+        if ! setarch "$arch" -R "$dir/probe" >/dev/null 2>&1; then
+            echo "run-tests: TSan does not start even with ASLR disabled" >&2
+            return 1
+        fi
+    done
+    echo "run-tests: running the TSan tests with ASLR disabled (setarch $arch -R)"
+    tsan_launcher=(setarch "$arch" -R)
+}
+
+run_config() { # <config name>
+    local cfg=$1 dir cc
+    local -a cmake_args=() run_env=() launcher=()
+    case $cfg in
+    default)
+        dir=build-test
+        cc=gcc
+        ;;
+    asan)
+        dir=build-asan
+        cc=clang
+        cmake_args=(-DLIBPROC_SANITIZE=address,undefined)
+        run_env=(ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+        ;;
+    tsan)
+        dir=build-tsan
+        cc=gcc
+        cmake_args=(-DLIBPROC_SANITIZE=thread)
+        # die_after_fork=0: a libproc child that starts children of its own
+        # starts a reaper thread, and TSan by default kills any process that
+        # creates threads after a fork from a multithreaded parent.
+        run_env=(TSAN_OPTIONS=halt_on_error=1:die_after_fork=0)
+        probe_tsan "$dir" || return 1
+        launcher=("${tsan_launcher[@]}")
+        ;;
+    *)
+        echo "run-tests: unknown configuration '$cfg' (known: default asan tsan)" >&2
+        return 1
+        ;;
+    esac
+
+    echo
+    echo "=== configuration $cfg: $dir, $cc${cmake_args[*]:+ ${cmake_args[*]}} ==="
+    cmake -S . -B "$dir" -DCMAKE_C_COMPILER="$cc" -DLIBPROC_BUILD_TESTS=ON \
+        -DLIBPROC_BUILD_EXAMPLES=ON "${cmake_args[@]}" || return 1
+    cmake --build "$dir" -j"$jobs" || return 1
+    (cd "$dir" && env "${run_env[@]}" "${launcher[@]}" ctest --output-on-failure -j2 --no-tests=error) ||
+        return 1
+}
+
+summary=()
+failed=0
+for cfg in $configs; do
+    start=$SECONDS
+    if run_config "$cfg"; then
+        result=passed
+    else
+        result=FAILED
+        failed=1
+    fi
+    summary+=("$(printf '%-8s %-7s (%ds)' "$cfg" "$result" $((SECONDS - start)))")
+done
+
+echo
+echo "=== run-tests summary ==="
+for line in "${summary[@]}"; do
+    echo "  $line"
+done
+exit $failed
