@@ -20,9 +20,9 @@ enum proc_state {
 };
 
 enum proc_kind {
-    PROC_KIND_CHILD,   /* made by proc_new / proc_new_exec */
-    PROC_KIND_SELF,    /* proc_current(): the calling process itself */
-    PROC_KIND_PARENT,  /* proc_parent() inside a child */
+    PROC_KIND_CHILD,  /* made by proc_new / proc_new_exec */
+    PROC_KIND_SELF,   /* proc_current(): the calling process itself */
+    PROC_KIND_PARENT, /* proc_parent() inside a child */
 };
 
 /* Names may change while other threads read them, so old ones live until close. */
@@ -52,12 +52,13 @@ struct proc {
     _Atomic(struct proc_name_node *) name;
     char *identity; /* "1:2" for Process-1:2; names children of this child */
 
-    _Atomic int state;   /* enum proc_state */
+    _Atomic int state; /* enum proc_state */
     _Atomic pid_t pid;
     _Atomic int exitcode;
-    pid_t owner;         /* the process that started it */
-    int pidfd;           /* sentinel on Linux; -1 without pidfd */
-    int pipe_r, pipe_w;  /* sentinel without pidfd: the reaper closes pipe_w */
+    pid_t owner;              /* the process that started it */
+    int pidfd;                /* sentinel on Linux; -1 without pidfd */
+    int joiners;              /* threads polling pidfd in proc_join: the reaper leaves p to them */
+    int pipe_r, pipe_w;       /* sentinel without pidfd: the reaper closes pipe_w */
     struct proc *prev, *next; /* the owner's registry of started, unclosed children */
     struct proc *ended_next;  /* reaper's batch of children whose callbacks are due */
 };
@@ -69,6 +70,8 @@ struct proc_global {
     _Atomic pid_t self;  /* getpid(), refreshed in every fork child */
 
     struct proc *children; /* registry head */
+    struct proc **fdtab;   /* fd number -> object owning it, for every fd libproc owns */
+    size_t fdcap;
     size_t live;           /* children in PROC_RUNNING */
     size_t unwatched;      /* running children without a pidfd: reaper polls them */
     size_t starting;       /* starts between fork and registration */
@@ -93,7 +96,7 @@ struct proc_global {
     struct proc *pending;            /* reaped outside the event loop, callbacks still due */
     unsigned long collect_asked;     /* proc_active_children asks the reaper for a sweep */
     unsigned long collect_done;
-    struct proc_inflight *inflight;  /* write ends of status pipes of starts in progress */
+    struct proc_inflight *inflight; /* write ends of status pipes of starts in progress */
 
     bool atexit_registered;
 };
@@ -133,6 +136,10 @@ void proc_init_cond(void);
 struct proc *proc_ensure_current_locked(void);
 void proc_registry_add_locked(struct proc *p);
 void proc_registry_remove_locked(struct proc *p);
+int proc_fd_track_locked(int fd, struct proc *p);
+void proc_fd_untrack_locked(int fd);
+struct proc *proc_fd_owner_locked(int fd);
+void proc_fd_close_inherited(void);
 void proc_child_became(struct proc *p, pid_t parent_pid, struct proc *old_current);
 
 /* spawn.c */
@@ -144,6 +151,7 @@ void proc_reaper_wake(void);
 int proc_reaper_watch_locked(struct proc *p);
 pid_t proc_reaper_delegate_locked(struct proc_spawn_req *req);
 bool proc_on_reaper_thread(void);
+int proc_reaper_join_pidfd(struct proc *p, int timeout_ms);
 void proc_reaper_collect_locked(void);
 int proc_deadline_wait_locked(const struct timespec *deadline);
 void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms);

@@ -39,11 +39,7 @@ void proc_lifecycle_reset_child(void)
     atomic_store(&proc_g.self, self);
     pthread_mutex_init(&proc_g.lock, NULL);
     proc_init_cond();
-    for (struct proc *c = proc_g.children; c; c = c->next) {
-        close_fd(&c->pidfd);
-        close_fd(&c->pipe_r);
-        close_fd(&c->pipe_w);
-    }
+    proc_fd_close_inherited();
     proc_g.children = NULL;
     proc_g.live = 0;
     proc_g.unwatched = 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PROC_DEFAULT_AUTHKEY_LEN 32
@@ -112,6 +113,69 @@ void proc_registry_remove_locked(struct proc *p)
     if (p->next)
         p->next->prev = p->prev;
     p->prev = p->next = NULL;
+}
+
+/*
+ * Every fd libproc owns for its children, indexed by number. The reaper maps
+ * epoll events back to objects through it, so an event fetched just before
+ * its object was closed finds NULL (or the object now using that number, which
+ * it checks), never freed memory. Fork children close all of them without
+ * writing to the objects, which would copy every page that holds one.
+ */
+int proc_fd_track_locked(int fd, struct proc *p)
+{
+    if ((size_t)fd >= proc_g.fdcap) {
+        size_t cap = proc_g.fdcap ? proc_g.fdcap : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        struct proc **tab = realloc(proc_g.fdtab, cap * sizeof *tab);
+        if (!tab)
+            return -ENOMEM;
+        memset(tab + proc_g.fdcap, 0, (cap - proc_g.fdcap) * sizeof *tab);
+        proc_g.fdtab = tab;
+        proc_g.fdcap = cap;
+    }
+    proc_g.fdtab[fd] = p;
+    return 0;
+}
+
+void proc_fd_untrack_locked(int fd)
+{
+    if (fd >= 0 && (size_t)fd < proc_g.fdcap)
+        proc_g.fdtab[fd] = NULL;
+}
+
+struct proc *proc_fd_owner_locked(int fd)
+{
+    return fd >= 0 && (size_t)fd < proc_g.fdcap ? proc_g.fdtab[fd] : NULL;
+}
+
+static void close_fd_range(unsigned first, unsigned last)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, first, last, 0) == 0)
+        return;
+#endif
+    for (unsigned fd = first; fd <= last; fd++)
+        close((int)fd);
+}
+
+/* In a fork child: the parent's pidfds and sentinel pipes are not ours. */
+void proc_fd_close_inherited(void)
+{
+    size_t fd = 0;
+    while (fd < proc_g.fdcap) {
+        if (!proc_g.fdtab[fd]) {
+            fd++;
+            continue;
+        }
+        size_t last = fd;
+        while (last + 1 < proc_g.fdcap && proc_g.fdtab[last + 1])
+            last++;
+        close_fd_range((unsigned)fd, (unsigned)last);
+        memset(proc_g.fdtab + fd, 0, (last - fd + 1) * sizeof *proc_g.fdtab);
+        fd = last + 1;
+    }
 }
 
 /* ------------------------------------------------------- the process tree */
@@ -472,9 +536,10 @@ const unsigned char *proc_authkey(const proc_t *p, size_t *len)
 
 /* ------------------------------------------------------------------- close */
 
-static void close_fd(int *fd)
+static void close_tracked_fd_locked(int *fd)
 {
     if (*fd >= 0) {
+        proc_fd_untrack_locked(*fd);
         close(*fd);
         *fd = -1;
     }
@@ -502,12 +567,14 @@ int proc_close(proc_t *p)
         proc_registry_remove_locked(p);
     /*
      * Closed under the lock: a fork in between would otherwise hand the fds of
-     * an unregistered object to the child. A copy inherited through fork has
-     * none: the fork handler dropped them.
+     * an unregistered object to the child. A copy inherited through fork owns
+     * no fds: the fork handler closed the numbers it still holds.
      */
-    close_fd(&p->pidfd);
-    close_fd(&p->pipe_r);
-    close_fd(&p->pipe_w);
+    if (mine) {
+        close_tracked_fd_locked(&p->pidfd);
+        close_tracked_fd_locked(&p->pipe_r);
+        close_tracked_fd_locked(&p->pipe_w);
+    }
     pthread_mutex_unlock(&proc_g.lock);
     free_strv(p->argv);
     free_strv(p->envp);

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
@@ -62,9 +63,9 @@ static int install_handler_locked(void)
         return 0;
     if (sigaction(SIGCHLD, NULL, &proc_g.old_chld) < 0)
         return -errno;
-    proc_g.host_ignores_chld = (!(proc_g.old_chld.sa_flags & SA_SIGINFO) &&
-                                proc_g.old_chld.sa_handler == SIG_IGN) ||
-                               (proc_g.old_chld.sa_flags & SA_NOCLDWAIT);
+    proc_g.host_ignores_chld =
+        (!(proc_g.old_chld.sa_flags & SA_SIGINFO) && proc_g.old_chld.sa_handler == SIG_IGN) ||
+        (proc_g.old_chld.sa_flags & SA_NOCLDWAIT);
     if (proc_sys_have_pidfd() && !proc_g.host_ignores_chld)
         return 0; /* checked again by the next reaper, e.g. in a fork child */
     struct sigaction sa;
@@ -106,6 +107,7 @@ static void mark_ended_locked(proc_t *p, int code, proc_t **ended)
     atomic_store(&p->exitcode, code);
     proc_g.live--;
     if (p->pipe_w >= 0) {
+        proc_fd_untrack_locked(p->pipe_w);
         close(p->pipe_w); /* the fallback sentinel turns readable */
         p->pipe_w = -1;
     }
@@ -142,11 +144,12 @@ static bool try_reap_pidfd_locked(proc_t *p, proc_t **ended)
 
 static void reap_pidfd_locked(int epfd, proc_t *p, proc_t **ended)
 {
-    if (atomic_load(&p->state) != PROC_RUNNING || p->pidfd < 0)
+    /* With joiners polling, the last one to leave re-arms the pidfd if needed. */
+    if (atomic_load(&p->state) != PROC_RUNNING || p->pidfd < 0 || p->joiners > 0)
         return;
     if (!try_reap_pidfd_locked(p, ended)) {
         /* Readable but not waitable yet (e.g. ptraced): listen again. */
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = p};
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.fd = p->pidfd};
         epoll_ctl(epfd, EPOLL_CTL_MOD, p->pidfd, &ev);
     }
 }
@@ -275,11 +278,8 @@ static void *reaper_main(void *arg)
     struct reaper_fds fds = *(struct reaper_fds *)arg;
     free(arg);
     struct epoll_event evs[PROC_EPOLL_BATCH];
+    int timeout = -1; /* a new unwatched child wakes us, which recomputes it */
     for (;;) {
-        pthread_mutex_lock(&proc_g.lock);
-        int timeout = proc_g.unwatched > 0 ? PROC_POLL_TICK_MS : -1;
-        pthread_mutex_unlock(&proc_g.lock);
-
         int n = epoll_wait(fds.epfd, evs, PROC_EPOLL_BATCH, timeout);
         if (n < 0)
             n = 0; /* EINTR; nothing else can fail on a valid epoll fd */
@@ -289,8 +289,12 @@ static void *reaper_main(void *arg)
 
         pthread_mutex_lock(&proc_g.lock);
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr) {
-                reap_pidfd_locked(fds.epfd, evs[i].data.ptr, &ended);
+            int fd = evs[i].data.fd;
+            if (fd != fds.wakefd) {
+                /* A stale event finds no object, or one that now uses fd otherwise. */
+                proc_t *p = proc_fd_owner_locked(fd);
+                if (p && p->pidfd == fd)
+                    reap_pidfd_locked(fds.epfd, p, &ended);
                 continue;
             }
             uint64_t count;
@@ -319,6 +323,7 @@ static void *reaper_main(void *arg)
         }
         update_wake_locked();
         broadcast_if_due_locked();
+        timeout = proc_g.unwatched > 0 ? PROC_POLL_TICK_MS : -1;
         pthread_mutex_unlock(&proc_g.lock);
 
         if (ended)
@@ -342,7 +347,7 @@ int proc_reaper_ensure_locked(void)
         return -ENOMEM;
     fds->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     fds->epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds->wakefd};
     if (fds->wakefd < 0 || fds->epfd < 0 ||
         epoll_ctl(fds->epfd, EPOLL_CTL_ADD, fds->wakefd, &ev) < 0) {
         err = -errno;
@@ -416,9 +421,12 @@ int proc_reaper_watch_locked(proc_t *p)
     if (proc_sys_have_pidfd()) {
         int fd = proc_sys_pidfd_open(atomic_load(&p->pid));
         if (fd >= 0) {
-            struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = p};
-            if (epoll_ctl(proc_g.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                int err = -errno;
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.fd = fd};
+            int err = proc_fd_track_locked(fd, p);
+            if (err == 0 && epoll_ctl(proc_g.epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+                err = -errno;
+            if (err < 0) {
+                proc_fd_untrack_locked(fd);
                 close(fd);
                 return err;
             }
@@ -432,6 +440,12 @@ int proc_reaper_watch_locked(proc_t *p)
         int pfd[2];
         if (pipe2(pfd, O_CLOEXEC) < 0)
             return -errno;
+        if (proc_fd_track_locked(pfd[0], p) < 0 || proc_fd_track_locked(pfd[1], p) < 0) {
+            proc_fd_untrack_locked(pfd[0]);
+            close(pfd[0]);
+            close(pfd[1]);
+            return -ENOMEM;
+        }
         p->pipe_r = pfd[0];
         p->pipe_w = pfd[1];
         proc_g.unwatched++;
@@ -474,6 +488,66 @@ int proc_deadline_wait_locked(const struct timespec *deadline)
     return -pthread_cond_timedwait(&proc_g.cond, &proc_g.lock, deadline);
 }
 
+/* Milliseconds left until deadline, rounded up; 0 once it has passed. */
+static int ms_until(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ns = (long long)(deadline->tv_sec - now.tv_sec) * 1000000000LL +
+                   (deadline->tv_nsec - now.tv_nsec);
+    return ns <= 0 ? 0 : (int)((ns + 999999) / 1000000);
+}
+
+/* Removal, not a zero mask: a reaped pidfd reports EPOLLHUP whatever the mask. */
+static void arm_locked(proc_t *p, bool on)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.fd = p->pidfd};
+    epoll_ctl(proc_g.epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, p->pidfd, &ev);
+}
+
+/*
+ * proc_join for a child without exit callbacks: the joiner waits on the pidfd
+ * and reaps the child itself, instead of waiting for the reaper thread to wake
+ * it. While joiners wait, the pidfd is out of the reaper's epoll, so the
+ * exit wakes only them; the last joiner to leave re-arms it if the child still
+ * runs, and the reaper takes over again (children nobody joins).
+ */
+int proc_reaper_join_pidfd(proc_t *p, int timeout_ms)
+{
+    struct timespec deadline;
+    if (timeout_ms > 0)
+        proc_deadline_from_timeout(&deadline, timeout_ms);
+    int r = 0;
+    pthread_mutex_lock(&proc_g.lock);
+    if (p->joiners++ == 0 && atomic_load(&p->state) == PROC_RUNNING)
+        arm_locked(p, false);
+    for (;;) {
+        /* No callbacks: mark_ended_locked finishes p at once and needs no batch. */
+        if (atomic_load(&p->state) == PROC_RUNNING && try_reap_pidfd_locked(p, NULL))
+            broadcast_if_due_locked();
+        if (atomic_load(&p->state) == PROC_DONE)
+            break;
+        int wait_ms = timeout_ms > 0 ? ms_until(&deadline) : timeout_ms;
+        if (wait_ms == 0) {
+            r = -ETIMEDOUT;
+            break;
+        }
+        pthread_mutex_unlock(&proc_g.lock);
+        struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
+        int n = poll(&pfd, 1, wait_ms);
+        int err = n < 0 ? errno : 0;
+        pthread_mutex_lock(&proc_g.lock);
+        if (err && err != EINTR) {
+            r = -err;
+            break;
+        }
+    }
+    if (--p->joiners == 0 && atomic_load(&p->state) == PROC_RUNNING)
+        arm_locked(p, true);
+    pthread_mutex_unlock(&proc_g.lock);
+    return r;
+}
+
 /* ----------------------------------------------------------- join, signals */
 
 int proc_join(proc_t *p, int timeout_ms)
@@ -494,6 +568,8 @@ int proc_join(proc_t *p, int timeout_ms)
     /* The reaper finishes children: waiting on it from its own thread never ends. */
     if (proc_on_reaper_thread())
         return -EDEADLK;
+    if (p->pidfd >= 0 && !p->callbacks)
+        return proc_reaper_join_pidfd(p, timeout_ms);
     if (timeout_ms == 0)
         return -ETIMEDOUT;
 

@@ -197,7 +197,7 @@ static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const
 
     sigset_t all, old;
     sigfillset(&all);
-    pid_t parent = getpid();
+    pid_t parent = atomic_load(&proc_g.self);
     proc_t *old_current = proc_g.current;
     if (exec_mode) /* no handler of the parent may run in the child before execve */
         pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -249,8 +249,8 @@ static pid_t posix_spawn_exec(const proc_t *p, const struct proc_exec_plan *plan
         posix_spawnattr_destroy(&attr);
         return -err;
     }
-    short flags = (short)((p->new_group ? POSIX_SPAWN_SETPGROUP : 0) |
-                          (mask ? POSIX_SPAWN_SETSIGMASK : 0));
+    short flags =
+        (short)((p->new_group ? POSIX_SPAWN_SETPGROUP : 0) | (mask ? POSIX_SPAWN_SETSIGMASK : 0));
     err = posix_spawnattr_setflags(&attr, flags);
     if (!err && p->new_group)
         err = posix_spawnattr_setpgroup(&attr, 0);
@@ -281,7 +281,7 @@ pid_t proc_spawn_now(proc_t *p, struct proc_exec_plan *plan, const sigset_t *mas
 
 static bool on_main_thread(void)
 {
-    return proc_sys_gettid() == getpid();
+    return proc_sys_gettid() == atomic_load(&proc_g.self);
 }
 
 static void kill_unregistered(pid_t pid)
