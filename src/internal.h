@@ -3,6 +3,7 @@
 #ifndef LIBPROC_INTERNAL_H
 #define LIBPROC_INTERNAL_H
 
+#include <libproc/ipc.h>
 #include <libproc/proc.h>
 
 #include <pthread.h>
@@ -58,6 +59,8 @@ struct proc {
     pid_t owner;              /* the process that started it */
     int pidfd;                /* sentinel on Linux; -1 without pidfd */
     int joiners;              /* threads polling pidfd in proc_join: the reaper leaves p to them */
+    int stdio_how[3];         /* PROC_STDIO_* or an fd of the caller's, for 0, 1, 2 */
+    int stdio_parent[3];      /* the parent's ends of PROC_STDIO_PIPE streams, or -1 */
     int pipe_r, pipe_w;       /* sentinel without pidfd: the reaper closes pipe_w */
     struct proc *prev, *next; /* the owner's registry of started, unclosed children */
     struct proc *ended_next;  /* reaper's batch of children whose callbacks are due */
@@ -107,27 +110,34 @@ extern struct proc_global proc_g;
 struct proc_spawn_req {
     struct proc_spawn_req *next;
     struct proc *p;
-    struct proc_exec_plan *plan;
-    sigset_t mask;
+    struct proc_start_ctx *ctx;
     pid_t result; /* pid, or negative errno */
     bool done;
 };
 
 /*
- * The write end of a start's status pipe, known to the fork handler: any
- * process forked meanwhile by another thread must close it, or the start
- * would wait for that process to end instead of for its own child to exec.
+ * The child-side fds of a start in progress (status pipe, stdio ends), known
+ * to the fork handler: a process forked meanwhile by another thread closes
+ * them, or a start would wait for that process instead of its own child, and
+ * a child's stdin would never see EOF.
  */
+#define PROC_INFLIGHT_MAX 8
 struct proc_inflight {
     struct proc_inflight *next;
-    pthread_t thread;
-    int fd;
+    int fds[PROC_INFLIGHT_MAX];
+    int n;
 };
 
-/* An exec-mode start prepared before the fork: nothing is allocated after it. */
-struct proc_exec_plan {
-    char *path; /* argv[0] resolved through PATH */
-    char **envp;
+/* The record whose fds the calling thread's fork must keep (its own start). */
+extern _Thread_local struct proc_inflight *proc_forking;
+
+/* Everything a start prepares before the fork: nothing is allocated after it. */
+struct proc_start_ctx {
+    char *path;           /* exec mode: argv[0] resolved through PATH */
+    char **envp;          /* exec mode: the child's environment */
+    int child_fd[3];      /* dup2'd onto 0, 1, 2 in the child; -1 keeps the parent's */
+    const sigset_t *mask; /* the child's signal mask; NULL: the forking thread's */
+    struct proc_inflight inflight;
 };
 
 /* proc.c */
@@ -142,8 +152,13 @@ struct proc *proc_fd_owner_locked(int fd);
 void proc_fd_close_inherited(void);
 void proc_child_became(struct proc *p, pid_t parent_pid, struct proc *old_current);
 
+/* stdio.c */
+int proc_stdio_prepare(struct proc *p, struct proc_start_ctx *ctx);
+void proc_stdio_finish(struct proc *p, struct proc_start_ctx *ctx, bool started);
+void proc_stdio_close_all_locked(struct proc *p);
+
 /* spawn.c */
-pid_t proc_spawn_now(struct proc *p, struct proc_exec_plan *plan, const sigset_t *mask);
+pid_t proc_spawn_now(struct proc *p, struct proc_start_ctx *ctx);
 
 /* reaper.c */
 int proc_reaper_ensure_locked(void);

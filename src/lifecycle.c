@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+_Thread_local struct proc_inflight *proc_forking;
+
 /* How long daemonic children get between SIGTERM and SIGKILL at exit. */
 #define PROC_DAEMON_GRACE_MS 1000
 
@@ -47,10 +49,11 @@ void proc_lifecycle_reset_child(void)
     proc_g.requests = NULL;
     proc_g.pending = NULL;
     proc_g.collect_asked = proc_g.collect_done = 0;
-    /* Another thread's status pipe must not keep its start waiting on us. */
+    /* Other threads' starts in progress: their child-side fds are not for us. */
     for (struct proc_inflight *f = proc_g.inflight; f; f = f->next)
-        if (!pthread_equal(f->thread, pthread_self()))
-            close(f->fd);
+        if (f != proc_forking)
+            for (int i = 0; i < f->n; i++)
+                close(f->fds[i]);
     proc_g.inflight = NULL;
     proc_g.reaper_running = false;
     int wakefd = atomic_exchange(&proc_g.wakefd, -1);

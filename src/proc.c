@@ -311,6 +311,10 @@ static proc_t *new_object(void)
     }
     p->kind = PROC_KIND_CHILD;
     p->pidfd = p->pipe_r = p->pipe_w = -1;
+    for (int i = 0; i < 3; i++) {
+        p->stdio_how[i] = PROC_STDIO_INHERIT;
+        p->stdio_parent[i] = -1;
+    }
     atomic_store(&p->state, PROC_NEW);
     atomic_store(&p->exitcode, PROC_EXITCODE_NONE);
 
@@ -571,6 +575,7 @@ int proc_close(proc_t *p)
      * no fds: the fork handler closed the numbers it still holds.
      */
     if (mine) {
+        proc_stdio_close_all_locked(p);
         close_tracked_fd_locked(&p->pidfd);
         close_tracked_fd_locked(&p->pipe_r);
         close_tracked_fd_locked(&p->pipe_w);

@@ -258,7 +258,7 @@ static void run_requests(struct proc_spawn_req *req)
 {
     while (req) {
         struct proc_spawn_req *next = req->next;
-        pid_t pid = proc_spawn_now(req->p, req->plan, &req->mask);
+        pid_t pid = proc_spawn_now(req->p, req->ctx);
         pthread_mutex_lock(&proc_g.lock);
         req->result = pid;
         req->done = true;

@@ -30,7 +30,7 @@ static bool is_executable_file(const char *path, bool *exists)
  * with a '/' is used as is; otherwise the first executable regular file along
  * PATH wins, and a miss is EACCES if some candidate existed, else ENOENT.
  */
-static int plan_exec(struct proc_exec_plan *plan, const proc_t *p)
+static int plan_exec(struct proc_start_ctx *plan, const proc_t *p)
 {
     const char *file = p->argv[0];
     plan->envp = p->envp ? p->envp : environ;
@@ -98,9 +98,17 @@ static void become_daemon_of(pid_t parent)
         raise(SIGKILL); /* the parent died before the prctl took effect */
 }
 
+/* The child's ends of its standard streams; all are >= 3, so no dup2 undoes another. */
+static void dup_stdio(const struct proc_start_ctx *ctx)
+{
+    for (int i = 0; i < 3; i++)
+        if (ctx->child_fd[i] >= 0)
+            dup2(ctx->child_fd[i], i);
+}
+
 /* Callback mode. Python runs arbitrary code after fork too; this is that exception. */
-static void child_run_target(proc_t *p, pid_t parent, proc_t *old_current, int status_w,
-                             const sigset_t *mask)
+static void child_run_target(proc_t *p, const struct proc_start_ctx *ctx, pid_t parent,
+                             proc_t *old_current, int status_w)
 {
     proc_child_became(p, parent, old_current);
     if (p->daemon)
@@ -111,8 +119,12 @@ static void child_run_target(proc_t *p, pid_t parent, proc_t *old_current, int s
         write_errno_and_exit(status_w, errno);
     if (status_w >= 0)
         close(status_w);
-    if (mask)
-        pthread_sigmask(SIG_SETMASK, mask, NULL);
+    dup_stdio(ctx);
+    for (int i = 0; i < 3; i++) /* no exec will close them here */
+        if (ctx->child_fd[i] >= 0)
+            close(ctx->child_fd[i]);
+    if (ctx->mask)
+        pthread_sigmask(SIG_SETMASK, ctx->mask, NULL);
     if (p->envp)
         environ = p->envp;
     int ret = p->target ? p->target(p->arg) : 0;
@@ -122,7 +134,7 @@ static void child_run_target(proc_t *p, pid_t parent, proc_t *old_current, int s
 }
 
 /* Exec mode after a real fork: only async-signal-safe calls until execve. */
-static void child_exec(const proc_t *p, const struct proc_exec_plan *plan, pid_t parent,
+static void child_exec(const proc_t *p, const struct proc_start_ctx *plan, pid_t parent,
                        int status_w, const sigset_t *mask)
 {
     /* Handlers of the parent must not run here: reset the caught ones. */
@@ -141,6 +153,7 @@ static void child_exec(const proc_t *p, const struct proc_exec_plan *plan, pid_t
         write_errno_and_exit(status_w, errno);
     if (p->cwd && chdir(p->cwd) < 0)
         write_errno_and_exit(status_w, errno);
+    dup_stdio(plan);
     sigprocmask(SIG_SETMASK, mask, NULL);
     execve(plan->path, p->argv, plan->envp);
     write_errno_and_exit(status_w, errno);
@@ -165,7 +178,7 @@ static void reap_failed(pid_t pid)
         ;
 }
 
-static void inflight_add(struct proc_inflight *f)
+static void inflight_link(struct proc_inflight *f)
 {
     pthread_mutex_lock(&proc_g.lock);
     f->next = proc_g.inflight;
@@ -173,7 +186,7 @@ static void inflight_add(struct proc_inflight *f)
     pthread_mutex_unlock(&proc_g.lock);
 }
 
-static void inflight_remove(struct proc_inflight *f)
+static void inflight_unlink(struct proc_inflight *f)
 {
     pthread_mutex_lock(&proc_g.lock);
     struct proc_inflight **pp = &proc_g.inflight;
@@ -184,16 +197,26 @@ static void inflight_remove(struct proc_inflight *f)
     pthread_mutex_unlock(&proc_g.lock);
 }
 
-static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const sigset_t *mask)
+/* Adds (or, with fd -1, drops the last added) status pipe end to the in-flight fds. */
+static void inflight_status_fd(struct proc_inflight *f, int fd, bool add)
+{
+    pthread_mutex_lock(&proc_g.lock);
+    if (add)
+        f->fds[f->n++] = fd;
+    else
+        f->n--;
+    pthread_mutex_unlock(&proc_g.lock);
+}
+
+static pid_t fork_and_report(proc_t *p, struct proc_start_ctx *ctx)
 {
     bool exec_mode = p->argv != NULL;
     int fds[2] = {-1, -1};
     /* Only the child can tell whether chdir/exec worked; it says so through this pipe. */
     if ((exec_mode || p->cwd) && pipe2(fds, O_CLOEXEC) < 0)
         return -errno;
-    struct proc_inflight inflight = {.thread = pthread_self(), .fd = fds[1]};
     if (fds[1] >= 0)
-        inflight_add(&inflight);
+        inflight_status_fd(&ctx->inflight, fds[1], true);
 
     sigset_t all, old;
     sigfillset(&all);
@@ -201,19 +224,21 @@ static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const
     proc_t *old_current = proc_g.current;
     if (exec_mode) /* no handler of the parent may run in the child before execve */
         pthread_sigmask(SIG_SETMASK, &all, &old);
+    proc_forking = &ctx->inflight;
     pid_t pid = fork();
     if (pid == 0) {
         if (fds[0] >= 0)
             close(fds[0]);
         if (exec_mode)
-            child_exec(p, plan, parent, fds[1], mask ? mask : &old);
-        child_run_target(p, parent, old_current, fds[1], mask);
+            child_exec(p, ctx, parent, fds[1], ctx->mask ? ctx->mask : &old);
+        child_run_target(p, ctx, parent, old_current, fds[1]);
     }
     int fork_err = errno;
+    proc_forking = NULL;
     if (exec_mode)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (fds[1] >= 0) {
-        inflight_remove(&inflight);
+        inflight_status_fd(&ctx->inflight, -1, false);
         close(fds[1]);
     }
     if (pid < 0) {
@@ -236,9 +261,9 @@ static pid_t fork_and_report(proc_t *p, const struct proc_exec_plan *plan, const
 
 #ifdef LIBPROC_HAVE_ADDCHDIR_NP
 /* vfork-style start whose cost does not grow with the parent's memory. */
-static pid_t posix_spawn_exec(const proc_t *p, const struct proc_exec_plan *plan,
-                              const sigset_t *mask)
+static pid_t posix_spawn_exec(const proc_t *p, const struct proc_start_ctx *plan)
 {
+    const sigset_t *mask = plan->mask;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_t fa;
     int err = posix_spawnattr_init(&attr);
@@ -258,6 +283,9 @@ static pid_t posix_spawn_exec(const proc_t *p, const struct proc_exec_plan *plan
         err = posix_spawnattr_setsigmask(&attr, mask);
     if (!err && p->cwd)
         err = posix_spawn_file_actions_addchdir_np(&fa, p->cwd);
+    for (int i = 0; i < 3 && !err; i++)
+        if (plan->child_fd[i] >= 0)
+            err = posix_spawn_file_actions_adddup2(&fa, plan->child_fd[i], i);
     pid_t pid = -1;
     if (!err)
         err = posix_spawn(&pid, plan->path, &fa, &attr, p->argv, plan->envp);
@@ -267,14 +295,14 @@ static pid_t posix_spawn_exec(const proc_t *p, const struct proc_exec_plan *plan
 }
 #endif
 
-pid_t proc_spawn_now(proc_t *p, struct proc_exec_plan *plan, const sigset_t *mask)
+pid_t proc_spawn_now(proc_t *p, struct proc_start_ctx *ctx)
 {
 #ifdef LIBPROC_HAVE_ADDCHDIR_NP
     /* posix_spawn cannot set PDEATHSIG, so daemons take the fork path. */
     if (p->argv && !p->daemon)
-        return posix_spawn_exec(p, plan, mask);
+        return posix_spawn_exec(p, ctx);
 #endif
-    return fork_and_report(p, plan, mask);
+    return fork_and_report(p, ctx);
 }
 
 /* ------------------------------------------------------------------- start */
@@ -317,27 +345,35 @@ int proc_start(proc_t *p)
     proc_g.starting++;
     pthread_mutex_unlock(&proc_g.lock);
 
-    struct proc_exec_plan plan = {0};
-    pid_t pid = p->argv ? plan_exec(&plan, p) : 0;
+    struct proc_start_ctx ctx = {.child_fd = {-1, -1, -1}};
+    sigset_t mask;
+    inflight_link(&ctx.inflight);
+    pid_t pid = p->argv ? plan_exec(&ctx, p) : 0;
+    if (pid == 0)
+        pid = proc_stdio_prepare(p, &ctx);
     if (pid == 0) {
         /* Nothing buffered in the parent may be written again by the child. */
         fflush(NULL);
         if (p->daemon && !on_main_thread() && !proc_on_reaper_thread()) {
-            struct proc_spawn_req req = {.p = p, .plan = &plan};
-            pthread_sigmask(SIG_SETMASK, NULL, &req.mask);
+            /* PDEATHSIG follows the forking thread: fork from the long-lived reaper. */
+            pthread_sigmask(SIG_SETMASK, NULL, &mask);
+            ctx.mask = &mask;
+            struct proc_spawn_req req = {.p = p, .ctx = &ctx};
             pthread_mutex_lock(&proc_g.lock);
             pid = proc_reaper_delegate_locked(&req);
             pthread_mutex_unlock(&proc_g.lock);
-        } else if (proc_on_reaper_thread()) {
-            /* From an exit callback: the reaper blocks every signal, the child must not. */
-            sigset_t none;
-            sigemptyset(&none);
-            pid = proc_spawn_now(p, &plan, &none);
         } else {
-            pid = proc_spawn_now(p, &plan, NULL);
+            if (proc_on_reaper_thread()) {
+                /* From an exit callback: the reaper blocks every signal, the child must not. */
+                sigemptyset(&mask);
+                ctx.mask = &mask;
+            }
+            pid = proc_spawn_now(p, &ctx);
         }
+        proc_stdio_finish(p, &ctx, pid > 0);
     }
-    free(plan.path);
+    inflight_unlink(&ctx.inflight);
+    free(ctx.path);
 
     pthread_mutex_lock(&proc_g.lock);
     proc_g.starting--;
