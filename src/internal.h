@@ -95,18 +95,17 @@ struct proc_global {
     bool handler_installed;    /* per process image: dispositions survive fork */
     bool host_ignores_chld;    /* SIGCHLD was SIG_IGN before us: we reap the host's children */
     struct sigaction old_chld;
-    struct proc_spawn_req *requests; /* daemon starts handed to the reaper thread */
-    struct proc *pending;            /* reaped outside the event loop, callbacks still due */
-    unsigned long collect_asked;     /* proc_active_children asks the reaper for a sweep */
-    unsigned long collect_done;
-    struct proc_inflight *inflight; /* write ends of status pipes of starts in progress */
+    struct proc *pending; /* reaped outside the event loop, callbacks still due */
 
-    bool atexit_registered;
+    /* the spawner: a long-lived thread that forks daemons asked for by other threads */
+    bool spawner_running;
+    struct proc_spawn_req *requests;
+    struct proc_inflight *inflight; /* write ends of status pipes of starts in progress */
 };
 
 extern struct proc_global proc_g;
 
-/* A start the reaper thread performs for another thread (long-lived parent for PDEATHSIG). */
+/* A start the spawner thread performs for another thread (long-lived parent for PDEATHSIG). */
 struct proc_spawn_req {
     struct proc_spawn_req *next;
     struct proc *p;
@@ -142,6 +141,7 @@ struct proc_start_ctx {
 
 /* proc.c */
 void proc_g_init(void);
+bool proc_lock_configurable(struct proc *p);
 void proc_init_cond(void);
 struct proc *proc_ensure_current_locked(void);
 void proc_registry_add_locked(struct proc *p);
@@ -164,9 +164,9 @@ pid_t proc_spawn_now(struct proc *p, struct proc_start_ctx *ctx);
 int proc_reaper_ensure_locked(void);
 void proc_reaper_wake(void);
 int proc_reaper_watch_locked(struct proc *p);
-pid_t proc_reaper_delegate_locked(struct proc_spawn_req *req);
 bool proc_on_reaper_thread(void);
 int proc_reaper_join_pidfd(struct proc *p, int timeout_ms);
+int proc_send_signal_locked(struct proc *p, int sig);
 void proc_reaper_collect_locked(void);
 int proc_deadline_wait_locked(const struct timespec *deadline);
 void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms);

@@ -47,8 +47,8 @@ void proc_lifecycle_reset_child(void)
     proc_g.unwatched = 0;
     proc_g.starting = 0;
     proc_g.requests = NULL;
+    proc_g.spawner_running = false;
     proc_g.pending = NULL;
-    proc_g.collect_asked = proc_g.collect_done = 0;
     /* Other threads' starts in progress: their child-side fds are not for us. */
     for (struct proc_inflight *f = proc_g.inflight; f; f = f->next)
         if (f != proc_forking)
@@ -69,40 +69,53 @@ static void atfork_child(void)
     proc_lifecycle_reset_child();
 }
 
+static proc_t *first_unfinished_locked(bool daemons)
+{
+    for (proc_t *c = proc_g.children; c; c = c->next)
+        if (atomic_load(&c->state) != PROC_DONE && c->daemon == daemons)
+            return c;
+    return NULL;
+}
+
+static void signal_daemons_locked(int sig)
+{
+    for (proc_t *c = proc_g.children; c; c = c->next)
+        if (c->daemon)
+            proc_send_signal_locked(c, sig);
+}
+
 /*
- * Python's behaviour at exit: daemonic children are terminated, non-daemonic
- * ones waited for. Runs at exit() of a process and after a callback-mode
- * target returns; it only sees the calling process's own children.
+ * Python's behaviour at exit: daemonic children are terminated (SIGKILL after
+ * one grace period shared by all of them), non-daemonic ones waited for. Runs
+ * at exit() of a process and after a callback-mode target returns, and only
+ * sees the calling process's own children. All under the lock: another thread
+ * may close finished objects meanwhile, so no pointer is kept across a wait.
  */
 void proc_lifecycle_exit_work(void)
 {
     pthread_mutex_lock(&proc_g.lock);
-    size_t n = 0;
-    for (struct proc *c = proc_g.children; c; c = c->next)
-        if (atomic_load(&c->state) != PROC_DONE)
-            n++;
-    proc_t **list = n ? malloc(n * sizeof *list) : NULL;
-    size_t k = 0;
-    if (list)
-        for (struct proc *c = proc_g.children; c && k < n; c = c->next)
-            if (atomic_load(&c->state) != PROC_DONE)
-                list[k++] = c;
-    pthread_mutex_unlock(&proc_g.lock);
-    if (!list)
-        return;
-
-    for (size_t i = 0; i < k; i++)
-        if (list[i]->daemon)
-            proc_terminate(list[i]);
-    /* The reaper cannot wait for what only it can finish. */
-    if (!proc_on_reaper_thread()) {
-        for (size_t i = 0; i < k; i++) {
-            if (list[i]->daemon && proc_join(list[i], PROC_DAEMON_GRACE_MS) == -ETIMEDOUT)
-                proc_kill(list[i]);
-            proc_join(list[i], PROC_WAIT_FOREVER);
+    if (proc_g.children) {
+        int cancel;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+        signal_daemons_locked(SIGTERM);
+        /* The reaper cannot wait for what only it can finish. */
+        bool can_wait = !proc_on_reaper_thread();
+        struct timespec grace;
+        proc_deadline_from_timeout(&grace, PROC_DAEMON_GRACE_MS);
+        bool killed = false;
+        while (can_wait && first_unfinished_locked(true)) {
+            if (killed) {
+                proc_deadline_wait_locked(NULL);
+            } else if (proc_deadline_wait_locked(&grace) == -ETIMEDOUT) {
+                signal_daemons_locked(SIGKILL);
+                killed = true;
+            }
         }
+        while (can_wait && first_unfinished_locked(false))
+            proc_deadline_wait_locked(NULL);
+        pthread_setcancelstate(cancel, NULL);
     }
-    free(list);
+    pthread_mutex_unlock(&proc_g.lock);
 }
 
 static void at_exit(void)

@@ -388,20 +388,39 @@ static int check_configurable(const proc_t *p)
     return 0;
 }
 
-int proc_set_daemon(proc_t *p, bool daemon)
+/*
+ * Takes the lock if p may still be configured: proc_start moves p out of
+ * PROC_NEW under the same lock, so a setter never changes what a start reads.
+ */
+bool proc_lock_configurable(proc_t *p)
+{
+    pthread_mutex_lock(&proc_g.lock);
+    if (!is_started(p))
+        return true;
+    pthread_mutex_unlock(&proc_g.lock);
+    return false;
+}
+
+static int set_flag(proc_t *p, bool *flag, bool value)
 {
     int r = check_configurable(p);
-    if (r == 0)
-        p->daemon = daemon;
-    return r;
+    if (r < 0)
+        return r;
+    if (!proc_lock_configurable(p))
+        return -EBUSY;
+    *flag = value;
+    pthread_mutex_unlock(&proc_g.lock);
+    return 0;
+}
+
+int proc_set_daemon(proc_t *p, bool daemon)
+{
+    return set_flag(p, p ? &p->daemon : NULL, daemon);
 }
 
 int proc_set_new_group(proc_t *p, bool on)
 {
-    int r = check_configurable(p);
-    if (r == 0)
-        p->new_group = on;
-    return r;
+    return set_flag(p, p ? &p->new_group : NULL, on);
 }
 
 int proc_set_env(proc_t *p, const char *const envp[])
@@ -412,8 +431,14 @@ int proc_set_env(proc_t *p, const char *const envp[])
     char **copy = NULL;
     if (envp && !(copy = copy_strv(envp)))
         return -ENOMEM;
-    free_strv(p->envp);
+    if (!proc_lock_configurable(p)) {
+        free_strv(copy);
+        return -EBUSY;
+    }
+    char **old = p->envp;
     p->envp = copy;
+    pthread_mutex_unlock(&proc_g.lock);
+    free_strv(old);
     return 0;
 }
 
@@ -427,8 +452,14 @@ int proc_set_cwd(proc_t *p, const char *dir)
     char *copy = NULL;
     if (dir && !(copy = strdup(dir)))
         return -ENOMEM;
-    free(p->cwd);
+    if (!proc_lock_configurable(p)) {
+        free(copy);
+        return -EBUSY;
+    }
+    char *old = p->cwd;
     p->cwd = copy;
+    pthread_mutex_unlock(&proc_g.lock);
+    free(old);
     return 0;
 }
 
@@ -445,10 +476,15 @@ int proc_on_exit(proc_t *p, proc_exit_fn *cb, void *arg)
     node->next = NULL;
     node->fn = cb;
     node->arg = arg;
+    if (!proc_lock_configurable(p)) {
+        free(node);
+        return -EBUSY;
+    }
     struct proc_exit_cb **tail = &p->callbacks;
     while (*tail)
         tail = &(*tail)->next;
     *tail = node;
+    pthread_mutex_unlock(&proc_g.lock);
     return 0;
 }
 
@@ -463,9 +499,15 @@ int proc_set_authkey(proc_t *p, const void *key, size_t len)
     if (!copy)
         return -ENOMEM;
     memcpy(copy, key, len);
-    free(p->authkey);
+    if (!proc_lock_configurable(p)) {
+        free(copy);
+        return -EBUSY;
+    }
+    unsigned char *old = p->authkey;
     p->authkey = copy;
     p->authkey_len = len;
+    pthread_mutex_unlock(&proc_g.lock);
+    free(old);
     return 0;
 }
 

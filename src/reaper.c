@@ -24,6 +24,7 @@
 /* Without pidfds a host may have replaced our handler: poll that often anyway. */
 #define PROC_POLL_TICK_MS 100
 #define PROC_EPOLL_BATCH 64
+#define PROC_REAPER_STACK (2 * 1024 * 1024)
 
 /* ----------------------------------------------------------------- SIGCHLD */
 
@@ -39,13 +40,14 @@ static void on_sigchld(int sig, siginfo_t *info, void *ctx)
         }
     }
     /* Chain to whoever had SIGCHLD before us: the host's handler must still run. */
+    /* sa_handler and sa_sigaction share storage: SIG_IGN/SIG_DFL whatever the flags. */
     const struct sigaction *old = &proc_g.old_chld;
-    if (old->sa_flags & SA_SIGINFO) {
-        if (old->sa_sigaction)
-            old->sa_sigaction(sig, info, ctx);
-    } else if (old->sa_handler != SIG_IGN && old->sa_handler != SIG_DFL) {
+    if (old->sa_handler == SIG_IGN || old->sa_handler == SIG_DFL)
+        ; /* nothing to chain to */
+    else if (old->sa_flags & SA_SIGINFO)
+        old->sa_sigaction(sig, info, ctx);
+    else
         old->sa_handler(sig);
-    }
     errno = saved;
 }
 
@@ -64,8 +66,7 @@ static int install_handler_locked(void)
     if (sigaction(SIGCHLD, NULL, &proc_g.old_chld) < 0)
         return -errno;
     proc_g.host_ignores_chld =
-        (!(proc_g.old_chld.sa_flags & SA_SIGINFO) && proc_g.old_chld.sa_handler == SIG_IGN) ||
-        (proc_g.old_chld.sa_flags & SA_NOCLDWAIT);
+        proc_g.old_chld.sa_handler == SIG_IGN || (proc_g.old_chld.sa_flags & SA_NOCLDWAIT);
     if (proc_sys_have_pidfd() && !proc_g.host_ignores_chld)
         return 0; /* checked again by the next reaper, e.g. in a fork child */
     struct sigaction sa;
@@ -184,8 +185,23 @@ static proc_t *find_running_locked(pid_t pid)
     return NULL;
 }
 
+/*
+ * Reaps c if it has ended, whatever path it is watched by. A pidfd reaped
+ * outside its own event leaves epoll, so no later event names it (and a
+ * joiner's pidfd, already out, gives a harmless ENOENT).
+ */
+static bool reap_one_locked(proc_t *c, proc_t **ended)
+{
+    if (c->pidfd < 0)
+        return reap_pid_locked(c, ended);
+    if (!try_reap_pidfd_locked(c, ended))
+        return false;
+    epoll_ctl(proc_g.epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
+    return true;
+}
+
 /* The host asked for SIG_IGN: its children must not stay zombies because of us. */
-static void reap_foreign_locked(int epfd, proc_t **ended)
+static void reap_foreign_locked(proc_t **ended)
 {
     for (;;) {
         siginfo_t si;
@@ -194,35 +210,14 @@ static void reap_foreign_locked(int epfd, proc_t **ended)
             return;
         proc_t *c = find_running_locked(si.si_pid);
         if (c) {
-            bool gone = c->pidfd >= 0 ? try_reap_pidfd_locked(c, ended) : reap_pid_locked(c, ended);
-            if (!gone)
+            if (!reap_one_locked(c, ended))
                 return;
-            if (c->pidfd >= 0) /* reaped outside its event: no later event may name it */
-                epoll_ctl(epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
             continue;
         }
         if (proc_g.starting > 0)
             return; /* may be ours, not registered yet: proc_start wakes us again */
         while (waitpid(si.si_pid, NULL, WNOHANG) < 0 && errno == EINTR)
             ;
-    }
-}
-
-/*
- * Reaps every child that has already ended, on the reaper thread: epoll may
- * hold an event for any armed pidfd, and only the thread that consumes the
- * events can disarm one safely before its object can be closed.
- */
-static void collect_all_locked(int epfd, proc_t **ended)
-{
-    for (proc_t *c = proc_g.children; c; c = c->next) {
-        if (atomic_load(&c->state) != PROC_RUNNING)
-            continue;
-        if (c->pidfd < 0) {
-            reap_pid_locked(c, ended);
-        } else if (try_reap_pidfd_locked(c, ended)) {
-            epoll_ctl(epfd, EPOLL_CTL_DEL, c->pidfd, NULL);
-        }
     }
 }
 
@@ -254,20 +249,6 @@ static void finish_batch(proc_t *ended)
     pthread_mutex_unlock(&proc_g.lock);
 }
 
-static void run_requests(struct proc_spawn_req *req)
-{
-    while (req) {
-        struct proc_spawn_req *next = req->next;
-        pid_t pid = proc_spawn_now(req->p, req->ctx);
-        pthread_mutex_lock(&proc_g.lock);
-        req->result = pid;
-        req->done = true;
-        pthread_cond_broadcast(&proc_g.cond);
-        pthread_mutex_unlock(&proc_g.lock);
-        req = next;
-    }
-}
-
 struct reaper_fds {
     int epfd;
     int wakefd;
@@ -285,7 +266,6 @@ static void *reaper_main(void *arg)
             n = 0; /* EINTR; nothing else can fail on a valid epoll fd */
         bool woken = n == 0;
         proc_t *ended = NULL;
-        struct proc_spawn_req *requests = NULL;
 
         pthread_mutex_lock(&proc_g.lock);
         for (int i = 0; i < n; i++) {
@@ -306,14 +286,7 @@ static void *reaper_main(void *arg)
             if (proc_g.unwatched > 0)
                 poll_unwatched_locked(&ended);
             if (proc_g.host_ignores_chld)
-                reap_foreign_locked(fds.epfd, &ended);
-            if (proc_g.collect_done < proc_g.collect_asked) {
-                collect_all_locked(fds.epfd, &ended);
-                proc_g.collect_done = proc_g.collect_asked;
-                proc_g.broadcast_due = true;
-            }
-            requests = proc_g.requests;
-            proc_g.requests = NULL;
+                reap_foreign_locked(&ended);
             while (proc_g.pending) {
                 proc_t *p = proc_g.pending;
                 proc_g.pending = p->ended_next;
@@ -328,7 +301,6 @@ static void *reaper_main(void *arg)
 
         if (ended)
             finish_batch(ended);
-        run_requests(requests);
     }
     return NULL;
 }
@@ -361,7 +333,12 @@ int proc_reaper_ensure_locked(void)
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
+    /*
+     * Room for exit callbacks; not the default size, so that glibc does not
+     * hand this stack, cached after a fork, to the first thread a child makes
+     * (ThreadSanitizer would take that thread for the parent's reaper).
+     */
+    pthread_attr_setstacksize(&attr, PROC_REAPER_STACK);
     proc_g.epfd = fds->epfd;
     atomic_store(&proc_g.wakefd, fds->wakefd);
     struct reaper_fds copy = *fds;
@@ -389,22 +366,19 @@ fail:
     return err;
 }
 
-/* Returns once every exit that happened before the call is reaped (proc_active_children). */
+/*
+ * Reaps, in the calling thread, every child that has already ended, so that
+ * proc_active_children() sees exits the reaper has not handled yet; their
+ * exit callbacks still run on the reaper thread.
+ */
 void proc_reaper_collect_locked(void)
 {
-    if (!proc_g.reaper_running || proc_g.live == 0)
-        return;
-    if (proc_on_reaper_thread()) {
-        proc_t *ended = NULL;
-        collect_all_locked(proc_g.epfd, &ended);
-        queue_pending_locked(ended);
-        broadcast_if_due_locked();
-        return;
-    }
-    unsigned long mine = ++proc_g.collect_asked;
-    proc_reaper_wake();
-    while (proc_g.collect_done < mine)
-        pthread_cond_wait(&proc_g.cond, &proc_g.lock);
+    proc_t *ended = NULL;
+    for (proc_t *c = proc_g.children; c; c = c->next)
+        if (atomic_load(&c->state) == PROC_RUNNING)
+            reap_one_locked(c, &ended);
+    queue_pending_locked(ended);
+    broadcast_if_due_locked();
 }
 
 bool proc_on_reaper_thread(void)
@@ -459,16 +433,6 @@ int proc_reaper_watch_locked(proc_t *p)
     return 0;
 }
 
-pid_t proc_reaper_delegate_locked(struct proc_spawn_req *req)
-{
-    req->next = proc_g.requests;
-    proc_g.requests = req;
-    proc_reaper_wake();
-    while (!req->done)
-        pthread_cond_wait(&proc_g.cond, &proc_g.lock);
-    return req->result;
-}
-
 void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms)
 {
     clock_gettime(CLOCK_MONOTONIC, deadline);
@@ -517,7 +481,9 @@ int proc_reaper_join_pidfd(proc_t *p, int timeout_ms)
     struct timespec deadline;
     if (timeout_ms > 0)
         proc_deadline_from_timeout(&deadline, timeout_ms);
-    int r = 0;
+    int r = 0, cancel;
+    /* A cancelled joiner would leave the lock held or the pidfd unwatched. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     pthread_mutex_lock(&proc_g.lock);
     if (p->joiners++ == 0 && atomic_load(&p->state) == PROC_RUNNING)
         arm_locked(p, false);
@@ -545,6 +511,7 @@ int proc_reaper_join_pidfd(proc_t *p, int timeout_ms)
     if (--p->joiners == 0 && atomic_load(&p->state) == PROC_RUNNING)
         arm_locked(p, true);
     pthread_mutex_unlock(&proc_g.lock);
+    pthread_setcancelstate(cancel, NULL);
     return r;
 }
 
@@ -576,13 +543,15 @@ int proc_join(proc_t *p, int timeout_ms)
     struct timespec deadline;
     if (timeout_ms > 0)
         proc_deadline_from_timeout(&deadline, timeout_ms);
-    int r = 0;
+    int r = 0, cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     pthread_mutex_lock(&proc_g.lock);
     while (atomic_load(&p->state) != PROC_DONE && r == 0)
         r = proc_deadline_wait_locked(timeout_ms > 0 ? &deadline : NULL);
     if (atomic_load(&p->state) == PROC_DONE)
         r = 0;
     pthread_mutex_unlock(&proc_g.lock);
+    pthread_setcancelstate(cancel, NULL);
     return r;
 }
 
@@ -618,23 +587,31 @@ static int check_signal(proc_t *p, int sig)
     return 1;
 }
 
+/*
+ * Sends sig to a running child; 0 once it was reaped (its pid may belong to
+ * someone else now). The pidfd names this process, never a successor with the
+ * same pid; without one, the lock keeps anyone from reaping it (and freeing
+ * the pid) between the check and the kill.
+ */
+int proc_send_signal_locked(proc_t *p, int sig)
+{
+    if (atomic_load(&p->state) != PROC_RUNNING)
+        return 0;
+    int r = 0;
+    if (p->pidfd >= 0)
+        r = proc_sys_pidfd_signal(p->pidfd, sig);
+    else if (kill(atomic_load(&p->pid), sig) < 0)
+        r = -errno;
+    return r == -ESRCH ? 0 : r;
+}
+
 int proc_signal(proc_t *p, int sig)
 {
     int r = check_signal(p, sig);
     if (r <= 0)
         return r;
-    if (atomic_load(&p->state) != PROC_RUNNING)
-        return 0; /* reaped: its pid may belong to someone else now */
-    if (p->pidfd >= 0) {
-        /* The pidfd names this process, never a successor with the same pid. */
-        r = proc_sys_pidfd_signal(p->pidfd, sig);
-        return r == -ESRCH ? 0 : r;
-    }
-    /* Without pidfd: the reaper cannot reap (and free the pid) while we hold the lock. */
     pthread_mutex_lock(&proc_g.lock);
-    r = 0;
-    if (atomic_load(&p->state) == PROC_RUNNING && kill(atomic_load(&p->pid), sig) < 0)
-        r = errno == ESRCH ? 0 : -errno;
+    r = proc_send_signal_locked(p, sig);
     pthread_mutex_unlock(&proc_g.lock);
     return r;
 }

@@ -197,14 +197,31 @@ static void inflight_unlink(struct proc_inflight *f)
     pthread_mutex_unlock(&proc_g.lock);
 }
 
-/* Adds (or, with fd -1, drops the last added) status pipe end to the in-flight fds. */
-static void inflight_status_fd(struct proc_inflight *f, int fd, bool add)
+/*
+ * The status pipe is created and registered as in flight in one locked
+ * section, and its ends leave that list as they are closed, so no fork by
+ * another thread can catch an unregistered end.
+ */
+static int status_pipe_open(struct proc_inflight *f, int fds[2])
 {
     pthread_mutex_lock(&proc_g.lock);
-    if (add)
-        f->fds[f->n++] = fd;
-    else
-        f->n--;
+    int r = pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
+    if (r == 0) {
+        f->fds[f->n++] = fds[0];
+        f->fds[f->n++] = fds[1];
+    }
+    pthread_mutex_unlock(&proc_g.lock);
+    return r;
+}
+
+static void status_pipe_close(struct proc_inflight *f, int *fd)
+{
+    pthread_mutex_lock(&proc_g.lock);
+    for (int i = 0; i < f->n; i++)
+        if (f->fds[i] == *fd)
+            f->fds[i] = -1;
+    close(*fd);
+    *fd = -1;
     pthread_mutex_unlock(&proc_g.lock);
 }
 
@@ -213,10 +230,11 @@ static pid_t fork_and_report(proc_t *p, struct proc_start_ctx *ctx)
     bool exec_mode = p->argv != NULL;
     int fds[2] = {-1, -1};
     /* Only the child can tell whether chdir/exec worked; it says so through this pipe. */
-    if ((exec_mode || p->cwd) && pipe2(fds, O_CLOEXEC) < 0)
-        return -errno;
-    if (fds[1] >= 0)
-        inflight_status_fd(&ctx->inflight, fds[1], true);
+    if (exec_mode || p->cwd) {
+        int r = status_pipe_open(&ctx->inflight, fds);
+        if (r < 0)
+            return r;
+    }
 
     sigset_t all, old;
     sigfillset(&all);
@@ -237,20 +255,18 @@ static pid_t fork_and_report(proc_t *p, struct proc_start_ctx *ctx)
     proc_forking = NULL;
     if (exec_mode)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (fds[1] >= 0) {
-        inflight_status_fd(&ctx->inflight, -1, false);
-        close(fds[1]);
-    }
+    if (fds[1] >= 0)
+        status_pipe_close(&ctx->inflight, &fds[1]);
     if (pid < 0) {
         if (fds[0] >= 0)
-            close(fds[0]);
+            status_pipe_close(&ctx->inflight, &fds[0]);
         return -fork_err;
     }
     if (p->new_group)
         setpgid(pid, pid); /* also in the parent: whoever runs first, the group exists */
     if (fds[0] >= 0) {
         int err = read_child_status(fds[0]);
-        close(fds[0]);
+        status_pipe_close(&ctx->inflight, &fds[0]);
         if (err) {
             reap_failed(pid);
             return -err;
@@ -305,6 +321,80 @@ pid_t proc_spawn_now(proc_t *p, struct proc_start_ctx *ctx)
     return fork_and_report(p, ctx);
 }
 
+/* ----------------------------------------------------------------- spawner */
+
+/*
+ * PR_SET_PDEATHSIG fires when the thread that forked ends, so a daemon asked
+ * for by a short-lived thread is forked here instead: a thread that lives as
+ * long as the process and runs no user code, so it is always free to fork.
+ * Its child runs the target with the requester's signal mask, on a copy of
+ * this thread's stack (default size) and thread-local storage.
+ */
+static void *spawner_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&proc_g.lock);
+    for (;;) {
+        while (!proc_g.requests)
+            pthread_cond_wait(&proc_g.cond, &proc_g.lock);
+        struct proc_spawn_req *req = proc_g.requests;
+        proc_g.requests = NULL;
+        pthread_mutex_unlock(&proc_g.lock);
+        while (req) {
+            struct proc_spawn_req *next = req->next;
+            pid_t pid = proc_spawn_now(req->p, req->ctx);
+            pthread_mutex_lock(&proc_g.lock);
+            req->result = pid;
+            req->done = true;
+            pthread_cond_broadcast(&proc_g.cond);
+            pthread_mutex_unlock(&proc_g.lock);
+            req = next;
+        }
+        pthread_mutex_lock(&proc_g.lock);
+    }
+    return NULL;
+}
+
+static int spawner_ensure_locked(void)
+{
+    if (proc_g.spawner_running)
+        return 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t tid;
+    int r = pthread_create(&tid, &attr, spawner_main, NULL);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0)
+        return -r;
+    proc_g.spawner_running = true;
+    return 0;
+}
+
+static pid_t spawner_delegate(proc_t *p, struct proc_start_ctx *ctx)
+{
+    struct proc_spawn_req req = {.p = p, .ctx = ctx};
+    int cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+    pthread_mutex_lock(&proc_g.lock);
+    pid_t r = spawner_ensure_locked();
+    if (r == 0) {
+        req.next = proc_g.requests;
+        proc_g.requests = &req;
+        pthread_cond_broadcast(&proc_g.cond);
+        while (!req.done)
+            pthread_cond_wait(&proc_g.cond, &proc_g.lock);
+        r = req.result;
+    }
+    pthread_mutex_unlock(&proc_g.lock);
+    pthread_setcancelstate(cancel, NULL);
+    return r;
+}
+
 /* ------------------------------------------------------------------- start */
 
 static bool on_main_thread(void)
@@ -354,14 +444,13 @@ int proc_start(proc_t *p)
     if (pid == 0) {
         /* Nothing buffered in the parent may be written again by the child. */
         fflush(NULL);
-        if (p->daemon && !on_main_thread() && !proc_on_reaper_thread()) {
-            /* PDEATHSIG follows the forking thread: fork from the long-lived reaper. */
+        if (p->daemon && !on_main_thread()) {
+            /* PDEATHSIG follows the forking thread: fork from the long-lived spawner. */
             pthread_sigmask(SIG_SETMASK, NULL, &mask);
+            if (proc_on_reaper_thread())
+                sigemptyset(&mask);
             ctx.mask = &mask;
-            struct proc_spawn_req req = {.p = p, .ctx = &ctx};
-            pthread_mutex_lock(&proc_g.lock);
-            pid = proc_reaper_delegate_locked(&req);
-            pthread_mutex_unlock(&proc_g.lock);
+            pid = spawner_delegate(p, &ctx);
         } else {
             if (proc_on_reaper_thread()) {
                 /* From an exit callback: the reaper blocks every signal, the child must not. */

@@ -21,7 +21,10 @@ int proc_set_stdio(proc_t *p, int stream, int how)
         return -EINVAL;
     if (how >= 0 && fcntl(how, F_GETFD) < 0)
         return -EBADF;
+    if (!proc_lock_configurable(p))
+        return -EBUSY;
     p->stdio_how[stream] = how;
+    pthread_mutex_unlock(&proc_g.lock);
     return 0;
 }
 

@@ -93,7 +93,8 @@ PROC_API proc_t *proc_new_exec(const char *const argv[]);
  * one second) and are reaped; if the parent dies abnormally (SIGKILL, crash)
  * they receive SIGKILL from the kernel (PR_SET_PDEATHSIG). A daemon started
  * from a thread other than the main thread is forked by libproc's long-lived
- * reaper thread, so it does not die with the short-lived thread that asked.
+ * spawner thread, so it does not die with the short-lived thread that asked
+ * (its target then runs on a copy of that thread's stack and thread-locals).
  * Returns 0, -EINVAL, -EBUSY.
  */
 PROC_API int proc_set_daemon(proc_t *p, bool daemon);
@@ -117,7 +118,7 @@ PROC_API int proc_set_cwd(proc_t *p, const char *dir);
 
 /**
  * Registers cb(p, arg) to be called once, on libproc's reaper thread (all
- * signals blocked), after the exit code is set and before proc_join()
+ * signals blocked, a 2 MiB stack), after the exit code is set and before proc_join()
  * returns; during the callbacks proc_is_alive(p) is still true. Several
  * callbacks run in registration order. A callback must not block for long,
  * must not call proc_close(p) (-EBUSY) and gets -EDEADLK from proc_join() on
