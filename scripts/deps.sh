@@ -8,8 +8,10 @@ set -euo pipefail
 
 missing=()
 
-# command -> Debian package that provides it
-for pair in cmake:cmake gcc:gcc clang:clang make:make pkg-config:pkg-config; do
+# command -> Debian package that provides it; extra "command:package" pairs
+# may be given as arguments (run-tests.sh asks for clang-tidy, cppcheck and
+# valgrind only for the configurations that use them).
+for pair in cmake:cmake gcc:gcc clang:clang make:make pkg-config:pkg-config "$@"; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")

@@ -56,14 +56,15 @@ struct proc {
     _Atomic int state; /* enum proc_state */
     _Atomic pid_t pid;
     _Atomic int exitcode;
-    pid_t owner;              /* the process that started it */
-    int pidfd;                /* sentinel on Linux; -1 without pidfd */
-    int joiners;              /* threads polling pidfd in proc_join: the reaper leaves p to them */
-    int stdio_how[3];         /* PROC_STDIO_* or an fd of the caller's, for 0, 1, 2 */
-    int stdio_parent[3];      /* the parent's ends of PROC_STDIO_PIPE streams, or -1 */
-    int pipe_r, pipe_w;       /* sentinel without pidfd: the reaper closes pipe_w */
-    struct proc *prev, *next; /* the owner's registry of started, unclosed children */
-    struct proc *ended_next;  /* reaper's batch of children whose callbacks are due */
+    pid_t owner;         /* the process that started it */
+    int pidfd;           /* sentinel on Linux; -1 without pidfd */
+    int joiners;         /* threads polling pidfd in proc_join: the reaper leaves p to them */
+    int stdio_how[3];    /* PROC_STDIO_* or an fd of the caller's, for 0, 1, 2 */
+    int stdio_parent[3]; /* the parent's ends of PROC_STDIO_PIPE streams, or -1 */
+    int pipe_r, pipe_w;  /* sentinel without pidfd: the reaper closes pipe_w */
+    unsigned long long start_time; /* without pidfd: the kernel's start time of pid, or 0 */
+    struct proc *prev, *next;      /* the owner's registry of started, unclosed children */
+    struct proc *ended_next;       /* reaper's batch of children whose callbacks are due */
 };
 
 /* Process-wide state. Guarded by lock unless the field says otherwise. */
@@ -85,6 +86,7 @@ struct proc_global {
     struct proc main_obj;
     struct proc parent_obj;
     bool have_parent;
+    int init_err; /* the fork and exit handlers could not be registered */
 
     /* reaper */
     bool reaper_running;
@@ -172,7 +174,7 @@ int proc_deadline_wait_locked(const struct timespec *deadline);
 void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms);
 
 /* lifecycle.c */
-void proc_lifecycle_init(void);
+int proc_lifecycle_init(void);
 void proc_lifecycle_exit_work(void);
 void proc_lifecycle_reset_child(void);
 
@@ -186,5 +188,6 @@ pid_t proc_sys_gettid(void);
 int proc_sys_set_pdeathsig(int sig);
 int proc_sys_decode_siginfo(const siginfo_t *info);
 int proc_sys_decode_status(int status);
+unsigned long long proc_sys_start_time(pid_t pid);
 
 #endif /* LIBPROC_INTERNAL_H */

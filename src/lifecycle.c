@@ -123,8 +123,11 @@ static void at_exit(void)
     proc_lifecycle_exit_work();
 }
 
-void proc_lifecycle_init(void)
+/* Without these handlers libproc is not fork-safe: proc_start refuses to run. */
+int proc_lifecycle_init(void)
 {
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-    atexit(at_exit);
+    int r = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (r != 0)
+        return -r;
+    return atexit(at_exit) == 0 ? 0 : -ENOMEM;
 }

@@ -35,7 +35,7 @@ static void global_init(void)
 {
     proc_init_cond();
     atomic_store(&proc_g.self, getpid());
-    proc_lifecycle_init();
+    proc_g.init_err = proc_lifecycle_init();
 }
 
 void proc_g_init(void)

@@ -112,7 +112,7 @@ static void mark_ended_locked(proc_t *p, int code, proc_t **ended)
         close(p->pipe_w); /* the fallback sentinel turns readable */
         p->pipe_w = -1;
     }
-    if (!p->callbacks) {
+    if (!p->callbacks || !ended) { /* no ended list: only callers for callback-less objects */
         atomic_store(&p->state, PROC_DONE);
         proc_g.broadcast_due = true;
         return;
@@ -256,8 +256,9 @@ struct reaper_fds {
 
 static void *reaper_main(void *arg)
 {
-    struct reaper_fds fds = *(struct reaper_fds *)arg;
-    free(arg);
+    (void)arg;
+    /* Set before the thread was created; only a fork child changes them, without us. */
+    struct reaper_fds fds = {.epfd = proc_g.epfd, .wakefd = atomic_load(&proc_g.wakefd)};
     struct epoll_event evs[PROC_EPOLL_BATCH];
     int timeout = -1; /* a new unwatched child wakes us, which recomputes it */
     for (;;) {
@@ -314,14 +315,10 @@ int proc_reaper_ensure_locked(void)
     int err = install_handler_locked();
     if (err < 0)
         return err;
-    struct reaper_fds *fds = malloc(sizeof *fds);
-    if (!fds)
-        return -ENOMEM;
-    fds->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    fds->epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds->wakefd};
-    if (fds->wakefd < 0 || fds->epfd < 0 ||
-        epoll_ctl(fds->epfd, EPOLL_CTL_ADD, fds->wakefd, &ev) < 0) {
+    int wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = wakefd};
+    if (wakefd < 0 || epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev) < 0) {
         err = -errno;
         goto fail;
     }
@@ -339,30 +336,26 @@ int proc_reaper_ensure_locked(void)
      * (ThreadSanitizer would take that thread for the parent's reaper).
      */
     pthread_attr_setstacksize(&attr, PROC_REAPER_STACK);
-    proc_g.epfd = fds->epfd;
-    atomic_store(&proc_g.wakefd, fds->wakefd);
-    struct reaper_fds copy = *fds;
-    int r = pthread_create(&proc_g.reaper_tid, &attr, reaper_main, fds);
+    proc_g.epfd = epfd;
+    atomic_store(&proc_g.wakefd, wakefd);
+    int r = pthread_create(&proc_g.reaper_tid, &attr, reaper_main, NULL);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r != 0) {
         proc_g.epfd = -1;
         atomic_store(&proc_g.wakefd, -1);
-        close(copy.wakefd);
-        close(copy.epfd);
-        free(fds);
-        return -r;
+        err = -r;
+        goto fail;
     }
     proc_g.reaper_running = true;
     update_wake_locked();
     return 0;
 
 fail:
-    if (fds->wakefd >= 0)
-        close(fds->wakefd);
-    if (fds->epfd >= 0)
-        close(fds->epfd);
-    free(fds);
+    if (wakefd >= 0)
+        close(wakefd);
+    if (epfd >= 0)
+        close(epfd);
     return err;
 }
 
@@ -411,6 +404,7 @@ int proc_reaper_watch_locked(proc_t *p)
         /* ESRCH: already reaped by someone else; waitpid below will say ECHILD. */
     }
     if (p->pidfd < 0) {
+        p->start_time = proc_sys_start_time(atomic_load(&p->pid));
         int pfd[2];
         if (pipe2(pfd, O_CLOEXEC) < 0)
             return -errno;
@@ -598,10 +592,26 @@ int proc_send_signal_locked(proc_t *p, int sig)
     if (atomic_load(&p->state) != PROC_RUNNING)
         return 0;
     int r = 0;
-    if (p->pidfd >= 0)
+    if (p->pidfd >= 0) {
         r = proc_sys_pidfd_signal(p->pidfd, sig);
-    else if (kill(atomic_load(&p->pid), sig) < 0)
-        r = -errno;
+    } else {
+        /*
+         * Without pidfd a host's waitpid may have taken the child already, and
+         * its pid may be someone else's: only a child still ours and not yet
+         * ended is signalled. (A host reaping between this check and kill()
+         * cannot be excluded without pidfds.)
+         */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        pid_t pid = atomic_load(&p->pid);
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != 0)
+            return 0;
+        /* Our child by that pid, but a new one if its start time differs. */
+        if (p->start_time && proc_sys_start_time(pid) != p->start_time)
+            return 0;
+        if (kill(pid, sig) < 0)
+            r = -errno;
+    }
     return r == -ESRCH ? 0 : r;
 }
 

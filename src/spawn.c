@@ -60,7 +60,7 @@ static int plan_exec(struct proc_start_ctx *plan, const proc_t *p)
         const char *end = strchrnul(dir, ':');
         size_t dlen = (size_t)(end - dir);
         if (dlen == 0) {
-            memcpy(buf, ".", 1);
+            buf[0] = '.';
             dlen = 1;
         } else {
             memcpy(buf, dir, dlen);
@@ -93,7 +93,8 @@ static void write_errno_and_exit(int fd, int err)
 /* PDEATHSIG fires when the forking thread ends: callers make sure it is long-lived. */
 static void become_daemon_of(pid_t parent)
 {
-    proc_sys_set_pdeathsig(SIGKILL);
+    /* Cannot fail for SIGKILL on Linux; where unsupported there is no watch at all. */
+    (void)proc_sys_set_pdeathsig(SIGKILL);
     if (getppid() != parent)
         raise(SIGKILL); /* the parent died before the prctl took effect */
 }
@@ -421,6 +422,8 @@ int proc_start(proc_t *p)
     proc_t *cur = proc_ensure_current_locked();
     if (atomic_load(&p->state) != PROC_NEW)
         r = -EBUSY;
+    else if (proc_g.init_err)
+        r = proc_g.init_err;
     else if (!cur)
         r = -ENOMEM;
     else if (cur->daemon)

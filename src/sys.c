@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -31,15 +33,20 @@ bool proc_sys_have_pidfd(void)
     /* Testing aid: run everything on the paths older kernels take. */
     const char *off = getenv("LIBPROC_DISABLE_PIDFD");
     if (!(off && *off && strcmp(off, "0") != 0)) {
-        int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
-        if (fd >= 0) {
-            /* waitid(P_PIDFD) came one release after pidfd_open (5.4 vs 5.3). */
-            siginfo_t si;
-            memset(&si, 0, sizeof si);
-            int r = (int)syscall(SYS_waitid, P_PIDFD, fd, &si, WEXITED | WNOHANG, NULL);
-            v = !(r < 0 && errno == EINVAL);
-            close(fd);
-        }
+        /*
+         * Probed with an invalid fd, so that the answer needs no free fd (a
+         * first start at RLIMIT_NOFILE must not turn pidfds off for good):
+         * a kernel that knows the call rejects the fd, one that does not
+         * rejects the call (waitid takes no negative id, so INT_MAX is the
+         * invalid fd there). waitid(P_PIDFD) came one release after
+         * pidfd_open (5.4 vs 5.3).
+         */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        bool open_ok = syscall(SYS_pidfd_open, -1, 0) < 0 && errno == EINVAL;
+        bool wait_ok = syscall(SYS_waitid, P_PIDFD, INT_MAX, &si, WEXITED | WNOHANG, NULL) < 0 &&
+                       errno == EBADF;
+        v = open_ok && wait_ok;
     }
 #endif
     atomic_store_explicit(&have_pidfd, v, memory_order_relaxed);
@@ -146,4 +153,33 @@ int proc_sys_decode_status(int status)
     if (WIFSIGNALED(status))
         return -WTERMSIG(status);
     return PROC_EXITCODE_UNKNOWN;
+}
+
+/*
+ * The kernel's start time of pid (field 22 of /proc/<pid>/stat), 0 when it
+ * cannot be read. Without pidfds, it tells a child from a newer process that
+ * got its pid after a host reaped the child.
+ */
+unsigned long long proc_sys_start_time(pid_t pid)
+{
+    char path[48], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n;
+    do {
+        n = read(fd, buf, sizeof buf - 1);
+    } while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *s = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+    if (!s)
+        return 0;
+    s++;
+    for (int field = 3; field < 22 && s; field++) /* the field after ')' is the 3rd */
+        s = strchr(s + 1, ' ');
+    return s ? strtoull(s + 1, NULL, 10) : 0;
 }

@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libproc: worker pools. Python's multiprocessing.Pool for C: apply, map and
+ * apply_async (futures) over a fixed number of forked worker processes.
+ *
+ * The conventions of <libproc/proc.h> apply: int functions return 0 (or a
+ * documented non-negative value) or a negative errno, pointer functions NULL
+ * with errno set; a NULL object is -EINVAL except that proc_pool_free(NULL)
+ * is 0 and proc_future_free(NULL) does nothing; timeouts are poll(2)-style
+ * milliseconds (PROC_WAIT_FOREVER waits, 0 only checks, below -1 is -EINVAL)
+ * on CLOCK_MONOTONIC, and a signal handler interrupting a wait does not
+ * restart the full timeout. Nothing prints, aborts or exits. Every fd is
+ * O_CLOEXEC.
+ *
+ * Workers are daemonic callback-mode children (proc_new() + proc_start(),
+ * no exec), named "PoolWorker-N", so a task is a plain function pointer of
+ * the program and sees the memory of the parent as it was when its worker
+ * was forked. Inputs are copied into memory shared with the worker, outputs
+ * are copied from there straight into the caller's buffer; small items are
+ * sent in chunks (as Python's chunksize), so a map of a million tiny items
+ * costs about 4 * workers round trips to the workers.
+ *
+ * Crash safety: a worker that dies while running a task (crash, signal,
+ * SIGKILL from outside, _exit() or exit() in the task) fails exactly that
+ * task with -ECHILD. The pool notices the death on the worker's pidfd
+ * (proc_sentinel()), keeps the outputs of the tasks of the same chunk that
+ * had already finished, runs the tasks that had not yet started on other
+ * workers, and starts a replacement worker. Nothing hangs and no other task
+ * is affected (Python's Pool hangs here). A worker that dies between tasks
+ * fails nothing. If workers keep dying before their initializer finishes
+ * (workers + 2 such deaths in a row, with no worker finishing its
+ * initializer in between), the pool stops starting workers: once none is
+ * left, every pending and later task fails with -ECHILD (no endless respawn).
+ *
+ * A pool belongs to the process that created it; in any other process (e.g.
+ * a forked child holding a copy) every call returns -ECHILD (NULL + ECHILD
+ * for proc_pool_submit()) and proc_pool_free() does nothing. Futures, too,
+ * are for the process that submitted them.
+ *
+ * Each pool has one thread of its own in the parent (all signals blocked)
+ * that hands out the work and forks replacement workers while the caller's
+ * threads keep running; the fork-safety notes of the README apply to tasks
+ * and initializers as to any callback-mode child. A process that is itself
+ * a daemonic libproc child (e.g. a pool worker) cannot create a pool
+ * (NULL + EPERM), as it cannot start children.
+ */
+#ifndef LIBPROC_POOL_H
+#define LIBPROC_POOL_H
+
+#include <libproc/proc.h>
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * A task: runs in a worker. in points to in_size bytes of input (NULL when
+ * in_size is 0); out to out_size bytes for the output, zero-filled before the
+ * call (NULL when out_size is 0). Returns 0 on success; any other value is
+ * the task's failure and is handed back as is (see proc_pool_apply()).
+ */
+typedef int proc_task_fn(const void *in, void *out);
+
+/** Pool options; a zero-filled struct (or NULL) means the defaults. */
+typedef struct proc_pool_opts {
+    int workers;             /**< number of workers; 0 = proc_cpu_count() */
+    int max_tasks_per_child; /**< 0 = unlimited; else a worker is replaced after that many tasks */
+    /** If not NULL, runs once in each worker, before its first task. */
+    void (*initializer)(void *arg);
+    void *initarg; /**< argument of initializer */
+} proc_pool_opts_t;
+
+/** A pool of worker processes. Opaque; create with proc_pool_new(), free with proc_pool_free(). */
+typedef struct proc_pool proc_pool_t;
+
+/** The pending result of proc_pool_submit() (Python's AsyncResult). */
+typedef struct proc_future proc_future_t;
+
+/**
+ * Creates a pool and starts its workers (Python's Pool(processes,
+ * initializer, initargs, maxtasksperchild)). opts NULL means the defaults.
+ * max_tasks_per_child counts task calls: with 1, every task runs in a fresh
+ * process (a map item is one task, even though items travel in chunks).
+ * Workers inherit the signal mask of the calling thread.
+ * Returns the pool, or NULL with errno EINVAL (workers < 0 or
+ * max_tasks_per_child < 0), EPERM (the caller is a daemonic libproc child),
+ * ENOMEM, EMFILE/ENFILE, EAGAIN (a worker could not be forked).
+ * Thread-safe.
+ */
+PROC_API proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts);
+
+/**
+ * Runs fn(in, out) in a worker and waits for it (Python's pool.apply). in
+ * (in_size bytes) is copied to the worker; the worker's out_size bytes of
+ * output are copied into out when the task finished. 1 MiB and more per task
+ * is fine.
+ * Returns the task's own return value when it is >= 0 (a task returning a
+ * negative value gets it back as is); -ECHILD when the worker died while
+ * running the task (out is then untouched); -ECANCELED when the pool was
+ * terminated before the task finished; -EINVAL (NULL pool or fn, in NULL
+ * with in_size > 0, out NULL with out_size > 0, pool closed or terminated);
+ * -ENOMEM; -ECHILD when the pool can no longer start workers (see above)
+ * or for a pool of another process.
+ * Thread-safe: any number of threads may apply, map and submit at once.
+ */
+PROC_API int proc_pool_apply(proc_pool_t *pool, proc_task_fn *fn, const void *in, size_t in_size,
+                             void *out, size_t out_size);
+
+/**
+ * Runs fn on n items and waits for all of them (Python's pool.map): item i
+ * has input in + i * in_size and output out + i * out_size. Items are handed
+ * to the workers in chunks (about n / (4 * workers) items, at most about
+ * 4 MiB of input and output per chunk), without per-item allocations, so a
+ * map of a million tiny items is fast and runs in bounded memory.
+ * Returns 0 when every task returned 0, else the value of the first failing
+ * item in index order (the task's own value, -ECHILD for an item whose
+ * worker died while running it, -ECANCELED for an item that never finished
+ * because the pool was terminated). Either way out holds the output of every
+ * item that finished; the out slot of an item that did not finish is left
+ * untouched. n == 0 returns 0 at once. Errors as proc_pool_apply(), plus
+ * -EINVAL when n * in_size or n * out_size overflows.
+ * Thread-safe.
+ */
+PROC_API int proc_pool_map(proc_pool_t *pool, proc_task_fn *fn, const void *in, size_t in_size,
+                           void *out, size_t out_size, size_t n);
+
+/**
+ * Queues fn(in, out) and returns at once (Python's pool.apply_async). in
+ * is copied before the call returns; the output (out_size bytes) is kept in
+ * the future until proc_future_get(). Tasks start in submission order.
+ * Returns a future, to be released with proc_future_free(), or NULL with
+ * errno EINVAL (NULL pool or fn, in NULL with in_size > 0, pool closed or
+ * terminated), ENOMEM, ECHILD (a pool of another process).
+ * Thread-safe.
+ */
+PROC_API proc_future_t *proc_pool_submit(proc_pool_t *pool, proc_task_fn *fn, const void *in,
+                                         size_t in_size, size_t out_size);
+
+/**
+ * Waits until the future's task has finished, failed or been cancelled
+ * (Python's AsyncResult.wait/ready).
+ * Returns 0 when done (whatever the task's result), -ETIMEDOUT, -EINVAL
+ * (NULL, timeout below -1).
+ * Thread-safe: any number of threads may wait for and get one future.
+ */
+PROC_API int proc_future_wait(proc_future_t *f, int timeout_ms);
+
+/**
+ * Waits like proc_future_wait(), then copies the task's output into out
+ * (out_size bytes, at most the out_size given to proc_pool_submit(); out may
+ * be NULL when out_size is 0) and returns the task's result with the
+ * meaning of proc_pool_apply(): its own value when >= 0, -ECHILD (its worker
+ * died while running it), -ECANCELED (the pool was terminated or freed
+ * first). When the task did not finish, out is left untouched. May be called
+ * again; the result stays in the future until proc_future_free().
+ * Returns -ETIMEDOUT (out untouched), -EINVAL (NULL f, out NULL with
+ * out_size > 0, out_size larger than submitted, timeout below -1).
+ * Thread-safe.
+ */
+PROC_API int proc_future_get(proc_future_t *f, void *out, size_t out_size, int timeout_ms);
+
+/**
+ * Releases the caller's handle. A future may be freed before its task ran,
+ * and also after its pool was freed: the task still runs (unless the pool
+ * is terminated) and its result is discarded. NULL does nothing.
+ * Must not race other calls on the same future.
+ */
+PROC_API void proc_future_free(proc_future_t *f);
+
+/**
+ * Stops accepting tasks (Python's pool.close): later apply/map return
+ * -EINVAL and submit NULL + EINVAL. Tasks already queued still run; then the
+ * workers exit. Returns 0 (also when already closed or terminated), -EINVAL
+ * (NULL), -ECHILD (another process's pool).
+ * Thread-safe.
+ */
+PROC_API int proc_pool_close(proc_pool_t *pool);
+
+/**
+ * Stops the pool now (Python's pool.terminate): no new tasks (-EINVAL);
+ * every worker is killed (SIGKILL) and reaped before this returns; every
+ * task that had not finished fails with -ECANCELED (outputs of tasks that had
+ * finished are kept, also of items of a map that is cut short). Returns 0
+ * (also when already terminated or joined), -EINVAL (NULL), -ECHILD.
+ * Thread-safe.
+ */
+PROC_API int proc_pool_terminate(proc_pool_t *pool);
+
+/**
+ * Waits until every worker has exited and been reaped (Python's pool.join),
+ * i.e. after proc_pool_close() until the queued tasks ran and the workers
+ * exited, after proc_pool_terminate() at once.
+ * Returns 0, -ETIMEDOUT, -EINVAL (NULL, timeout below -1, or the pool is
+ * neither closed nor terminated: Python's "Pool is still running"), -ECHILD.
+ * Thread-safe: any number of threads may join.
+ */
+PROC_API int proc_pool_join(proc_pool_t *pool, int timeout_ms);
+
+/**
+ * Frees the pool. If it still runs (not joined, closed or not), it is
+ * terminated first: pending tasks fail with -ECANCELED and every worker is
+ * killed and reaped. Outstanding futures stay valid (free them with
+ * proc_future_free()). Returns 0 (also for NULL), -ECHILD (another
+ * process's copy; nothing is freed).
+ * Must not race other calls on the same pool.
+ */
+PROC_API int proc_pool_free(proc_pool_t *pool);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBPROC_POOL_H */
