@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/deps.sh
 
-configs=${LIBPROC_CONFIGS:-default asan tsan}
+configs=${LIBPROC_CONFIGS:-default asan tsan lint}
 jobs=$(nproc 2>/dev/null || echo 2)
 
 # Some kernels place mappings where ThreadSanitizer does not expect them

@@ -918,7 +918,7 @@ static void *dispatcher_main(void *arg)
         if (again)
             continue;
         int r = poll(pfd, n, timeout);
-        if (r <= 0)
+        if (r <= 0 || n == 0)
             continue; /* timeout, EINTR, or ENOMEM: the loop re-checks everything */
         if (pfd[0].revents) {
             uint64_t v;
