@@ -853,7 +853,7 @@ static void test_at_exit_of_root_process(void **state)
         if (dup2(rel[0], ROOT_REL_FD) < 0 || dup2(out[1], ROOT_OUT_FD) < 0 ||
             dup2(dmn[1], ROOT_DMN_FD) < 0)
             _exit(126);
-        execl("/proc/self/exe", "test_lifecycle", "--sub", "atexit-root", (char *)NULL);
+        execl(tu_self_exe(), "test_lifecycle", "--sub", "atexit-root", (char *)NULL);
         _exit(127);
     }
     assert_true(pid > 0);
@@ -940,7 +940,7 @@ static void test_all_again_without_pidfd(void **state)
     pid_t pid = fork();
     if (pid == 0) {
         setenv("LIBPROC_DISABLE_PIDFD", "1", 1);
-        execl("/proc/self/exe", "test_lifecycle", (char *)NULL);
+        execl(tu_self_exe(), "test_lifecycle", (char *)NULL);
         _exit(127);
     }
     assert_true(pid > 0);

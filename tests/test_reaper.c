@@ -811,9 +811,9 @@ static void run_self(const char *mode, bool no_pidfd)
         if (no_pidfd)
             setenv("LIBPROC_DISABLE_PIDFD", "1", 1);
         if (mode)
-            execl("/proc/self/exe", "test_reaper", "--sub", mode, (char *)NULL);
+            execl(tu_self_exe(), "test_reaper", "--sub", mode, (char *)NULL);
         else
-            execl("/proc/self/exe", "test_reaper", (char *)NULL);
+            execl(tu_self_exe(), "test_reaper", (char *)NULL);
         _exit(127);
     }
     assert_true(pid > 0);

@@ -22,6 +22,10 @@
  *   tu_count_children(&zomb)    child processes of this process (any state),
  *                               optionally how many of them are zombies
  *   tu_count_zombies()          zombie children of this process
+ *   tu_self_exe()               the path to exec to run this test program
+ *                               again ("/proc/self/exe", or under valgrind
+ *                               the program's real path)
+ *   tu_on_valgrind()            true when running under valgrind
  *
  * Every timeout is a bound on a hang, never a way to wait for something.
  */
@@ -38,6 +42,39 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* valgrind's client requests, when its header is installed (Debian: the
+ * valgrind package); without it RUNNING_ON_VALGRIND is 0. */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+static inline int tu_on_valgrind(void)
+{
+    return RUNNING_ON_VALGRIND != 0;
+}
+
+/* What to execve() to run this program again. Natively "/proc/self/exe".
+ * Under valgrind that link names valgrind's tool binary, and valgrind 3.19
+ * translates it in readlink() but not in execve() (the traced re-run fails
+ * with "mmap(0x58000000, 4096) failed in UME"), so the real path is used. */
+static inline const char *tu_self_exe(void)
+{
+    static char path[4096];
+    if (tu_on_valgrind()) {
+        ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+        if (n > 0) {
+            path[n] = '\0';
+            return path;
+        }
+    }
+    return "/proc/self/exe";
+}
 
 static inline int64_t tu_now_ms(void)
 {
