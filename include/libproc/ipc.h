@@ -133,9 +133,10 @@ PROC_API int proc_conn_send(proc_conn_t *c, const void *msg, size_t len);
  * record that libproc did not send, e.g. written to the fileno directly; it
  * is dropped); -EMFILE (a large message whose memfd could not be received:
  * that message is lost).
- * Thread-safe. A message that another process took in the instant between
- * the size check and the receive and that is too large for cap is kept by
- * this handle and returned by its next call (still -EMSGSIZE until cap fits).
+ * Thread-safe. When another process receives from the same end and takes
+ * the checked message between this call's size check and its receive, and
+ * the message after it is too large for cap, that one is kept by this handle:
+ * its next call returns it (-EMSGSIZE until cap fits) before anything else.
  */
 PROC_API ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeout_ms);
 

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal machinery shared by the IPC objects (queue.c, sync.c, conn.c,
+ * shm.c): deadlines, shared mappings, robust process-shared mutexes and futex
+ * wait channels. Nothing here is exported.
+ *
+ * The waiting protocol (queue, semaphore, event):
+ *  - the object's state lives in MAP_SHARED memory and changes only while its
+ *    robust mutex is held;
+ *  - a waiter, holding the mutex, raises its channel's `waiting` flag, reads
+ *    `seq`, releases the mutex and sleeps in FUTEX_WAIT on `seq`;
+ *  - a waker, holding the mutex, calls ipc_wake() BEFORE it makes its change
+ *    visible (the commit): if the flag is up it clears it, bumps `seq` and
+ *    wakes every sleeper. The sleepers then queue up on the mutex, which the
+ *    waker still holds. If the waker dies anywhere in between, the kernel
+ *    marks the mutex owner-died and wakes one of them; the next locker (see
+ *    ipc_enter) repairs the object and wakes every channel. So no killed
+ *    process can leave a sleeper asleep while there is something to see, and a
+ *    killed sleeper holds nothing.
+ */
+#ifndef LIBPROC_IPC_INTERNAL_H
+#define LIBPROC_IPC_INTERNAL_H
+
+#include <libproc/ipc.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------- deadlines */
+
+/* A poll(2)-style timeout turned into a point on CLOCK_MONOTONIC. */
+struct ipc_deadline {
+    int timeout_ms;     /* -1 forever, 0 check only, > 0 bounded */
+    struct timespec at; /* when timeout_ms > 0 */
+};
+
+/* 0, or -EINVAL for timeout_ms < -1. */
+int ipc_deadline_init(struct ipc_deadline *d, int timeout_ms);
+/* Milliseconds left, rounded up: -1 forever, 0 once passed. */
+int ipc_deadline_left_ms(const struct ipc_deadline *d);
+bool ipc_deadline_passed(const struct ipc_deadline *d);
+
+/* ------------------------------------------------------------ shared memory */
+
+/* Zeroed MAP_SHARED|MAP_ANONYMOUS memory; noreserve adds MAP_NORESERVE. NULL + errno. */
+void *ipc_map(size_t len, bool noreserve);
+void ipc_unmap(void *mem, size_t len);
+
+/* -------------------------------------------------------- robust mutexes */
+
+/* Process-shared, robust, error-checking. 0 or -errno. */
+int ipc_mutex_init(pthread_mutex_t *m);
+
+/*
+ * Locks m by d: 0; -EOWNERDEAD (the previous owner died: the caller holds m
+ * and must repair, then pthread_mutex_consistent); -ETIMEDOUT; -EDEADLK (the
+ * calling thread holds it); -ENOTRECOVERABLE. A blocked caller re-checks the
+ * mutex every 250 ms, so that a waiter killed right after an unlock woke it
+ * cannot leave the others asleep on a free mutex (kernels before 5.5).
+ */
+int ipc_mutex_lock(pthread_mutex_t *m, const struct ipc_deadline *d);
+
+/* Repairs an object whose mutex the caller got with EOWNERDEAD. */
+typedef void ipc_repair_fn(void *obj);
+
+/*
+ * Locks an object's internal mutex. The mutex is only ever held for a bounded
+ * copy, so a caller whose deadline has passed (timeout 0 included) still
+ * waits up to IPC_GRACE_MS for it. On EOWNERDEAD it runs repair(obj) and
+ * marks the mutex consistent. 0 (held), -ETIMEDOUT, -ENOTRECOVERABLE.
+ */
+#define IPC_GRACE_MS 20
+int ipc_enter(pthread_mutex_t *m, const struct ipc_deadline *d, ipc_repair_fn *repair, void *obj);
+void ipc_leave(pthread_mutex_t *m);
+
+/* ------------------------------------------------------------- wait channels */
+
+struct ipc_chan {
+    _Atomic uint32_t seq;     /* futex word: bumped by every wake */
+    _Atomic uint32_t waiting; /* someone may sleep on seq */
+};
+
+/*
+ * Called with m held (by ipc_enter) when the caller must wait on ch: releases
+ * m, sleeps until woken or d passes, and re-enters. 0 with m held again (the
+ * caller re-checks its condition); -ETIMEDOUT or another error with m
+ * released.
+ */
+int ipc_wait(struct ipc_chan *ch, pthread_mutex_t *m, const struct ipc_deadline *d,
+             ipc_repair_fn *repair, void *obj);
+
+/* With the mutex held, before the commit: wakes every sleeper if there may be one. */
+void ipc_wake(struct ipc_chan *ch);
+
+/* Repair: wakes every sleeper unconditionally. */
+void ipc_wake_force(struct ipc_chan *ch);
+
+#endif /* LIBPROC_IPC_INTERNAL_H */

@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: MIT */
+/* Waiting for the IPC objects: deadlines, robust process-shared mutexes, futex channels. */
+#include "ipc_internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/*
+ * pthread_mutex_clocklock() waits on CLOCK_MONOTONIC (glibc 2.30+). Without it
+ * (other C libraries, and ThreadSanitizer, which does not intercept it) timed
+ * waits use pthread_mutex_timedlock() in slices on CLOCK_REALTIME, re-armed
+ * from the monotonic deadline, so that a jump of the wall clock shifts a wait
+ * by at most one slice.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define IPC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define IPC_TSAN 1
+#endif
+#endif
+#if defined(__GLIBC__) && !defined(IPC_TSAN) &&                                                    \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+#define IPC_HAVE_CLOCKLOCK 1
+#endif
+
+#ifdef IPC_TSAN
+/* gcc 12's TSan records a pthread_mutex_timedlock() only when it returns 0. */
+#include <sanitizer/tsan_interface.h>
+#define TSAN_NOTE_OWNERDEAD(m, r)                                                                  \
+    do {                                                                                           \
+        if ((r) == EOWNERDEAD) {                                                                   \
+            __tsan_mutex_pre_lock((m), __tsan_mutex_try_lock);                                     \
+            __tsan_mutex_post_lock((m), __tsan_mutex_try_lock, 0);                                 \
+        }                                                                                          \
+    } while (0)
+#else
+#define TSAN_NOTE_OWNERDEAD(m, r) ((void)0)
+#endif
+
+#define NSEC 1000000000LL
+
+/* ---------------------------------------------------------------- deadlines */
+
+static long long ns_until(const struct timespec *at)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)(at->tv_sec - now.tv_sec) * NSEC + (at->tv_nsec - now.tv_nsec);
+}
+
+static void add_ns(struct timespec *ts, long long ns)
+{
+    ts->tv_sec += (time_t)(ns / NSEC);
+    ts->tv_nsec += (long)(ns % NSEC);
+    if (ts->tv_nsec >= NSEC) {
+        ts->tv_sec++;
+        ts->tv_nsec -= NSEC;
+    }
+}
+
+int ipc_deadline_init(struct ipc_deadline *d, int timeout_ms)
+{
+    if (timeout_ms < -1)
+        return -EINVAL;
+    d->timeout_ms = timeout_ms;
+    d->at.tv_sec = 0;
+    d->at.tv_nsec = 0;
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &d->at);
+        add_ns(&d->at, (long long)timeout_ms * 1000000LL);
+    }
+    return 0;
+}
+
+int ipc_deadline_left_ms(const struct ipc_deadline *d)
+{
+    if (d->timeout_ms <= 0)
+        return d->timeout_ms;
+    long long ns = ns_until(&d->at);
+    if (ns <= 0)
+        return 0;
+    long long ms = (ns + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+bool ipc_deadline_passed(const struct ipc_deadline *d)
+{
+    if (d->timeout_ms <= 0)
+        return d->timeout_ms == 0;
+    return ns_until(&d->at) <= 0;
+}
+
+/* -------------------------------------------------------- robust mutexes */
+
+int ipc_mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t attr;
+    int r = pthread_mutexattr_init(&attr);
+    if (r)
+        return -r;
+    r = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (!r)
+        r = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (!r)
+        r = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+    if (!r)
+        r = pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return -r;
+}
+
+/* Locks m, waiting until the monotonic time at. Positive errno. */
+static int lock_until(pthread_mutex_t *m, const struct timespec *at)
+{
+#ifdef IPC_HAVE_CLOCKLOCK
+    return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, at);
+#else
+    for (;;) {
+        long long left = ns_until(at);
+        if (left <= 0) {
+            int r = pthread_mutex_trylock(m);
+            return r == EBUSY ? ETIMEDOUT : r;
+        }
+        if (left > NSEC / 4)
+            left = NSEC / 4;
+        struct timespec rt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        add_ns(&rt, left);
+        int r = pthread_mutex_timedlock(m, &rt);
+        TSAN_NOTE_OWNERDEAD(m, r);
+        if (r != ETIMEDOUT)
+            return r;
+    }
+#endif
+}
+
+static bool before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/*
+ * Locks m by the monotonic time at (NULL: no limit), in slices of
+ * IPC_SLICE_MS. An unlock wakes one sleeping waiter; if that one is killed
+ * before it takes the mutex, the others could sleep on a free mutex until the
+ * next contention. Linux 5.5 and later wake another waiter themselves then
+ * (glibc leaves the mutex in robust_list.list_op_pending); on older kernels
+ * the end of a slice ends such a sleep. Positive errno.
+ */
+#define IPC_SLICE_MS 250
+static int lock_by(pthread_mutex_t *m, const struct timespec *at)
+{
+    for (;;) {
+        struct timespec slice;
+        clock_gettime(CLOCK_MONOTONIC, &slice);
+        add_ns(&slice, (long long)IPC_SLICE_MS * 1000000LL);
+        bool last = at && !before(&slice, at);
+        int r = lock_until(m, last ? at : &slice);
+        if (r != ETIMEDOUT || last)
+            return r;
+    }
+}
+
+int ipc_mutex_lock(pthread_mutex_t *m, const struct ipc_deadline *d)
+{
+    int r = pthread_mutex_trylock(m);
+    if (r == EBUSY)
+        r = d->timeout_ms == 0 ? ETIMEDOUT : lock_by(m, d->timeout_ms < 0 ? NULL : &d->at);
+    return -r;
+}
+
+int ipc_enter(pthread_mutex_t *m, const struct ipc_deadline *d, ipc_repair_fn *repair, void *obj)
+{
+    int r = pthread_mutex_trylock(m);
+    if (r == EBUSY) {
+        if (d->timeout_ms < 0) {
+            r = lock_by(m, NULL);
+        } else {
+            struct timespec at;
+            clock_gettime(CLOCK_MONOTONIC, &at);
+            add_ns(&at, (long long)IPC_GRACE_MS * 1000000LL);
+            if (d->timeout_ms > 0 && before(&at, &d->at))
+                at = d->at;
+            r = lock_by(m, &at);
+        }
+    }
+    if (r == EOWNERDEAD) {
+        repair(obj);
+        r = pthread_mutex_consistent(m);
+    }
+    return -r;
+}
+
+void ipc_leave(pthread_mutex_t *m)
+{
+    pthread_mutex_unlock(m);
+}
+
+/* ------------------------------------------------------------- wait channels */
+
+/* Shared (not FUTEX_PRIVATE_FLAG): the word lives in MAP_SHARED memory. */
+static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *at)
+{
+    return syscall(SYS_futex, (uint32_t *)word, op, val, at, NULL, FUTEX_BITSET_MATCH_ANY);
+}
+
+int ipc_wait(struct ipc_chan *ch, pthread_mutex_t *m, const struct ipc_deadline *d,
+             ipc_repair_fn *repair, void *obj)
+{
+    if (ipc_deadline_passed(d)) {
+        pthread_mutex_unlock(m);
+        return -ETIMEDOUT;
+    }
+    atomic_store(&ch->waiting, 1);
+    uint32_t seq = atomic_load(&ch->seq);
+    pthread_mutex_unlock(m);
+    /* An absolute CLOCK_MONOTONIC deadline: EINTR does not restart the wait. */
+    if (futex(&ch->seq, FUTEX_WAIT_BITSET, seq, d->timeout_ms > 0 ? &d->at : NULL) < 0) {
+        if (errno == ETIMEDOUT)
+            return -ETIMEDOUT;
+        if (errno != EAGAIN && errno != EINTR)
+            return -errno;
+    }
+    return ipc_enter(m, d, repair, obj);
+}
+
+void ipc_wake_force(struct ipc_chan *ch)
+{
+    atomic_store(&ch->waiting, 0);
+    atomic_fetch_add(&ch->seq, 1);
+    futex(&ch->seq, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+void ipc_wake(struct ipc_chan *ch)
+{
+    if (atomic_load_explicit(&ch->waiting, memory_order_relaxed))
+        ipc_wake_force(ch);
+}

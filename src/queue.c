@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Queue / JoinableQueue across processes.
+ *
+ * One MAP_SHARED mapping: this header (robust mutex, three wait channels,
+ * state) followed by a byte ring. A message is an 8-byte length followed by
+ * its bytes, padded to 8; it may wrap around the end of the ring.
+ *
+ * Commit protocol. Every operation runs under the robust mutex. A put copies
+ * the message into free space past the tail, a get copies the head message
+ * out; neither changes what other processes can see until the commit, which
+ * writes the new state (head offset, bytes used, put and get counters) into a
+ * journal, marks the journal valid with one store, applies it and marks it
+ * invalid again. A process that dies holding the mutex has therefore either
+ * not reached the marking store (the state is untouched; its half-copied
+ * bytes lie in free space) or reached it (the next locker, which gets
+ * EOWNERDEAD, applies the journal again: idempotent). task_done is a single
+ * counter store. Waiters are woken before the commit (see ipc_internal.h),
+ * and repair wakes every channel.
+ *
+ * Memory. The ring is reserved with MAP_NORESERVE and touched lazily. When
+ * the queue runs empty the head returns to offset 0, so light traffic stays
+ * in the first pages; on large rings the consumer returns each 1 MiB chunk it
+ * has left behind to the system (MADV_REMOVE), so resident memory follows
+ * the queue's contents rather than its history.
+ */
+#include "ipc_internal.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define Q_HDR 8u                    /* length prefix of a message */
+#define Q_CHUNK ((uint64_t)1 << 20) /* unit of returning memory */
+#define Q_MIN_RESERVE ((uint64_t)64 << 20)
+#define Q_MAX_RESERVE ((uint64_t)64 << 30)
+
+/* Head offset, bytes in use, messages ever put and ever got. */
+struct qvals {
+    uint64_t roff, used, nput, nget;
+};
+
+struct qstate {
+    _Atomic uint64_t roff, used, nput, nget;
+};
+
+struct proc_queue {
+    pthread_mutex_t mutex;
+    struct ipc_chan not_empty, not_full, all_done;
+    /* fixed at creation */
+    size_t map_len;
+    size_t ring_off;    /* page-aligned offset of the ring in the mapping */
+    size_t page;        /* the page size */
+    uint64_t ring_len;  /* bytes, a multiple of 8 */
+    uint64_t max_items; /* 0: unbounded */
+    uint64_t max_msg;
+    /* changed under the mutex, through the journal */
+    struct qstate st;
+    struct qstate jnl;
+    _Atomic uint32_t jnl_valid;
+    _Atomic uint64_t ndone; /* task_done calls */
+};
+
+static uint64_t slot_len(uint64_t len)
+{
+    return Q_HDR + ((len + 7) & ~(uint64_t)7);
+}
+
+static unsigned char *ring(proc_queue_t *q)
+{
+    return (unsigned char *)q + q->ring_off;
+}
+
+static uint64_t ring_add(const proc_queue_t *q, uint64_t off, uint64_t n)
+{
+    off += n;
+    return off >= q->ring_len ? off - q->ring_len : off;
+}
+
+static void ring_write(proc_queue_t *q, uint64_t off, const void *src, uint64_t n)
+{
+    uint64_t first = n < q->ring_len - off ? n : q->ring_len - off;
+    if (first)
+        memcpy(ring(q) + off, src, first);
+    if (n > first)
+        memcpy(ring(q), (const unsigned char *)src + first, n - first);
+}
+
+static void ring_read(proc_queue_t *q, uint64_t off, void *dst, uint64_t n)
+{
+    uint64_t first = n < q->ring_len - off ? n : q->ring_len - off;
+    if (first)
+        memcpy(dst, ring(q) + off, first);
+    if (n > first)
+        memcpy((unsigned char *)dst + first, ring(q), n - first);
+}
+
+/* --------------------------------------------------------------- the journal */
+
+static struct qvals load_state(proc_queue_t *q)
+{
+    struct qvals v = {atomic_load(&q->st.roff), atomic_load(&q->st.used), atomic_load(&q->st.nput),
+                      atomic_load(&q->st.nget)};
+    return v;
+}
+
+static void apply_journal(proc_queue_t *q)
+{
+    atomic_store(&q->st.roff, atomic_load(&q->jnl.roff));
+    atomic_store(&q->st.used, atomic_load(&q->jnl.used));
+    atomic_store(&q->st.nput, atomic_load(&q->jnl.nput));
+    atomic_store(&q->st.nget, atomic_load(&q->jnl.nget));
+    atomic_store(&q->jnl_valid, 0);
+}
+
+/* The commit: after the store of jnl_valid = 1 the operation has happened. */
+static void commit(proc_queue_t *q, const struct qvals *v)
+{
+    atomic_store(&q->jnl.roff, v->roff);
+    atomic_store(&q->jnl.used, v->used);
+    atomic_store(&q->jnl.nput, v->nput);
+    atomic_store(&q->jnl.nget, v->nget);
+    atomic_store(&q->jnl_valid, 1);
+    apply_journal(q);
+}
+
+static void repair(void *obj)
+{
+    proc_queue_t *q = obj;
+    if (atomic_load(&q->jnl_valid))
+        apply_journal(q);
+    ipc_wake_force(&q->not_empty);
+    ipc_wake_force(&q->not_full);
+    ipc_wake_force(&q->all_done);
+}
+
+/* ------------------------------------------------------------ giving memory back */
+
+static bool overlaps(uint64_t a, uint64_t b, uint64_t c, uint64_t d)
+{
+    return a < d && c < b;
+}
+
+/* Whether [a, b) holds bytes of the live region described by v. */
+static bool holds_live(const proc_queue_t *q, uint64_t a, uint64_t b, const struct qvals *v)
+{
+    if (v->used == 0)
+        return false;
+    uint64_t end = v->roff + v->used;
+    if (end <= q->ring_len)
+        return overlaps(a, b, v->roff, end);
+    return overlaps(a, b, v->roff, q->ring_len) || overlaps(a, b, 0, end - q->ring_len);
+}
+
+static void trim_segment(proc_queue_t *q, uint64_t s, uint64_t e, const struct qvals *v)
+{
+    uint64_t page = q->page;
+    for (uint64_t k = s / Q_CHUNK; k * Q_CHUNK < e; k++) {
+        uint64_t a = k * Q_CHUNK;
+        uint64_t b = a + Q_CHUNK < q->ring_len ? a + Q_CHUNK : q->ring_len;
+        if (k == 0 || holds_live(q, a, b, v))
+            continue;
+        madvise(ring(q) + a, (size_t)((b - a + page - 1) / page * page), MADV_REMOVE);
+    }
+}
+
+/* After a get consumed [from, from + len): frees the chunks it has left behind. */
+static void trim(proc_queue_t *q, uint64_t from, uint64_t len, const struct qvals *v)
+{
+    if (q->ring_len < 4 * Q_CHUNK)
+        return;
+    uint64_t end = from + len;
+    if (end <= q->ring_len) {
+        trim_segment(q, from, end, v);
+    } else {
+        trim_segment(q, from, q->ring_len, v);
+        trim_segment(q, 0, end - q->ring_len, v);
+    }
+}
+
+/* ------------------------------------------------------------------ the API */
+
+/* How much address space an unbounded queue reserves: the machine's RAM, clamped. */
+static uint64_t reserve_len(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t ram = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : Q_MIN_RESERVE;
+    if (ram < Q_MIN_RESERVE)
+        ram = Q_MIN_RESERVE;
+    return ram > Q_MAX_RESERVE ? Q_MAX_RESERVE : ram;
+}
+
+proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg)
+{
+    if (max_msg == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (max_msg > Q_MAX_RESERVE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    uint64_t slot = slot_len(max_msg), reserve = reserve_len();
+    uint64_t len = reserve;
+    if (max_items > 0 && max_items <= reserve / slot)
+        len = (uint64_t)max_items * slot;
+    if (len < slot)
+        len = slot;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t off = (sizeof(proc_queue_t) + page - 1) / page * page;
+    proc_queue_t *q;
+    for (;;) {
+        q = ipc_map(off + (size_t)len, true);
+        if (q)
+            break;
+        /* Less address space than RAM (e.g. a ulimit -v): an unbounded queue takes less. */
+        if (max_items > 0 || len / 2 < slot || len / 2 < Q_MIN_RESERVE / 4) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        len = len / 2 & ~(uint64_t)7;
+    }
+    int r = ipc_mutex_init(&q->mutex);
+    if (r < 0) {
+        ipc_unmap(q, off + (size_t)len);
+        errno = -r;
+        return NULL;
+    }
+    q->map_len = off + (size_t)len;
+    q->ring_off = off;
+    q->page = page;
+    q->ring_len = len;
+    q->max_items = max_items;
+    q->max_msg = max_msg;
+    return q;
+}
+
+int proc_queue_put(proc_queue_t *q, const void *msg, size_t len, int timeout_ms)
+{
+    struct ipc_deadline d;
+    if (!q || (!msg && len > 0) || ipc_deadline_init(&d, timeout_ms) < 0)
+        return -EINVAL;
+    if (len > q->max_msg)
+        return -EMSGSIZE;
+    uint64_t need = slot_len(len);
+    struct qvals v = {0, 0, 0, 0};
+    int r = ipc_enter(&q->mutex, &d, repair, q);
+    while (r == 0) {
+        v = load_state(q);
+        if (v.used + need <= q->ring_len && (q->max_items == 0 || v.nput - v.nget < q->max_items))
+            break;
+        if (q->max_items == 0) {
+            ipc_leave(&q->mutex);
+            return -ENOMEM;
+        }
+        r = ipc_wait(&q->not_full, &q->mutex, &d, repair, q);
+    }
+    if (r < 0)
+        return r;
+
+    uint64_t off = ring_add(q, v.roff, v.used), hdr = len;
+    memcpy(ring(q) + off, &hdr, Q_HDR); /* 8-aligned and ring_len % 8 == 0: never split */
+    ring_write(q, ring_add(q, off, Q_HDR), msg, len);
+    ipc_wake(&q->not_empty);
+    v.used += need;
+    v.nput++;
+    commit(q, &v);
+    ipc_leave(&q->mutex);
+    return 0;
+}
+
+ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms)
+{
+    struct ipc_deadline d;
+    if (!q || (!buf && cap > 0) || ipc_deadline_init(&d, timeout_ms) < 0)
+        return -EINVAL;
+    int r = ipc_enter(&q->mutex, &d, repair, q);
+    while (r == 0 && atomic_load(&q->st.nput) == atomic_load(&q->st.nget))
+        r = ipc_wait(&q->not_empty, &q->mutex, &d, repair, q);
+    if (r < 0)
+        return r;
+
+    struct qvals v = load_state(q);
+    uint64_t len;
+    memcpy(&len, ring(q) + v.roff, Q_HDR);
+    if (len > q->max_msg || slot_len(len) > v.used) {
+        ipc_leave(&q->mutex); /* cannot happen unless someone scribbled over the ring */
+        return -EIO;
+    }
+    if (len > cap) {
+        ipc_leave(&q->mutex);
+        return -EMSGSIZE;
+    }
+    ring_read(q, ring_add(q, v.roff, Q_HDR), buf, len);
+    if (q->max_items > 0)
+        ipc_wake(&q->not_full);
+    uint64_t from = v.roff, taken = slot_len(len);
+    v.roff = ring_add(q, v.roff, taken);
+    v.used -= taken;
+    v.nget++;
+    if (v.used == 0)
+        v.roff = 0;
+    commit(q, &v);
+    trim(q, from, taken, &v);
+    ipc_leave(&q->mutex);
+    return (ssize_t)len;
+}
+
+size_t proc_queue_size(proc_queue_t *q)
+{
+    if (!q)
+        return 0;
+    uint64_t got = atomic_load(&q->st.nget), put = atomic_load(&q->st.nput);
+    return put > got ? (size_t)(put - got) : 0;
+}
+
+int proc_queue_task_done(proc_queue_t *q)
+{
+    struct ipc_deadline d;
+    if (!q)
+        return -EINVAL;
+    ipc_deadline_init(&d, PROC_WAIT_FOREVER);
+    int r = ipc_enter(&q->mutex, &d, repair, q);
+    if (r < 0)
+        return r;
+    uint64_t done = atomic_load(&q->ndone), put = atomic_load(&q->st.nput);
+    if (done >= put) {
+        r = -EINVAL;
+    } else {
+        if (done + 1 == put)
+            ipc_wake(&q->all_done);
+        atomic_store(&q->ndone, done + 1);
+    }
+    ipc_leave(&q->mutex);
+    return r;
+}
+
+int proc_queue_join(proc_queue_t *q, int timeout_ms)
+{
+    struct ipc_deadline d;
+    if (!q || ipc_deadline_init(&d, timeout_ms) < 0)
+        return -EINVAL;
+    int r = ipc_enter(&q->mutex, &d, repair, q);
+    while (r == 0 && atomic_load(&q->ndone) != atomic_load(&q->st.nput))
+        r = ipc_wait(&q->all_done, &q->mutex, &d, repair, q);
+    if (r == 0)
+        ipc_leave(&q->mutex);
+    return r;
+}
+
+int proc_queue_free(proc_queue_t *q)
+{
+    if (q)
+        ipc_unmap(q, q->map_len);
+    return 0;
+}
