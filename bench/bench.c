@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * proc_bench: what libproc costs next to the raw system calls, libuv's
- * uv_spawn (when built with libuv) and Python's multiprocessing.
+ * uv_spawn (when built with libuv) and Python's multiprocessing: processes
+ * (scenarios 1-6), the worker pool (7), the queue (8) and the pipe (9).
  *
  * Every scenario runs its contenders interleaved in rounds (A B, B A, ...)
  * inside one process, so that drift of the machine hits all of them alike,
@@ -12,12 +13,15 @@
 #define _GNU_SOURCE
 #endif
 
+#include <libproc/ipc.h>
+#include <libproc/pool.h>
 #include <libproc/proc.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -29,6 +33,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -80,7 +85,7 @@ struct row {
 
 static struct row *rows;
 static size_t nrows, caprows;
-static char notes[24][320];
+static char notes[48][320];
 static size_t nnotes;
 
 /* ============================================================ live children
@@ -94,6 +99,19 @@ static struct {
     size_t nprocs;
     int fds[2]; /* release pipe ends, -1 when closed */
 } live = {.fds = {-1, -1}};
+
+/*
+ * Long-lived objects of scenarios 7-9, which outlive single batches (so
+ * live_reset() leaves them alone): the libproc pool of scenario 7 and the
+ * Python coprocess of 7-9, which leads its own process group (its own
+ * multiprocessing children are in it too).
+ */
+static proc_pool_t *live_pool;
+static volatile sig_atomic_t fatal_sig; /* a deferred SIGINT/SIGTERM/SIGHUP, see on_fatal_signal */
+static struct {
+    pid_t pid;    /* also the process group; 0: not running */
+    int to, from; /* command socket (our end), reply pipe (read end); -1: closed */
+} py = {0, -1, -1};
 
 static void live_reset(void)
 {
@@ -110,8 +128,15 @@ static void reap_quietly(pid_t pid)
         ;
 }
 
+static void python_kill(void);
+
 static void cleanup_live(void)
 {
+    if (live_pool) {
+        proc_pool_free(live_pool); /* terminates: kills and reaps the workers */
+        live_pool = NULL;
+    }
+    python_kill();
     for (int i = 0; i < 2; i++)
         if (live.fds[i] >= 0)
             close(live.fds[i]); /* children blocked on the pipe get EOF */
@@ -148,12 +173,82 @@ static void reap_all_children(bool block)
 }
 
 /*
+ * SIGKILLs every child of every thread of this process, as listed in
+ * /proc/self/task/TID/children, with async-signal-safe calls only (no
+ * opendir, no stdio). Pool workers are forked by libproc's threads; this is
+ * how the fatal paths reach them. Without that file (kernels built without
+ * CONFIG_PROC_CHILDREN) it does nothing; pool workers then die with their
+ * parent anyway (PR_SET_PDEATHSIG).
+ */
+static void kill_own_children(void)
+{
+    int dfd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    char dents[4096];
+    long n;
+    while ((n = syscall(SYS_getdents64, dfd, dents, sizeof dents)) > 0) {
+        for (long off = 0; off < n;) {
+            /* struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, char name[] */
+            unsigned short reclen;
+            memcpy(&reclen, dents + off + 16, sizeof reclen);
+            const char *name = dents + off + 19;
+            off += reclen;
+            if (name[0] < '0' || name[0] > '9')
+                continue;
+            char path[64] = "/proc/self/task/", *p = path + strlen(path);
+            for (const char *s = name; *s && p < path + 40; s++)
+                *p++ = *s;
+            memcpy(p, "/children", sizeof "/children");
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            char buf[4096];
+            ssize_t len;
+            long pid = 0;
+            bool digit = false;
+            while ((len = read(fd, buf, sizeof buf)) > 0) {
+                for (ssize_t i = 0; i < len; i++) {
+                    if (buf[i] >= '0' && buf[i] <= '9') {
+                        pid = pid * 10 + (buf[i] - '0');
+                        digit = true;
+                    } else {
+                        if (digit && pid > 0)
+                            kill((pid_t)pid, SIGKILL);
+                        pid = 0;
+                        digit = false;
+                    }
+                }
+            }
+            if (digit && pid > 0)
+                kill((pid_t)pid, SIGKILL);
+            close(fd);
+        }
+    }
+    close(dfd);
+}
+
+/*
  * SIGINT/SIGTERM/SIGHUP: kill and reap everything with async-signal-safe
  * calls only, then die of the signal. Runs on the main thread (libproc's
  * reaper blocks all signals), so live is not changing under us.
  */
 static void on_fatal_signal(int sig)
 {
+    if (live_pool) {
+        /*
+         * A pool cannot be freed in a signal handler, and its thread replaces
+         * killed workers, so a blocking reap here could wait forever. Kill
+         * what runs (which ends any wait of the main thread: a map whose
+         * worker died fails, Python's answer ends) and let the main thread
+         * clean up in die(), which then dies of sig.
+         */
+        fatal_sig = sig;
+        if (py.pid > 0)
+            kill(-py.pid, SIGKILL);
+        kill_own_children();
+        return;
+    }
     for (int i = 0; i < 2; i++)
         if (live.fds[i] >= 0)
             close(live.fds[i]);
@@ -163,6 +258,8 @@ static void on_fatal_signal(int sig)
     for (size_t i = 0; i < live.nprocs; i++)
         if (live.procs[i] && proc_is_alive(live.procs[i]))
             kill(proc_pid(live.procs[i]), SIGKILL);
+    if (py.pid > 0)
+        kill(-py.pid, SIGKILL);
     reap_all_children(true);
     signal(sig, SIG_DFL);
     raise(sig);
@@ -182,18 +279,47 @@ static void install_signal_handlers(void)
             die("sigaction: %s", strerror(errno));
 }
 
+static void block_fatal_signals(sigset_t *old)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, old);
+}
+
 static _Noreturn void die(const char *fmt, ...)
 {
     va_list ap;
+    sigset_t old;
+    block_fatal_signals(&old);
     fflush(stdout);
-    fputs("proc_bench: error: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
+    if (fatal_sig) {
+        fprintf(stderr, "proc_bench: interrupted by signal %d\n", (int)fatal_sig);
+    } else {
+        fputs("proc_bench: error: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+    }
     cleanup_live();
+    kill_own_children(); /* anything not tracked: never block on it below */
     reap_all_children(true);
+    if (fatal_sig) {
+        signal(fatal_sig, SIG_DFL);
+        raise(fatal_sig); /* pending until the unblock */
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    }
     exit(1);
+}
+
+/* Between batches: acts on a signal that on_fatal_signal deferred. */
+static void check_interrupted(void)
+{
+    if (fatal_sig)
+        die("interrupted");
 }
 
 #define CHECK_PROC(expr)                                                                           \
@@ -422,13 +548,16 @@ struct contender {
 static void run_rounds(const struct contender *c, int n, long ops, long warm_ops, int rounds,
                        double *out)
 {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (warm_ops > 0)
             c[i].fn(c[i].ctx, warm_ops);
+        check_interrupted();
+    }
     for (int r = 0; r < rounds; r++) {
         for (int j = 0; j < n; j++) {
             int i = (r + j) % n;
             out[i * rounds + r] = c[i].fn(c[i].ctx, ops);
+            check_interrupted();
         }
     }
 }
@@ -1317,6 +1446,964 @@ static void scenario6(void)
              python_version, python_path);
 }
 
+/* ===================================================== Python coprocess (7-9)
+ * One python3 process serves the Python contenders of scenarios 7-9: it
+ * reads one command per line ("map N", "endmap 0", "queue N", "pipe N",
+ * "quit 0") on its stdin (a socket: sending to a dead Python is then -EPIPE,
+ * not SIGPIPE) and answers each with one line on its stdout, its own timing
+ * in ns. So its Pool is created once and stays up across the rounds, as
+ * libproc's does. It leads its own process group, which also holds its
+ * multiprocessing children: the fatal paths kill the whole group.
+ */
+
+static const char python_coproc_script[] =
+    "import multiprocessing as mp, sys, time\n"
+    "def sq(x):\n"
+    "    return x * x + 7\n"
+    "def producer(q, go, n):\n"
+    "    msg = b'm' * 64\n"
+    "    go.wait()\n"
+    "    put = q.put\n"
+    "    for _ in range(n):\n"
+    "        put(msg)\n"
+    "def echo(c, other):\n"
+    "    other.close()\n"
+    "    try:\n"
+    "        while True:\n"
+    "            c.send_bytes(c.recv_bytes())\n"
+    "    except EOFError:\n"
+    "        pass\n"
+    "def main():\n"
+    "    ctx = mp.get_context('fork')\n"
+    "    workers = int(sys.argv[1])\n"
+    "    try:\n" /* Pool, Queue and Event need POSIX semaphores (/dev/shm) */
+    "        ctx.Lock()\n"
+    "        q = ctx.Queue(); q.close()\n"
+    "    except Exception as e:\n"
+    "        print('nomp', type(e).__name__, flush=True)\n"
+    "        return\n"
+    "    print('ready', sys.version.split()[0], flush=True)\n"
+    "    pool = None\n"
+    "    clock = time.perf_counter_ns\n"
+    "    for line in iter(sys.stdin.readline, ''):\n"
+    "        cmd, n = line.split()\n"
+    "        n = int(n)\n"
+    "        if cmd == 'quit':\n"
+    "            break\n"
+    "        elif cmd == 'map':\n"
+    "            if pool is None:\n"
+    "                pool = ctx.Pool(workers)\n"
+    "            data = list(range(n))\n"
+    "            t0 = clock()\n"
+    "            r = pool.map(sq, data)\n"
+    "            t1 = clock()\n"
+    "            if len(r) != n or r[-1] != (n - 1) * (n - 1) + 7:\n"
+    "                sys.exit(3)\n"
+    "            print((t1 - t0) / n, flush=True)\n"
+    "        elif cmd == 'endmap':\n"
+    "            if pool is not None:\n"
+    "                pool.close(); pool.join(); pool = None\n"
+    "            print('ok', flush=True)\n"
+    "        elif cmd == 'queue':\n"
+    "            q = ctx.Queue(); go = ctx.Event()\n"
+    "            p = ctx.Process(target=producer, args=(q, go, n)); p.start()\n"
+    "            get = q.get\n"
+    "            t0 = clock()\n"
+    "            go.set()\n"
+    "            for _ in range(n):\n"
+    "                if len(get()) != 64:\n"
+    "                    sys.exit(3)\n"
+    "            t1 = clock()\n"
+    "            p.join(); q.close(); q.join_thread()\n"
+    "            if p.exitcode != 0:\n"
+    "                sys.exit(3)\n"
+    "            print((t1 - t0) / n, flush=True)\n"
+    "        elif cmd == 'pipe':\n"
+    "            a, b = ctx.Pipe(duplex=True)\n"
+    "            p = ctx.Process(target=echo, args=(b, a)); p.start(); b.close()\n"
+    "            msg = b'p' * 64\n"
+    "            for _ in range(20):\n"
+    "                a.send_bytes(msg); a.recv_bytes()\n"
+    "            s = []\n"
+    "            for _ in range(n):\n"
+    "                t0 = clock(); a.send_bytes(msg)\n"
+    "                if len(a.recv_bytes()) != 64:\n"
+    "                    sys.exit(3)\n"
+    "                s.append(clock() - t0)\n"
+    "            a.close(); p.join()\n"
+    "            if p.exitcode != 0:\n"
+    "                sys.exit(3)\n"
+    "            s.sort()\n"
+    "            print(s[len(s) // 2], s[min(len(s) - 1, len(s) * 99 // 100)], flush=True)\n"
+    "        else:\n"
+    "            sys.exit(2)\n"
+    "    if pool is not None:\n"
+    "        pool.terminate(); pool.join()\n"
+    "if __name__ == '__main__':\n"
+    "    main()\n";
+
+static bool py_tried;       /* python_start() ran (once per benchmark run) */
+static char py_version[32]; /* of the coprocess */
+static char py_skip[128];   /* why there is no coprocess, for the notes */
+
+/* Waits for every process of the (dead) coprocess's group that came to us. */
+static void python_reap_group(pid_t pgid)
+{
+    for (;;) {
+        pid_t r = waitpid(-pgid, NULL, 0);
+        if (r > 0 || (r < 0 && errno == EINTR))
+            continue;
+        break;
+    }
+}
+
+/* Fatal paths (not the signal handler): kills the coprocess's group and reaps it. */
+static void python_kill(void)
+{
+    if (py.to >= 0)
+        close(py.to);
+    if (py.from >= 0)
+        close(py.from);
+    py.to = py.from = -1;
+    if (py.pid > 0) {
+        pid_t pid = py.pid;
+        py.pid = 0;
+        kill(-pid, SIGKILL);
+        reap_quietly(pid);
+        python_reap_group(pid); /* its orphans: we are their subreaper */
+    }
+}
+
+/* Reads one line (without the '\n') from the coprocess, waiting up to 10 min. */
+static void python_read_line(char *buf, size_t cap)
+{
+    size_t len = 0;
+    uint64_t deadline = now_ns() + 600ull * 1000000000ull;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            die("python coprocess: no answer within 10 minutes");
+        struct pollfd p = {.fd = py.from, .events = POLLIN};
+        int n = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            die("poll: %s", strerror(errno));
+        if (n == 0)
+            continue;
+        char c;
+        ssize_t r = read(py.from, &c, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            die("read from python: %s", strerror(errno));
+        if (r == 0)
+            die("python coprocess exited (see its traceback above)");
+        if (c == '\n')
+            break;
+        if (len + 1 < cap)
+            buf[len++] = c;
+    }
+    buf[len] = '\0';
+}
+
+/* Sends "cmd n" and returns the answer line in buf. */
+static void python_cmd(char *buf, size_t cap, const char *cmd, long n)
+{
+    char line[64];
+    int len = snprintf(line, sizeof line, "%s %ld\n", cmd, n);
+    for (int off = 0; off < len;) {
+        ssize_t w = send(py.to, line + off, (size_t)(len - off), MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            die("python coprocess gone: %s", strerror(errno));
+        off += (int)w;
+    }
+    python_read_line(buf, cap);
+}
+
+/* The answer's first number, which must be a positive time in ns. */
+static double python_ns(const char *cmd, long n)
+{
+    char buf[128];
+    python_cmd(buf, sizeof buf, cmd, n);
+    char *end;
+    double v = strtod(buf, &end);
+    if (end == buf || !(v > 0))
+        die("python '%s %ld' answered '%s'", cmd, n, buf);
+    return v;
+}
+
+/*
+ * Starts the coprocess (once); true when it runs. Without python3, or when
+ * its multiprocessing cannot work here (no /dev/shm for its semaphores), the
+ * Python contenders are left out and py_skip says why.
+ */
+static bool python_start(void)
+{
+    if (py.pid > 0)
+        return true;
+    if (py_tried)
+        return false;
+    py_tried = true;
+    if (!find_in_path("python3", python_path, sizeof python_path)) {
+        snprintf(py_skip, sizeof py_skip, "no python3 in PATH");
+        return false;
+    }
+    int sv[2], out[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        die("socketpair: %s", strerror(errno));
+    if (pipe2(out, O_CLOEXEC) < 0)
+        die("pipe2: %s", strerror(errno));
+    char cpus[16];
+    snprintf(cpus, sizeof cpus, "%d", proc_cpu_count());
+    char *argv[] = {"python3", "-c", (char *)python_coproc_script, cpus, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int err = posix_spawn_file_actions_init(&fa);
+    if (!err)
+        err = posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+    if (!err)
+        err = posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    if (!err)
+        err = posix_spawnattr_init(&attr);
+    if (!err)
+        err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    if (!err)
+        err = posix_spawnattr_setpgroup(&attr, 0);
+    if (err)
+        die("posix_spawn attributes: %s", strerror(err));
+    pid_t pid;
+    err = posix_spawn(&pid, python_path, &fa, &attr, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (err)
+        die("posix_spawn(%s): %s", python_path, strerror(err));
+    py.pid = pid;
+    py.to = sv[0];
+    py.from = out[0];
+    close(sv[1]);
+    close(out[1]);
+    char buf[128];
+    python_read_line(buf, sizeof buf);
+    if (sscanf(buf, "ready %31s", py_version) == 1)
+        return true;
+    snprintf(py_skip, sizeof py_skip, "python3 multiprocessing unusable here (%.60s)", buf);
+    python_kill(); /* it printed why and is returning anyway */
+    return false;
+}
+
+/* Ends the coprocess normally; it must exit with 0. */
+static void python_stop(void)
+{
+    if (py.pid <= 0)
+        return;
+    char line[] = "quit 0\n";
+    if (send(py.to, line, sizeof line - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof line - 1))
+        die("python coprocess gone: %s", strerror(errno));
+    close(py.to);
+    py.to = -1;
+    pid_t pid = py.pid;
+    reap_ok(pid);
+    py.pid = 0;
+    close(py.from);
+    py.from = -1;
+    kill(-pid, SIGKILL); /* nothing should be left of its group (ESRCH); be sure */
+    python_reap_group(pid);
+}
+
+static void s789_python_failed(const char *what)
+{
+    add_note("%s: python contender skipped: %s", what, py_skip);
+}
+
+/* ============================================================ 7: pool map */
+
+/* The tiny task: out = in * in + 7 on longs. */
+static int s7_square(const void *in, void *out)
+{
+    long x;
+    memcpy(&x, in, sizeof x);
+    x = x * x + 7;
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+
+/* The baseline calls through this, so the compiler cannot inline the task. */
+static proc_task_fn *volatile s7_square_ptr = s7_square;
+
+struct s7ctx {
+    proc_pool_t *pool;
+    long *in, *out; /* n items */
+};
+
+static void s7_check(const struct s7ctx *c, long n, const char *who)
+{
+    for (long i = 0; i < n; i++)
+        if (c->out[i] != c->in[i] * c->in[i] + 7)
+            die("%s: item %ld: got %ld, want %ld", who, i, c->out[i], c->in[i] * c->in[i] + 7);
+}
+
+/* Per-item time in ns. */
+static double s7_loop(void *ctx, long n)
+{
+    struct s7ctx *c = ctx;
+    memset(c->out, 0, (size_t)n * sizeof *c->out);
+    proc_task_fn *fn = s7_square_ptr;
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++)
+        if (fn(&c->in[i], &c->out[i]) != 0)
+            die("loop: item %ld failed", i);
+    uint64_t t1 = now_ns();
+    s7_check(c, n, "loop");
+    return (double)(t1 - t0) / (double)n;
+}
+
+static double s7_libproc(void *ctx, long n)
+{
+    struct s7ctx *c = ctx;
+    memset(c->out, 0, (size_t)n * sizeof *c->out);
+    uint64_t t0 = now_ns();
+    int rc =
+        proc_pool_map(c->pool, s7_square, c->in, sizeof *c->in, c->out, sizeof *c->out, (size_t)n);
+    uint64_t t1 = now_ns();
+    if (rc != 0)
+        die("proc_pool_map: %d (%s)", rc, rc < 0 ? strerror(-rc) : "a task failed");
+    s7_check(c, n, "proc_pool_map");
+    return (double)(t1 - t0) / (double)n;
+}
+
+static double s7_python(void *ctx, long n)
+{
+    (void)ctx;
+    return python_ns("map", n);
+}
+
+/* CPU-bound: count the primes in [lo, hi) by trial division. */
+struct s7range {
+    uint32_t lo, hi;
+};
+
+static int s7_count_primes(const void *in, void *out)
+{
+    struct s7range r;
+    memcpy(&r, in, sizeof r);
+    uint64_t count = 0;
+    for (uint32_t n = r.lo; n < r.hi; n++) {
+        if (n < 2 || (n > 2 && n % 2 == 0))
+            continue;
+        bool prime = true;
+        for (uint32_t d = 3; d * d <= n; d += 2) {
+            if (n % d == 0) {
+                prime = false;
+                break;
+            }
+        }
+        count += prime;
+    }
+    memcpy(out, &count, sizeof count);
+    return 0;
+}
+
+static proc_task_fn *volatile s7_count_primes_ptr = s7_count_primes;
+
+struct s7cpu {
+    proc_pool_t *pool;
+    struct s7range *ranges; /* n ranges */
+    uint64_t *counts;       /* MAP_SHARED, so that raw_fork's children can fill it in */
+    uint64_t expect;        /* primes below the limit, from a sieve */
+    int cpus;
+};
+
+static void s7cpu_check(const struct s7cpu *c, long n, const char *who)
+{
+    uint64_t sum = 0;
+    for (long i = 0; i < n; i++)
+        sum += c->counts[i];
+    if (sum != c->expect)
+        die("%s: counted %" PRIu64 " primes, the sieve %" PRIu64, who, sum, c->expect);
+}
+
+/* Time of the whole map of n ranges, in ns. */
+static double s7cpu_loop(void *ctx, long n)
+{
+    struct s7cpu *c = ctx;
+    memset(c->counts, 0, (size_t)n * sizeof *c->counts);
+    proc_task_fn *fn = s7_count_primes_ptr;
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++)
+        if (fn(&c->ranges[i], &c->counts[i]) != 0)
+            die("loop: range %ld failed", i);
+    uint64_t t1 = now_ns();
+    s7cpu_check(c, n, "loop");
+    return (double)(t1 - t0);
+}
+
+static double s7cpu_libproc(void *ctx, long n)
+{
+    struct s7cpu *c = ctx;
+    memset(c->counts, 0, (size_t)n * sizeof *c->counts);
+    uint64_t t0 = now_ns();
+    int rc = proc_pool_map(c->pool, s7_count_primes, c->ranges, sizeof *c->ranges, c->counts,
+                           sizeof *c->counts, (size_t)n);
+    uint64_t t1 = now_ns();
+    if (rc != 0)
+        die("proc_pool_map: %d (%s)", rc, rc < 0 ? strerror(-rc) : "a task failed");
+    s7cpu_check(c, n, "proc_pool_map");
+    return (double)(t1 - t0);
+}
+
+/*
+ * What the machine gives: one forked child per CPU, child k counting the
+ * ranges i with i % cpus == k, no pool (fork and wait are in the time; they
+ * are tiny next to the work). Its speed-up bounds any pool's.
+ */
+static double s7cpu_raw_fork(void *ctx, long n)
+{
+    struct s7cpu *c = ctx;
+    memset(c->counts, 0, (size_t)n * sizeof *c->counts);
+    pid_t *pids = xcalloc((size_t)c->cpus, sizeof *pids);
+    live.pids = pids;
+    live.npids = (size_t)c->cpus;
+    proc_task_fn *fn = s7_count_primes_ptr;
+    uint64_t t0 = now_ns();
+    for (int k = 0; k < c->cpus; k++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            die("fork: %s", strerror(errno));
+        if (pid == 0) {
+            for (long i = k; i < n; i += c->cpus)
+                if (fn(&c->ranges[i], &c->counts[i]) != 0)
+                    _exit(1);
+            _exit(0);
+        }
+        pids[k] = pid;
+    }
+    for (int k = 0; k < c->cpus; k++) {
+        reap_ok(pids[k]);
+        pids[k] = 0;
+    }
+    uint64_t t1 = now_ns();
+    live_reset();
+    free(pids);
+    s7cpu_check(c, n, "raw_fork");
+    return (double)(t1 - t0);
+}
+
+static uint64_t sieve_count(uint32_t limit)
+{
+    unsigned char *composite = xcalloc(limit + 1u, 1);
+    uint64_t count = 0;
+    for (uint64_t i = 2; i < limit; i++) {
+        if (composite[i])
+            continue;
+        count++;
+        for (uint64_t j = i * i; j < limit; j += i)
+            composite[j] = 1;
+    }
+    free(composite);
+    return count;
+}
+
+static void scenario7(void)
+{
+    long items = opt.quick ? 10000 : 100000;
+    int rounds = rounds_or(opt.quick ? 3 : 11);
+    int cpus = proc_cpu_count();
+    proc_pool_opts_t po;
+    memset(&po, 0, sizeof po);
+    po.workers = cpus;
+    sigset_t old;
+    block_fatal_signals(&old); /* on_fatal_signal must see the pool once it has workers */
+    live_pool = proc_pool_new(&po);
+    int err = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (!live_pool)
+        die("proc_pool_new(%d workers): %s", cpus, strerror(err));
+    bool have_py = python_start();
+
+    /* tiny tasks */
+    progress("scenario 7: pool map of %ld tiny tasks, %d workers, x %d rounds", items, cpus,
+             rounds);
+    struct s7ctx ctx = {live_pool, xcalloc((size_t)items, sizeof(long)),
+                        xcalloc((size_t)items, sizeof(long))};
+    for (long i = 0; i < items; i++)
+        ctx.in[i] = i;
+    struct contender c[] = {
+        {"loop", s7_loop, &ctx},
+        {"libproc", s7_libproc, &ctx},
+        {"python", s7_python, &ctx},
+    };
+    int n = have_py ? 3 : 2;
+    double med[3];
+    double *out = xcalloc(3 * (size_t)rounds, sizeof *out);
+    run_rounds(c, n, items, items, rounds, out); /* warm-up: Python creates its Pool there */
+    for (int i = 0; i < n; i++) {
+        med[i] = median(out + (size_t)i * (size_t)rounds, (size_t)rounds);
+        add_row(7, "pool_map", items, "items", c[i].name, "median", "ns/task", med[i],
+                med[i] / med[0], rounds);
+    }
+    add_row(7, "pool_map", items, "items", "libproc", "overhead", "ns/task", med[1] - med[0],
+            NO_RATIO, rounds);
+    if (have_py) {
+        char buf[16];
+        python_cmd(buf, sizeof buf, "endmap", 0);
+        add_row(7, "pool_map", items, "items", "python", "overhead", "ns/task", med[2] - med[0],
+                NO_RATIO, rounds);
+        add_note("7: python %s: multiprocessing.Pool(%d).map(f, list(range(%ld))) on a running "
+                 "pool, timed inside Python; python / libproc = %.1f.",
+                 py_version, cpus, items, med[2] / med[1]);
+    } else {
+        s789_python_failed("7");
+    }
+    add_note("7: pool_map: out = in*in+7 on longs; loop = one process calling the same function "
+             "pointer; overhead = contender - loop, per task.");
+    free(out);
+    free(ctx.in);
+    free(ctx.out);
+
+    /* CPU-bound */
+    long nranges = opt.quick ? 8 : 64;
+    uint32_t limit = opt.quick ? 200000u : 3000000u;
+    int crounds = rounds_or(opt.quick ? 3 : 5);
+    progress("scenario 7: CPU-bound map, primes below %u in %ld ranges, x %d rounds", limit,
+             nranges, crounds);
+    size_t counts_len = (size_t)nranges * sizeof(uint64_t);
+    uint64_t *counts =
+        mmap(NULL, counts_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (counts == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
+    struct s7cpu cc = {live_pool, xcalloc((size_t)nranges, sizeof(struct s7range)), counts,
+                       sieve_count(limit), cpus};
+    for (long i = 0; i < nranges; i++) {
+        cc.ranges[i].lo = (uint32_t)((uint64_t)limit * (uint64_t)i / (uint64_t)nranges);
+        cc.ranges[i].hi = (uint32_t)((uint64_t)limit * (uint64_t)(i + 1) / (uint64_t)nranges);
+    }
+    struct contender cpu[] = {
+        {"loop", s7cpu_loop, &cc},
+        {"libproc", s7cpu_libproc, &cc},
+        {"raw_fork", s7cpu_raw_fork, &cc},
+    };
+    double cmed[3];
+    double *cout = xcalloc(3 * (size_t)crounds, sizeof *cout);
+    run_rounds(cpu, 3, nranges, 0, crounds, cout);
+    for (int i = 0; i < 3; i++) {
+        cmed[i] = median(cout + (size_t)i * (size_t)crounds, (size_t)crounds) / 1e6;
+        add_row(7, "pool_map_cpu", nranges, "ranges", cpu[i].name, "median", "ms/map", cmed[i],
+                cmed[i] / cmed[0], crounds);
+    }
+    for (int i = 1; i < 3; i++)
+        add_row(7, "pool_map_cpu", nranges, "ranges", cpu[i].name, "speedup", "x",
+                cmed[0] / cmed[i], NO_RATIO, crounds);
+    add_row(7, "pool_map_cpu", nranges, "ranges", "libproc", "cpus", "count", cpus, NO_RATIO,
+            crounds);
+    add_note("7: pool_map_cpu: primes below %u by trial division in %ld equal ranges; speedup = "
+             "loop / contender; libproc with %d workers (one per CPU); raw_fork = %d forked "
+             "children splitting the ranges statically, no pool: what the machine gives.",
+             limit, nranges, cpus, cpus);
+    free(cout);
+    free(cc.ranges);
+    munmap(counts, counts_len);
+
+    CHECK_PROC(proc_pool_close(live_pool));
+    CHECK_PROC(proc_pool_join(live_pool, 60000));
+    block_fatal_signals(&old);
+    CHECK_PROC(proc_pool_free(live_pool));
+    live_pool = NULL;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    check_interrupted();
+}
+
+/* ====================================================== 8: queue throughput */
+
+#define S8_MSG 64
+
+struct s8ctx {
+    long msgs;       /* per batch */
+    proc_queue_t *q; /* libproc's, reused by every batch */
+};
+
+/* Message seq: its number in the first 8 bytes, the low byte of it everywhere else. */
+static void s8_fill(unsigned char *msg, uint64_t seq)
+{
+    memset(msg, (int)(seq & 0xff), S8_MSG);
+    memcpy(msg, &seq, sizeof seq);
+}
+
+static void s8_check(const unsigned char *msg, uint64_t seq, const char *who)
+{
+    uint64_t got;
+    memcpy(&got, msg, sizeof got);
+    if (got != seq || msg[S8_MSG - 1] != (unsigned char)(seq & 0xff))
+        die("%s: message %" PRIu64 " arrived as %" PRIu64 " (or torn)", who, seq, got);
+}
+
+/* Blocks until the consumer says go (one byte on fd). */
+static bool s8_wait_go(int fd)
+{
+    char c;
+    ssize_t r;
+    do {
+        r = read(fd, &c, 1);
+    } while (r < 0 && errno == EINTR);
+    return r == 1;
+}
+
+static void s8_go(int fd)
+{
+    ssize_t r;
+    do {
+        r = write(fd, "g", 1);
+    } while (r < 0 && errno == EINTR);
+    if (r != 1)
+        die("write(go): %s", strerror(errno));
+}
+
+static double s8_raw(void *ctx, long ops)
+{
+    (void)ops;
+    long n = ((struct s8ctx *)ctx)->msgs;
+    int go[2], data[2];
+    if (pipe2(go, O_CLOEXEC) < 0 || pipe2(data, O_CLOEXEC) < 0)
+        die("pipe2: %s", strerror(errno));
+    pid_t slot = 0;
+    live.pids = &slot;
+    live.npids = 1;
+    slot = fork();
+    if (slot < 0)
+        die("fork: %s", strerror(errno));
+    if (slot == 0) {
+        close(go[1]);
+        close(data[0]);
+        if (!s8_wait_go(go[0]))
+            _exit(4);
+        unsigned char msg[S8_MSG];
+        for (long i = 0; i < n; i++) {
+            s8_fill(msg, (uint64_t)i);
+            for (size_t off = 0;
+                 off < S8_MSG;) { /* one write: a pipe write <= PIPE_BUF is atomic */
+                ssize_t w = write(data[1], msg + off, S8_MSG - off);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w < 0)
+                    _exit(2);
+                off += (size_t)w;
+            }
+        }
+        _exit(0);
+    }
+    close(go[0]);
+    close(data[1]);
+    unsigned char buf[S8_MSG];
+    uint64_t t0 = now_ns();
+    s8_go(go[1]);
+    for (long i = 0; i < n; i++) {
+        for (size_t off = 0; off < S8_MSG;) {
+            ssize_t r = read(data[0], buf + off, S8_MSG - off);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                die("raw pipe: read: %s", r < 0 ? strerror(errno) : "early end of file");
+            off += (size_t)r;
+        }
+        s8_check(buf, (uint64_t)i, "raw pipe");
+    }
+    uint64_t t1 = now_ns();
+    close(go[1]);
+    close(data[0]);
+    reap_ok(slot);
+    slot = 0;
+    live_reset();
+    return (double)(t1 - t0) / (double)n;
+}
+
+struct s8prod {
+    proc_queue_t *q;
+    int go;
+    long n;
+};
+
+static int s8_producer(void *arg)
+{
+    const struct s8prod *p = arg;
+    if (!s8_wait_go(p->go))
+        return 4;
+    unsigned char msg[S8_MSG];
+    for (long i = 0; i < p->n; i++) {
+        s8_fill(msg, (uint64_t)i);
+        if (proc_queue_put(p->q, msg, S8_MSG, 60000) < 0)
+            return 2;
+    }
+    return 0;
+}
+
+static double s8_libproc(void *ctx, long ops)
+{
+    (void)ops;
+    struct s8ctx *c = ctx;
+    long n = c->msgs;
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) < 0)
+        die("pipe2: %s", strerror(errno));
+    live.fds[0] = go[0];
+    live.fds[1] = go[1];
+    struct s8prod prod = {c->q, go[0], n};
+    proc_t *slot = NULL;
+    live.procs = &slot;
+    live.nprocs = 1;
+    slot = proc_new(s8_producer, &prod);
+    if (!slot)
+        die("proc_new: %s", strerror(errno));
+    CHECK_PROC(proc_start(slot));
+    close(go[0]);
+    live.fds[0] = -1;
+    unsigned char buf[S8_MSG];
+    uint64_t t0 = now_ns();
+    s8_go(go[1]);
+    for (long i = 0; i < n; i++) {
+        ssize_t r = proc_queue_get(c->q, buf, sizeof buf, 60000);
+        if (r != S8_MSG)
+            die("proc_queue_get: %zd (%s)", r, r < 0 ? strerror((int)-r) : "wrong length");
+        s8_check(buf, (uint64_t)i, "proc_queue");
+    }
+    uint64_t t1 = now_ns();
+    close(go[1]);
+    live.fds[1] = -1;
+    join_ok(slot);
+    close_ok(&slot);
+    live_reset();
+    if (proc_queue_size(c->q) != 0)
+        die("proc_queue: %zu messages left after the batch", proc_queue_size(c->q));
+    return (double)(t1 - t0) / (double)n;
+}
+
+static double s8_python(void *ctx, long ops)
+{
+    (void)ops;
+    return python_ns("queue", ((struct s8ctx *)ctx)->msgs);
+}
+
+static void scenario8(void)
+{
+    long msgs = opt.quick ? 5000 : 200000;
+    long py_msgs = opt.quick ? 1000 : 20000; /* Python is ~100x slower: fewer, same rate */
+    size_t max_items = 1024;
+    int rounds = rounds_or(opt.quick ? 3 : 7);
+    bool have_py = python_start();
+    progress("scenario 8: queue throughput, %ld (python %ld) %d-byte messages x %d rounds", msgs,
+             py_msgs, S8_MSG, rounds);
+    proc_queue_t *q = proc_queue_new(max_items, S8_MSG);
+    if (!q)
+        die("proc_queue_new: %s", strerror(errno));
+    struct s8ctx big = {msgs, q}, small = {py_msgs, q};
+    struct contender c[] = {
+        {"raw", s8_raw, &big},
+        {"libproc", s8_libproc, &big},
+        {"python", s8_python, &small},
+    };
+    int n = have_py ? 3 : 2;
+    double *out = xcalloc(3 * (size_t)rounds, sizeof *out);
+    run_rounds(c, n, 0, 0, rounds, out);
+    double med[3];
+    for (int i = 0; i < n; i++) {
+        med[i] = median(out + (size_t)i * (size_t)rounds, (size_t)rounds); /* ns/msg */
+        add_row(8, "queue_throughput", S8_MSG, "bytes", c[i].name, "rate", "msg/s", 1e9 / med[i],
+                med[0] / med[i], rounds);
+    }
+    free(out);
+    proc_queue_free(q);
+    add_note("8: one producer process -> one consumer process, %d-byte messages; raw = write()/"
+             "read() of one message on a pipe; libproc = proc_queue_t (max_items %zu); %ld "
+             "messages per round (python %ld). Ratio = rate / raw rate: higher is better.",
+             S8_MSG, max_items, msgs, py_msgs);
+    if (have_py)
+        add_note("8: python %s: multiprocessing.Queue() (unbounded, fork), put(bytes) / get(), "
+                 "timed inside Python; libproc / python = %.1f.",
+                 py_version, med[2] / med[1]);
+    else
+        s789_python_failed("8");
+}
+
+/* ================================================== 9: pipe round trips */
+
+#define S9_MSG 64
+#define S9_WARM 20
+
+/* Per contender: per-round p99, next to the p50 that the batch returns. */
+struct s9ctx {
+    double *p99;
+    int n;
+    double *samples; /* scratch: ns per round trip */
+};
+
+static double s9_finish(struct s9ctx *c, long n)
+{
+    double p50 = quantile(c->samples, (size_t)n, 0.5); /* sorts */
+    c->p99[c->n++] = quantile(c->samples, (size_t)n, 0.99);
+    return p50;
+}
+
+static double s9_raw(void *ctx, long n)
+{
+    struct s9ctx *c = ctx;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        die("socketpair: %s", strerror(errno));
+    pid_t slot = 0;
+    live.pids = &slot;
+    live.npids = 1;
+    slot = fork();
+    if (slot < 0)
+        die("fork: %s", strerror(errno));
+    if (slot == 0) {
+        close(sv[0]);
+        char buf[S9_MSG];
+        for (;;) {
+            ssize_t r = recv(sv[1], buf, sizeof buf, 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r == 0)
+                _exit(0);
+            if (r < 0)
+                _exit(2);
+            if (send(sv[1], buf, (size_t)r, MSG_NOSIGNAL) != r)
+                _exit(1);
+        }
+    }
+    close(sv[1]);
+    char msg[S9_MSG], buf[S9_MSG];
+    memset(msg, 'p', sizeof msg);
+    for (long i = 0; i < S9_WARM + n; i++) {
+        uint64_t t0 = now_ns();
+        if (send(sv[0], msg, sizeof msg, MSG_NOSIGNAL) != (ssize_t)sizeof msg)
+            die("raw socketpair: send: %s", strerror(errno));
+        ssize_t r;
+        do {
+            r = recv(sv[0], buf, sizeof buf, 0);
+        } while (r < 0 && errno == EINTR);
+        if (r != (ssize_t)sizeof buf)
+            die("raw socketpair: recv: %zd (%s)", r, r < 0 ? strerror(errno) : "short");
+        uint64_t t1 = now_ns();
+        if (i >= S9_WARM)
+            c->samples[i - S9_WARM] = (double)(t1 - t0);
+    }
+    close(sv[0]);
+    reap_ok(slot);
+    slot = 0;
+    live_reset();
+    return s9_finish(c, n);
+}
+
+static proc_conn_t *s9_parent_end, *s9_child_end;
+
+static int s9_echo(void *arg)
+{
+    (void)arg;
+    proc_conn_close(s9_parent_end); /* else the parent's close gives us no EOF */
+    char buf[S9_MSG];
+    ssize_t r;
+    while ((r = proc_conn_recv(s9_child_end, buf, sizeof buf, 60000)) >= 0)
+        if (proc_conn_send(s9_child_end, buf, (size_t)r) < 0)
+            return 1;
+    return r == -EPIPE ? 0 : 2;
+}
+
+static double s9_libproc(void *ctx, long n)
+{
+    struct s9ctx *c = ctx;
+    CHECK_PROC(proc_pipe(&s9_parent_end, &s9_child_end, true));
+    proc_t *slot = NULL;
+    live.procs = &slot;
+    live.nprocs = 1;
+    slot = proc_new(s9_echo, NULL);
+    if (!slot)
+        die("proc_new: %s", strerror(errno));
+    CHECK_PROC(proc_start(slot));
+    proc_conn_close(s9_child_end);
+    s9_child_end = NULL;
+    char msg[S9_MSG], buf[S9_MSG];
+    memset(msg, 'p', sizeof msg);
+    for (long i = 0; i < S9_WARM + n; i++) {
+        uint64_t t0 = now_ns();
+        CHECK_PROC(proc_conn_send(s9_parent_end, msg, sizeof msg));
+        ssize_t r = proc_conn_recv(s9_parent_end, buf, sizeof buf, 60000);
+        if (r != (ssize_t)sizeof buf)
+            die("proc_conn_recv: %zd (%s)", r, r < 0 ? strerror((int)-r) : "short");
+        uint64_t t1 = now_ns();
+        if (i >= S9_WARM)
+            c->samples[i - S9_WARM] = (double)(t1 - t0);
+    }
+    proc_conn_close(s9_parent_end);
+    s9_parent_end = NULL;
+    join_ok(slot);
+    close_ok(&slot);
+    live_reset();
+    return s9_finish(c, n);
+}
+
+static double s9_python(void *ctx, long n)
+{
+    struct s9ctx *c = ctx;
+    char buf[128];
+    python_cmd(buf, sizeof buf, "pipe", n);
+    double p50, p99;
+    if (sscanf(buf, "%lf %lf", &p50, &p99) != 2 || !(p50 > 0) || !(p99 > 0))
+        die("python 'pipe %ld' answered '%s'", n, buf);
+    c->p99[c->n++] = p99;
+    return p50;
+}
+
+static void scenario9(void)
+{
+    long trips = opt.quick ? 200 : 2000;
+    int rounds = rounds_or(opt.quick ? 3 : 9);
+    bool have_py = python_start();
+    progress("scenario 9: pipe round trips, %ld x %d-byte ping-pong x %d rounds", trips, S9_MSG,
+             rounds);
+    struct s9ctx ctx[3];
+    struct contender c[] = {
+        {"raw", s9_raw, &ctx[0]},
+        {"libproc", s9_libproc, &ctx[1]},
+        {"python", s9_python, &ctx[2]},
+    };
+    int n = have_py ? 3 : 2;
+    for (int i = 0; i < n; i++) {
+        ctx[i].p99 = xcalloc((size_t)rounds, sizeof(double));
+        ctx[i].n = 0;
+        ctx[i].samples = xcalloc((size_t)trips, sizeof(double));
+    }
+    double *out = xcalloc(3 * (size_t)rounds, sizeof *out);
+    run_rounds(c, n, trips, 0, rounds, out);
+    double p50[3], p99[3];
+    for (int i = 0; i < n; i++) {
+        p50[i] = median(out + (size_t)i * (size_t)rounds, (size_t)rounds) / 1000.0;
+        p99[i] = median(ctx[i].p99, (size_t)ctx[i].n) / 1000.0;
+    }
+    for (int i = 0; i < n; i++)
+        add_row(9, "pipe_round_trip", S9_MSG, "bytes", c[i].name, "p50", "us/rt", p50[i],
+                p50[i] / p50[0], rounds);
+    for (int i = 0; i < n; i++)
+        add_row(9, "pipe_round_trip", S9_MSG, "bytes", c[i].name, "p99", "us/rt", p99[i],
+                p99[i] / p99[0], rounds);
+    for (int i = 0; i < n; i++) {
+        free(ctx[i].p99);
+        free(ctx[i].samples);
+    }
+    free(out);
+    add_note("9: parent <-> echoing child, %d-byte messages, %ld timed round trips per round; "
+             "raw = socketpair(AF_UNIX, SOCK_SEQPACKET) send()/recv() (what proc_pipe uses); "
+             "libproc = proc_pipe(duplex) proc_conn_send()/proc_conn_recv(); p50/p99 = median over "
+             "the rounds of each round's percentile.",
+             S9_MSG, trips);
+    if (have_py)
+        add_note("9: python %s: multiprocessing.Pipe(duplex=True) send_bytes()/recv_bytes(), "
+                 "timed inside Python; python / libproc p50 = %.1f.",
+                 py_version, p50[2] / p50[1]);
+    else
+        s789_python_failed("9");
+}
+
 /* ================================================================= output */
 
 static void fmt_param(const struct row *r, char *buf, size_t len)
@@ -1342,9 +2429,21 @@ static const char *scenario_title(int s)
         return "5 memory per live child";
     case 6:
         return "6 Python multiprocessing";
+    case 7:
+        return "7 pool map (running pool)";
+    case 8:
+        return "8 queue throughput";
+    case 9:
+        return "9 pipe round trip";
     default:
         return "?";
     }
+}
+
+/* The contender that the ratios of scenario s are relative to. */
+static const char *baseline_of(int s)
+{
+    return s == 6 ? "libproc" : s == 7 ? "loop" : "raw";
 }
 
 static void print_table(void)
@@ -1352,7 +2451,7 @@ static void print_table(void)
     printf("\n%-31s %-13s %-13s %-10s %12s %-9s %s\n", "scenario", "param", "contender", "metric",
            "median", "unit", "ratio");
     int last = 0;
-    for (int s = 1; s <= 6; s++) {
+    for (int s = 1; s <= 9; s++) {
         for (size_t i = 0; i < nrows; i++) {
             const struct row *r = &rows[i];
             if (r->scenario != s)
@@ -1361,7 +2460,7 @@ static void print_table(void)
             fmt_param(r, param, sizeof param);
             if (r->ratio == NO_RATIO)
                 snprintf(ratio, sizeof ratio, "-");
-            else if (strcmp(r->contender, s == 6 ? "libproc" : "raw") == 0)
+            else if (strcmp(r->contender, baseline_of(s)) == 0)
                 snprintf(ratio, sizeof ratio, "1.00 (baseline)");
             else
                 snprintf(ratio, sizeof ratio, "%.2f", r->ratio);
@@ -1372,7 +2471,7 @@ static void print_table(void)
     }
     if (nnotes)
         printf("\nnotes:\n");
-    for (char s = '1'; s <= '6'; s++) /* notes start with their scenario number */
+    for (char s = '1'; s <= '9'; s++) /* notes start with their scenario number */
         for (size_t i = 0; i < nnotes; i++)
             if (notes[i][0] == s)
                 printf("  %s\n", notes[i]);
@@ -1388,9 +2487,20 @@ static void target_line(const char *what, bool have, bool met, const char *fmt, 
     printf("  %-7s %-52s %s\n", !have ? "n/a" : met ? "MET" : "MISSED", what, have ? detail : "");
 }
 
+/* A number to show next to the targets, without a pass mark. */
+static void report_line(const char *what, bool have, const char *fmt, ...)
+{
+    char detail[160] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    printf("  %-7s %-52s %s\n", !have ? "n/a" : "INFO", what, have ? detail : "");
+}
+
 static void print_targets(void)
 {
-    printf("\ntargets (issue 4):\n");
+    printf("\ntargets (1-6: issue 4; 7-9: pool and IPC):\n");
     const struct row *r = find_row(1, -1, "libproc", "median");
     target_line("1: start+join ratio <= 1.10", r, r && r->ratio <= 1.10, "%.2f", r ? r->ratio : 0);
 
@@ -1452,6 +2562,60 @@ static void print_targets(void)
     const struct row *py = find_row(6, -1, "python", "median");
     target_line("6: >= 13x faster than Python (start+join)", py, py && py->ratio >= 13.0, "%.1fx",
                 py ? py->ratio : 0);
+
+    const struct row *lib7 = NULL, *py7 = NULL, *speed = NULL, *cpus = NULL, *rawspeed = NULL;
+    for (size_t i = 0; i < nrows; i++) {
+        const struct row *r = &rows[i];
+        if (r->scenario != 7)
+            continue;
+        bool tiny = strcmp(r->name, "pool_map") == 0;
+        if (tiny && strcmp(r->contender, "libproc") == 0 && strcmp(r->metric, "median") == 0)
+            lib7 = r;
+        if (tiny && strcmp(r->contender, "python") == 0 && strcmp(r->metric, "median") == 0)
+            py7 = r;
+        if (!tiny && strcmp(r->contender, "libproc") == 0 && strcmp(r->metric, "speedup") == 0)
+            speed = r;
+        if (!tiny && strcmp(r->contender, "raw_fork") == 0 && strcmp(r->metric, "speedup") == 0)
+            rawspeed = r;
+        if (!tiny && strcmp(r->metric, "cpus") == 0)
+            cpus = r;
+    }
+    bool have7 = lib7 && py7;
+    target_line("7: pool map >= 50x faster than Python Pool.map", have7,
+                have7 && py7->value >= 50.0 * lib7->value, "%.1fx",
+                have7 ? py7->value / lib7->value : 0);
+    report_line("7: CPU-bound map speed-up, close to the CPUs", speed && cpus && rawspeed,
+                "%.2fx on %.0f CPUs (raw fork: %.2fx)", speed ? speed->value : 0,
+                cpus ? cpus->value : 0, rawspeed ? rawspeed->value : 0);
+
+    const struct row *q = NULL, *qpy = NULL;
+    for (size_t i = 0; i < nrows; i++) {
+        if (rows[i].scenario != 8)
+            continue;
+        if (strcmp(rows[i].contender, "libproc") == 0)
+            q = &rows[i];
+        if (strcmp(rows[i].contender, "python") == 0)
+            qpy = &rows[i];
+    }
+    target_line("8: queue >= 0.7x raw pipe throughput", q, q && q->ratio >= 0.7, "%.2fx",
+                q ? q->ratio : 0);
+    target_line("8: queue >= 20x Python's Queue throughput", q && qpy,
+                q && qpy && q->value >= 20.0 * qpy->value, "%.1fx",
+                q && qpy ? q->value / qpy->value : 0);
+
+    const struct row *rt = NULL, *rtpy = NULL;
+    for (size_t i = 0; i < nrows; i++) {
+        if (rows[i].scenario != 9 || strcmp(rows[i].metric, "p50") != 0)
+            continue;
+        if (strcmp(rows[i].contender, "libproc") == 0)
+            rt = &rows[i];
+        if (strcmp(rows[i].contender, "python") == 0)
+            rtpy = &rows[i];
+    }
+    report_line("9: pipe round trip p50 vs raw socketpair", rt, "%.2fx (%.1f us)",
+                rt ? rt->ratio : 0, rt ? rt->value : 0);
+    report_line("9: pipe round trip p50, python / libproc", rt && rtpy, "%.1fx",
+                rt && rtpy ? rtpy->value / rt->value : 0);
 }
 
 static void write_csv(const char *path)
@@ -1460,7 +2624,7 @@ static void write_csv(const char *path)
     if (!f)
         die("%s: %s", path, strerror(errno));
     fprintf(f, "scenario,name,param,contender,metric,unit,median,ratio,n\n");
-    for (int s = 1; s <= 6; s++) {
+    for (int s = 1; s <= 9; s++) {
         for (size_t i = 0; i < nrows; i++) {
             const struct row *r = &rows[i];
             if (r->scenario != s)
@@ -1482,13 +2646,13 @@ static void write_csv(const char *path)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: proc_bench [--quick] [--rounds N] [--csv FILE] [--only LIST]\n"
-            "  --quick      tiny sizes, a few seconds (CI smoke run)\n"
-            "  --rounds N   rounds per scenario (defaults: 1:31 2:21 3:5 (3 at k=4000) 5:3 6:5;\n"
-            "               --quick 1:5 2:3 3:3 5:3 6:3); scenario 4 is per sample\n"
-            "  --csv FILE   also write the results as CSV\n"
-            "  --only LIST  run only these scenarios, e.g. --only 1,3\n");
+    fprintf(f, "usage: proc_bench [--quick] [--rounds N] [--csv FILE] [--only LIST]\n"
+               "  --quick      tiny sizes, a few seconds (CI smoke run)\n"
+               "  --rounds N   rounds per scenario (defaults: 1:31 2:21 3:5 (3 at k=4000) 5:3 6:5\n"
+               "               7:11 (CPU-bound part 5) 8:7 9:9; --quick 1:5 2:3 3:3 5:3 6:3 7:3\n"
+               "               8:3 9:3); scenario 4 is per sample\n"
+               "  --csv FILE   also write the results as CSV\n"
+               "  --only LIST  run only these scenarios, e.g. --only 1,3\n");
 }
 
 static void parse_args(int argc, char **argv)
@@ -1509,10 +2673,10 @@ static void parse_args(int argc, char **argv)
             opt.csv = argv[++i];
         } else if (strcmp(a, "--only") == 0 && i + 1 < argc) {
             for (const char *s = argv[++i]; *s; s++) {
-                if (*s >= '1' && *s <= '6')
+                if (*s >= '1' && *s <= '9')
                     opt.only |= 1u << (*s - '0');
                 else if (*s != ',') {
-                    fprintf(stderr, "proc_bench: --only wants scenario numbers 1-6\n");
+                    fprintf(stderr, "proc_bench: --only wants scenario numbers 1-9\n");
                     exit(2);
                 }
             }
@@ -1557,6 +2721,13 @@ int main(int argc, char **argv)
         scenario5();
     if (want(6))
         scenario6();
+    if (want(7))
+        scenario7();
+    if (want(8))
+        scenario8();
+    if (want(9))
+        scenario9();
+    python_stop(); /* the coprocess of 7-9, if any */
     if (want(2))
         scenario2();
     if (want(3))
