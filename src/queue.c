@@ -108,21 +108,27 @@ static struct qvals load_state(proc_queue_t *q)
 
 static void apply_journal(proc_queue_t *q)
 {
-    atomic_store(&q->st.roff, atomic_load(&q->jnl.roff));
-    atomic_store(&q->st.used, atomic_load(&q->jnl.used));
-    atomic_store(&q->st.nput, atomic_load(&q->jnl.nput));
-    atomic_store(&q->st.nget, atomic_load(&q->jnl.nget));
-    atomic_store(&q->jnl_valid, 0);
+    atomic_store_explicit(&q->st.roff, atomic_load(&q->jnl.roff), memory_order_release);
+    atomic_store_explicit(&q->st.used, atomic_load(&q->jnl.used), memory_order_release);
+    atomic_store_explicit(&q->st.nput, atomic_load(&q->jnl.nput), memory_order_release);
+    atomic_store_explicit(&q->st.nget, atomic_load(&q->jnl.nget), memory_order_release);
+    atomic_store_explicit(&q->jnl_valid, 0, memory_order_release);
 }
 
-/* The commit: after the store of jnl_valid = 1 the operation has happened. */
+/*
+ * The commit: after the store of jnl_valid = 1 the operation has happened.
+ * Release stores suffice: each one publishes every write before it (message
+ * bytes, then the journal, then its mark), which is all a process that finds
+ * the writer dead needs; the readers hold the mutex. Full barriers doubled
+ * the cost of a put.
+ */
 static void commit(proc_queue_t *q, const struct qvals *v)
 {
-    atomic_store(&q->jnl.roff, v->roff);
-    atomic_store(&q->jnl.used, v->used);
-    atomic_store(&q->jnl.nput, v->nput);
-    atomic_store(&q->jnl.nget, v->nget);
-    atomic_store(&q->jnl_valid, 1);
+    atomic_store_explicit(&q->jnl.roff, v->roff, memory_order_release);
+    atomic_store_explicit(&q->jnl.used, v->used, memory_order_release);
+    atomic_store_explicit(&q->jnl.nput, v->nput, memory_order_release);
+    atomic_store_explicit(&q->jnl.nget, v->nget, memory_order_release);
+    atomic_store_explicit(&q->jnl_valid, 1, memory_order_release);
     apply_journal(q);
 }
 
