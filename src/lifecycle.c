@@ -87,7 +87,7 @@ static void signal_daemons_locked(int sig)
 /*
  * Python's behaviour at exit: daemonic children are terminated (SIGKILL after
  * one grace period shared by all of them), non-daemonic ones waited for. Runs
- * at exit() of a process and after a callback-mode target returns, and only
+ * when a process exits normally and after a callback-mode target returns, and only
  * sees the calling process's own children. All under the lock: another thread
  * may close finished objects meanwhile, so no pointer is kept across a wait.
  */

@@ -5,7 +5,7 @@
  *
  *   ST_SIZE(plain, sanitized)  a size for the plain build / a sanitizer build
  *                              (LIBPROC_TEST_SANITIZED, set by tests/CMakeLists.txt)
- *   EQ(actual, expected)       integer comparison printing both values
+ *   EQ(actual, expected)       from testcheck.h: integer comparison printing both
  *   st_raise_limits()          RLIMIT_NOFILE / RLIMIT_NPROC soft limits to hard
  *   st_child_signals_default() in a child: every catchable signal back to
  *                              SIG_DFL and none blocked (cmocka and the
@@ -24,6 +24,7 @@
 #define LIBPROC_STRESS_UTIL_H
 
 #include "testutil.h"
+#include "testcheck.h" /* EQ() */
 
 #include <pthread.h>
 #include <sched.h>
@@ -59,15 +60,6 @@
 
 /* Sub-processes receive the fds they need at these numbers. */
 #define ST_SUB_FD0 200
-
-#define EQ(actual, expected)                                                                       \
-    do {                                                                                           \
-        long long eq_a_ = (long long)(actual);                                                     \
-        long long eq_e_ = (long long)(expected);                                                   \
-        if (eq_a_ != eq_e_)                                                                        \
-            fail_msg("%s:%d: %s == %lld, expected %s == %lld", __FILE__, __LINE__, #actual, eq_a_, \
-                     #expected, eq_e_);                                                            \
-    } while (0)
 
 static inline void st_raise_limits(void)
 {

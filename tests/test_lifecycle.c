@@ -39,40 +39,11 @@
 
 #include <cmocka.h>
 
+#include "testcheck.h"
+
 /* ------------------------------------------------------------------ helpers */
 
 #define CHILD_ALARM_S 30
-
-#define EQ(actual, expected)                                                                       \
-    do {                                                                                           \
-        long long eq_a_ = (long long)(actual);                                                     \
-        long long eq_e_ = (long long)(expected);                                                   \
-        if (eq_a_ != eq_e_)                                                                        \
-            fail_msg("%s:%d: %s == %lld, expected %s == %lld", __FILE__, __LINE__, #actual, eq_a_, \
-                     #expected, eq_e_);                                                            \
-    } while (0)
-
-static void make_pipe(int fds[2])
-{
-    assert_int_equal(tu_pipe(fds), 0);
-}
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
-
-static ssize_t read_retry(int fd, void *buf, size_t n)
-{
-    ssize_t r;
-    do {
-        r = read(fd, buf, n);
-    } while (r < 0 && errno == EINTR);
-    return r;
-}
 
 /* Waits up to timeout_ms for EOF on fd (discarding data). Returns true on EOF. */
 static bool eof_within(int fd, int timeout_ms)

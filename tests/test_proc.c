@@ -31,38 +31,18 @@
 #include <libproc/proc.h>
 
 #include "testutil.h"
+#include "testcheck.h"
 
 #define BOUND_MS 10000 /* bound on any hang; never reached when things work */
 #define NAME_LEN 64
-
-/* Every test ends with no child of ours left, alive or zombie. */
-static void assert_no_children(void)
-{
-    int zombies = -1;
-    assert_int_equal(tu_count_children(&zombies), 0);
-    assert_int_equal(zombies, 0);
-}
 
 /* After a failed test: kill whatever it left running, so that one failure
  * does not cascade into the next tests or hang the program's exit. */
 static int kill_leftovers(void **state)
 {
     (void)state;
-    proc_t *left[64];
-    size_t n = proc_active_children(left, 64);
-    for (size_t i = 0; i < n && i < 64; i++) {
-        proc_kill(left[i]);
-        proc_join(left[i], BOUND_MS);
-    }
-    prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+    kill_children_left(BOUND_MS);
     return 0;
-}
-
-/* Grandchildren orphaned by a test are re-parented to the test process (not
- * to a pid 1 that may never reap them), and the test reaps them itself. */
-static void subreaper(bool on)
-{
-    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0), 0);
 }
 
 /* pid is dead or dying, and its parent has been joined: it is ours now. */

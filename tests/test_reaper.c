@@ -42,32 +42,11 @@
 
 #include <cmocka.h>
 
+#include "testcheck.h"
+
 /* ------------------------------------------------------------------ helpers */
 
 #define CHILD_ALARM_S 30
-
-/* Compares two integers and prints both in decimal on failure. */
-#define EQ(actual, expected)                                                                       \
-    do {                                                                                           \
-        long long eq_a_ = (long long)(actual);                                                     \
-        long long eq_e_ = (long long)(expected);                                                   \
-        if (eq_a_ != eq_e_)                                                                        \
-            fail_msg("%s:%d: %s == %lld, expected %s == %lld", __FILE__, __LINE__, #actual, eq_a_, \
-                     #expected, eq_e_);                                                            \
-    } while (0)
-
-static void make_pipe(int fds[2])
-{
-    assert_int_equal(tu_pipe(fds), 0);
-}
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
 
 /* poll(2) on one fd for POLLIN, retried on EINTR (libproc's SIGCHLD handler
  * interrupts the test's system calls) with the remaining time. Returns poll's
@@ -85,15 +64,6 @@ static int poll_in(int fd, int timeout_ms, short *revents)
             *revents = pfd.revents;
         return r;
     }
-}
-
-static ssize_t read_retry(int fd, void *buf, size_t n)
-{
-    ssize_t r;
-    do {
-        r = read(fd, buf, n);
-    } while (r < 0 && errno == EINTR);
-    return r;
 }
 
 /* State letter of process pid if it is a child of ours, else 0 (gone, or not ours). */

@@ -34,19 +34,13 @@
 #include <libproc/proc.h>
 
 #include "testutil.h"
+#include "testcheck.h"
 
 #define BOUND_MS 10000 /* bound on any hang; never reached when things work */
 
 extern char **environ;
 
 /* ------------------------------------------------------------------ helpers */
-
-static void assert_no_children(void)
-{
-    int zombies = -1;
-    assert_int_equal(tu_count_children(&zombies), 0);
-    assert_int_equal(zombies, 0);
-}
 
 static int join_bounded(proc_t *p)
 {
@@ -108,21 +102,8 @@ static int cleanup(void **state)
     int rd = restore_stdout();
     if (rd >= 0)
         close(rd);
-    proc_t *left[64];
-    size_t n = proc_active_children(left, 64);
-    for (size_t i = 0; i < n && i < 64; i++) {
-        proc_kill(left[i]);
-        proc_join(left[i], BOUND_MS);
-    }
-    prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+    kill_children_left(BOUND_MS);
     return 0;
-}
-
-/* Grandchildren orphaned by a test are re-parented to the test process (not
- * to a pid 1 that may never reap them), and the test reaps them itself. */
-static void subreaper(bool on)
-{
-    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0), 0);
 }
 
 /* pid is dead or dying and its parent has been joined, so pid is either ours

@@ -292,19 +292,6 @@ struct run {
     int ndaemon_pids;
 };
 
-static void open_pipe(int fds[2])
-{
-    assert_int_equal(tu_pipe(fds), 0);
-}
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
-
 static void run_cleanup(struct run *r);
 
 static bool reaper_first; /* for the next run_start */
@@ -314,13 +301,13 @@ static void run_start(struct run *r, bool root, int ndaemons, bool from_thread, 
                       bool stubborn)
 {
     memset(r, 0, sizeof *r);
-    open_pipe(r->life);
-    open_pipe(r->report);
-    open_pipe(r->cmd);
-    open_pipe(r->ping);
-    open_pipe(r->pong);
-    open_pipe(r->gate);
-    open_pipe(r->stubborn);
+    make_pipe(r->life);
+    make_pipe(r->report);
+    make_pipe(r->cmd);
+    make_pipe(r->ping);
+    make_pipe(r->pong);
+    make_pipe(r->gate);
+    make_pipe(r->stubborn);
     struct mid *m = &r->m;
     *m = (struct mid){.life_w = r->life[1],
                       .stubborn_w = r->stubborn[1],
