@@ -249,20 +249,15 @@ static void finish_batch(proc_t *ended)
     pthread_mutex_unlock(&proc_g.lock);
 }
 
-struct reaper_fds {
-    int epfd;
-    int wakefd;
-};
-
 static void *reaper_main(void *arg)
 {
     (void)arg;
     /* Set before the thread was created; only a fork child changes them, without us. */
-    struct reaper_fds fds = {.epfd = proc_g.epfd, .wakefd = atomic_load(&proc_g.wakefd)};
+    const int epfd = proc_g.epfd, wakefd = atomic_load(&proc_g.wakefd);
     struct epoll_event evs[PROC_EPOLL_BATCH];
     int timeout = -1; /* a new unwatched child wakes us, which recomputes it */
     for (;;) {
-        int n = epoll_wait(fds.epfd, evs, PROC_EPOLL_BATCH, timeout);
+        int n = epoll_wait(epfd, evs, PROC_EPOLL_BATCH, timeout);
         if (n < 0)
             n = 0; /* EINTR; nothing else can fail on a valid epoll fd */
         bool woken = n == 0;
@@ -271,15 +266,15 @@ static void *reaper_main(void *arg)
         pthread_mutex_lock(&proc_g.lock);
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
-            if (fd != fds.wakefd) {
+            if (fd != wakefd) {
                 /* A stale event finds no object, or one that now uses fd otherwise. */
                 proc_t *p = proc_fd_owner_locked(fd);
                 if (p && p->pidfd == fd)
-                    reap_pidfd_locked(fds.epfd, p, &ended);
+                    reap_pidfd_locked(epfd, p, &ended);
                 continue;
             }
             uint64_t count;
-            ssize_t r = read(fds.wakefd, &count, sizeof count);
+            ssize_t r = read(wakefd, &count, sizeof count);
             (void)r;
             woken = true;
         }
