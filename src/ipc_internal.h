@@ -98,4 +98,13 @@ void ipc_wake(struct ipc_chan *ch);
 /* Repair: wakes every sleeper unconditionally. */
 void ipc_wake_force(struct ipc_chan *ch);
 
+/*
+ * Before raising a channel's flag: spins, holding nothing, for up to
+ * IPC_SPIN_NS while *word == val (relaxed loads and a pause instruction), so
+ * that a short wait costs neither side a futex syscall. true if *word
+ * changed; false at once if d has passed.
+ */
+#define IPC_SPIN_NS 20000
+bool ipc_spin_while(const _Atomic uint64_t *word, uint64_t val, const struct ipc_deadline *d);
+
 #endif /* LIBPROC_IPC_INTERNAL_H */

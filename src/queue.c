@@ -46,21 +46,27 @@ struct qstate {
     _Atomic uint64_t roff, used, nput, nget;
 };
 
+/*
+ * The mutex, the wait channels, the read-only fields and the state each get
+ * their own cache line(s), so that the two sides' writes to one do not evict
+ * the others from the other side's cache.
+ */
+#define Q_LINE 64
 struct proc_queue {
-    pthread_mutex_t mutex;
-    struct ipc_chan not_empty, not_full, all_done;
+    _Alignas(Q_LINE) pthread_mutex_t mutex;
+    _Alignas(Q_LINE) struct ipc_chan not_empty, not_full, all_done;
     /* fixed at creation */
-    size_t map_len;
+    _Alignas(Q_LINE) size_t map_len;
     size_t ring_off;    /* page-aligned offset of the ring in the mapping */
     size_t page;        /* the page size */
     uint64_t ring_len;  /* bytes, a multiple of 8 */
     uint64_t max_items; /* 0: unbounded */
     uint64_t max_msg;
     /* changed under the mutex, through the journal */
-    struct qstate st;
+    _Alignas(Q_LINE) struct qstate st;
     struct qstate jnl;
     _Atomic uint32_t jnl_valid;
-    _Atomic uint64_t ndone; /* task_done calls */
+    _Alignas(Q_LINE) _Atomic uint64_t ndone; /* task_done calls */
 };
 
 static uint64_t slot_len(uint64_t len)
@@ -252,6 +258,7 @@ int proc_queue_put(proc_queue_t *q, const void *msg, size_t len, int timeout_ms)
         return -EMSGSIZE;
     uint64_t need = slot_len(len);
     struct qvals v = {0, 0, 0, 0};
+    bool spun = false;
     int r = ipc_enter(&q->mutex, &d, repair, q);
     while (r == 0) {
         v = load_state(q);
@@ -260,6 +267,16 @@ int proc_queue_put(proc_queue_t *q, const void *msg, size_t len, int timeout_ms)
         if (q->max_items == 0) {
             ipc_leave(&q->mutex);
             return -ENOMEM;
+        }
+        if (!spun) {
+            /* A consumer is usually about to make room: spin before sleeping. */
+            spun = true;
+            ipc_leave(&q->mutex);
+            if (ipc_spin_while(&q->st.nget, v.nget, &d) || d.timeout_ms != 0) {
+                r = ipc_enter(&q->mutex, &d, repair, q);
+                continue;
+            }
+            return -ETIMEDOUT;
         }
         r = ipc_wait(&q->not_full, &q->mutex, &d, repair, q);
     }
@@ -282,9 +299,24 @@ ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms)
     struct ipc_deadline d;
     if (!q || (!buf && cap > 0) || ipc_deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
+    bool spun = false;
     int r = ipc_enter(&q->mutex, &d, repair, q);
-    while (r == 0 && atomic_load(&q->st.nput) == atomic_load(&q->st.nget))
+    while (r == 0) {
+        uint64_t put = atomic_load(&q->st.nput);
+        if (put != atomic_load(&q->st.nget))
+            break;
+        if (!spun) {
+            /* A producer is usually about to put: spin before sleeping. */
+            spun = true;
+            ipc_leave(&q->mutex);
+            if (ipc_spin_while(&q->st.nput, put, &d) || d.timeout_ms != 0) {
+                r = ipc_enter(&q->mutex, &d, repair, q);
+                continue;
+            }
+            return -ETIMEDOUT;
+        }
         r = ipc_wait(&q->not_empty, &q->mutex, &d, repair, q);
+    }
     if (r < 0)
         return r;
 
