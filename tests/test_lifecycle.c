@@ -71,21 +71,9 @@ static bool eof_within(int fd, int timeout_ms)
 /* State letter of any process pid, or 0 if it does not exist. */
 static char any_state(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read_retry(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    char *rp = strrchr(buf, ')');
     char state;
-    if (!rp || sscanf(rp + 1, " %c", &state) != 1)
-        return 0;
-    return state;
+    pid_t ppid;
+    return tu_proc_state(pid, &state, &ppid) == 0 ? state : 0;
 }
 
 static int no_children_left(void **state)

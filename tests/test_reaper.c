@@ -69,22 +69,9 @@ static int poll_in(int fd, int timeout_ms, short *revents)
 /* State letter of process pid if it is a child of ours, else 0 (gone, or not ours). */
 static char child_state(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read_retry(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    char *rp = strrchr(buf, ')');
     char state;
-    int ppid;
-    if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2)
-        return 0;
-    return ppid == getpid() ? state : 0;
+    pid_t ppid;
+    return tu_proc_state(pid, &state, &ppid) == 0 && ppid == getpid() ? state : 0;
 }
 
 /* Teardown for every test: no child of ours (live or zombie) may remain. The

@@ -255,6 +255,32 @@ static inline int tu_count_fds(void)
     return n - 1; /* the directory stream's own fd */
 }
 
+/* State letter and parent of any process, from /proc/<pid>/stat; 0, or -1
+ * when the process does not exist (any more). */
+static inline int tu_proc_state(pid_t pid, char *state, pid_t *ppid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t len;
+    do {
+        len = read(fd, buf, sizeof buf - 1);
+    } while (len < 0 && errno == EINTR);
+    close(fd);
+    if (len <= 0)
+        return -1;
+    buf[len] = '\0';
+    /* "pid (comm) S ppid ...": comm may contain anything, so parse from the last ')'. */
+    const char *rp = strrchr(buf, ')');
+    int parent;
+    if (!rp || sscanf(rp + 1, " %c %d", state, &parent) != 2)
+        return -1;
+    *ppid = (pid_t)parent;
+    return 0;
+}
+
 /* Children of this process (any state); *zombies (if not NULL) gets how many
  * of them are zombies. -errno on failure. */
 static inline int tu_count_children(int *zombies)
@@ -268,24 +294,11 @@ static inline int tu_count_children(int *zombies)
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9')
             continue;
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue; /* gone meanwhile */
-        ssize_t len = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        buf[len] = '\0';
-        /* "pid (comm) S ppid ...": comm may contain anything, so parse from
-         * the last ')'. */
-        char *rp = strrchr(buf, ')');
         char state;
-        long ppid;
-        if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2)
-            continue;
-        if ((pid_t)ppid != self)
+        pid_t ppid;
+        if (tu_proc_state((pid_t)atoi(e->d_name), &state, &ppid) < 0)
+            continue; /* gone meanwhile */
+        if (ppid != self)
             continue;
         n++;
         if (state == 'Z')
