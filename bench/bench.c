@@ -256,7 +256,9 @@ static void on_fatal_signal(int sig)
         if (live.pids[i] > 0)
             kill(live.pids[i], SIGKILL);
     for (size_t i = 0; i < live.nprocs; i++)
-        if (live.procs[i] && proc_is_alive(live.procs[i]))
+        /* proc_is_alive() takes a lock: not for a signal handler. */
+        if (live.procs[i] && proc_exitcode(live.procs[i]) == PROC_EXITCODE_NONE &&
+            proc_pid(live.procs[i]) > 0)
             kill(proc_pid(live.procs[i]), SIGKILL);
     if (py.pid > 0)
         kill(-py.pid, SIGKILL);

@@ -267,7 +267,9 @@ size_t proc_active_children(proc_t **out, size_t cap)
     pthread_mutex_lock(&proc_g.lock);
     proc_reaper_collect_locked();
     for (struct proc *c = proc_g.children; c; c = c->next) {
-        if (!proc_is_alive(c))
+        /* Collected just now; proc_is_alive() would take the lock again. */
+        int state = atomic_load(&c->state);
+        if (state != PROC_RUNNING && state != PROC_ENDED)
             continue;
         if (n < cap)
             out[n] = c;

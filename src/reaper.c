@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <semaphore.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
@@ -251,7 +252,7 @@ static void finish_batch(proc_t *ended)
 
 static void *reaper_main(void *arg)
 {
-    (void)arg;
+    sem_post(arg); /* running: see proc_reaper_ensure_locked */
     /* Set before the thread was created; only a fork child changes them, without us. */
     const int epfd = proc_g.epfd, wakefd = atomic_load(&proc_g.wakefd);
     struct epoll_event evs[PROC_EPOLL_BATCH];
@@ -333,7 +334,19 @@ int proc_reaper_ensure_locked(void)
     pthread_attr_setstacksize(&attr, PROC_REAPER_STACK);
     proc_g.epfd = epfd;
     atomic_store(&proc_g.wakefd, wakefd);
-    int r = pthread_create(&proc_g.reaper_tid, &attr, reaper_main, NULL);
+    /*
+     * Waits until the thread runs its own code: a fork while a new thread is
+     * still being set up (by the C library or a sanitizer runtime, which may
+     * hold allocator locks for it) can hand the child locks nobody releases,
+     * and the first start forks right after this.
+     */
+    sem_t started;
+    sem_init(&started, 0, 0);
+    int r = pthread_create(&proc_g.reaper_tid, &attr, reaper_main, &started);
+    if (r == 0)
+        while (sem_wait(&started) < 0)
+            ; /* EINTR */
+    sem_destroy(&started);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r != 0) {
@@ -526,8 +539,8 @@ int proc_join(proc_t *p, int timeout_ms)
         return -EDEADLK;
     if (p->pidfd >= 0 && !p->callbacks)
         return proc_reaper_join_pidfd(p, timeout_ms);
-    if (timeout_ms == 0)
-        return -ETIMEDOUT;
+    if (timeout_ms == 0) /* a poll, as proc_is_alive() */
+        return proc_is_alive(p) ? -ETIMEDOUT : 0;
 
     struct timespec deadline;
     if (timeout_ms > 0)
@@ -535,8 +548,30 @@ int proc_join(proc_t *p, int timeout_ms)
     int r = 0, cancel;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     pthread_mutex_lock(&proc_g.lock);
-    while (atomic_load(&p->state) != PROC_DONE && r == 0)
-        r = proc_deadline_wait_locked(timeout_ms > 0 ? &deadline : NULL);
+    while (atomic_load(&p->state) != PROC_DONE && r == 0) {
+        if (p->pidfd >= 0 || atomic_load(&p->state) != PROC_RUNNING) {
+            r = proc_deadline_wait_locked(timeout_ms > 0 ? &deadline : NULL);
+            continue;
+        }
+        /*
+         * Without a pidfd the joiner also polls the child itself at the
+         * reaper's tick, so that a join does not depend on the reaper thread
+         * alone (a lost SIGCHLD, or a reaper stuck on a lock a fork left held).
+         */
+        struct timespec tick;
+        proc_deadline_from_timeout(&tick, PROC_POLL_TICK_MS);
+        bool last = timeout_ms > 0 &&
+                    (tick.tv_sec > deadline.tv_sec ||
+                     (tick.tv_sec == deadline.tv_sec && tick.tv_nsec >= deadline.tv_nsec));
+        r = proc_deadline_wait_locked(last ? &deadline : &tick);
+        if (r == -ETIMEDOUT && !last)
+            r = 0;
+        proc_t *ended = NULL;
+        if (atomic_load(&p->state) == PROC_RUNNING && reap_pid_locked(p, &ended)) {
+            queue_pending_locked(ended);
+            broadcast_if_due_locked();
+        }
+    }
     if (atomic_load(&p->state) == PROC_DONE)
         r = 0;
     pthread_mutex_unlock(&proc_g.lock);
@@ -556,9 +591,27 @@ bool proc_is_alive(proc_t *p)
     case PROC_KIND_CHILD:
         break;
     }
-    /* Alive until joinable: exit callbacks still running count as alive. */
+    if (p->owner != atomic_load(&proc_g.self))
+        return false;
     int state = atomic_load(&p->state);
-    return p->owner == atomic_load(&proc_g.self) && (state == PROC_RUNNING || state == PROC_ENDED);
+    if (state == PROC_RUNNING) {
+        /*
+         * Polls, as Python's is_alive() does: a child that has ended is
+         * reaped here if the reaper has not got to it yet, and the lock
+         * waits out a reaper between its waitpid and the state change, so a
+         * child already gone from the system is never reported alive.
+         */
+        proc_t *ended = NULL;
+        pthread_mutex_lock(&proc_g.lock);
+        if (atomic_load(&p->state) == PROC_RUNNING && reap_one_locked(p, &ended)) {
+            queue_pending_locked(ended);
+            broadcast_if_due_locked();
+        }
+        state = atomic_load(&p->state);
+        pthread_mutex_unlock(&proc_g.lock);
+    }
+    /* Alive until joinable: exit callbacks still running count as alive. */
+    return state == PROC_RUNNING || state == PROC_ENDED;
 }
 
 /* Common checks of proc_signal and proc_signal_tree; 1 = go on and send. */

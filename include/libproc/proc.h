@@ -188,10 +188,12 @@ PROC_API int proc_join(proc_t *p, int timeout_ms);
 
 /**
  * true from a successful proc_start() until libproc has reaped the child
- * (the reaper does so within microseconds of the exit) and its exit callbacks
- * have returned; once false, proc_join() returns 0 at once. false before start
- * and in any process other than the parent; true for proc_current(); for
- * proc_parent(), whether the parent still lives.
+ * and its exit callbacks have returned; once false, proc_join() returns 0 at
+ * once. Like Python's, it polls: a child that has ended is reaped by this
+ * call if the reaper thread has not done so yet, so a child that is gone is
+ * never reported alive. false before start and in any process other than the
+ * parent; true for proc_current(); for proc_parent(), whether the parent still
+ * lives. Thread-safe; takes libproc's lock, so not for signal handlers.
  */
 PROC_API bool proc_is_alive(proc_t *p);
 
