@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
-#include <semaphore.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
@@ -252,7 +251,7 @@ static void finish_batch(proc_t *ended)
 
 static void *reaper_main(void *arg)
 {
-    sem_post(arg); /* running: see proc_reaper_ensure_locked */
+    (void)arg;
     /* Set before the thread was created; only a fork child changes them, without us. */
     const int epfd = proc_g.epfd, wakefd = atomic_load(&proc_g.wakefd);
     struct epoll_event evs[PROC_EPOLL_BATCH];
@@ -334,19 +333,7 @@ int proc_reaper_ensure_locked(void)
     pthread_attr_setstacksize(&attr, PROC_REAPER_STACK);
     proc_g.epfd = epfd;
     atomic_store(&proc_g.wakefd, wakefd);
-    /*
-     * Waits until the thread runs its own code: a fork while a new thread is
-     * still being set up (by the C library or a sanitizer runtime, which may
-     * hold allocator locks for it) can hand the child locks nobody releases,
-     * and the first start forks right after this.
-     */
-    sem_t started;
-    sem_init(&started, 0, 0);
-    int r = pthread_create(&proc_g.reaper_tid, &attr, reaper_main, &started);
-    if (r == 0)
-        while (sem_wait(&started) < 0)
-            ; /* EINTR */
-    sem_destroy(&started);
+    int r = pthread_create(&proc_g.reaper_tid, &attr, reaper_main, NULL);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (r != 0) {
