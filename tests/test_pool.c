@@ -537,6 +537,22 @@ static void test_worker_dies_mid_task(void **state)
     assert_int_equal(proc_pool_close(pool), 0);
     assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
     free_pool(pool);
+
+    /*
+     * One worker, so each replacement must go on exactly where the dead one
+     * stopped: a death fails only the item it ran, the rest of its chunk
+     * goes back to the queue. Deaths at the first and last items of the map,
+     * on both sides of a chunk boundary (chunks of 75 here), and several in
+     * one map.
+     */
+    proc_pool_t *one = new_pool(1, 0, NULL);
+    map_with_bad(one, &p, (int[]){10}, (int[]){BAD_KILLED}, 1);
+    map_with_bad(one, &p, (int[]){74, 75}, (int[]){BAD_SEGV, BAD_EXIT}, 2);
+    map_with_bad(one, &p, (int[]){0, 80, 160, 299},
+                 (int[]){BAD_EXIT, BAD_KILLED, BAD_SEGV, BAD_EXIT}, 4);
+    assert_int_equal(proc_pool_close(one), 0);
+    assert_int_equal(proc_pool_join(one, BOUND_MS), 0);
+    free_pool(one);
     pipes_close(&p);
 }
 
@@ -917,6 +933,12 @@ static void test_max_tasks_per_child(void **state)
     g_inited = 0;
     size_t d = distinct_pids(p30, 30);
     assert_true(d >= 10);
+    for (int i = 0; i < 30; i++) { /* no worker ran more than 3 */
+        int same = 0;
+        for (int k = 0; k < 30; k++)
+            same += p30[k] == p30[i];
+        assert_true(same <= 3);
+    }
     free_pool(pool);
 }
 
