@@ -234,6 +234,16 @@ static void queue_pending_locked(proc_t *ended)
         proc_reaper_wake();
 }
 
+/* Reaps p in the calling thread if it has ended; its callbacks go to the reaper. */
+static void reap_now_locked(proc_t *p)
+{
+    proc_t *ended = NULL;
+    if (atomic_load(&p->state) == PROC_RUNNING && reap_one_locked(p, &ended)) {
+        queue_pending_locked(ended);
+        broadcast_if_due_locked();
+    }
+}
+
 /* Runs the callbacks of a batch, then releases joiners once for all of it. */
 static void finish_batch(proc_t *ended)
 {
@@ -545,19 +555,13 @@ int proc_join(proc_t *p, int timeout_ms)
          * reaper's tick, so that a join does not depend on the reaper thread
          * alone (a lost SIGCHLD, or a reaper stuck on a lock a fork left held).
          */
+        bool last = timeout_ms > 0 && ms_until(&deadline) <= PROC_POLL_TICK_MS;
         struct timespec tick;
         proc_deadline_from_timeout(&tick, PROC_POLL_TICK_MS);
-        bool last = timeout_ms > 0 &&
-                    (tick.tv_sec > deadline.tv_sec ||
-                     (tick.tv_sec == deadline.tv_sec && tick.tv_nsec >= deadline.tv_nsec));
         r = proc_deadline_wait_locked(last ? &deadline : &tick);
         if (r == -ETIMEDOUT && !last)
             r = 0;
-        proc_t *ended = NULL;
-        if (atomic_load(&p->state) == PROC_RUNNING && reap_pid_locked(p, &ended)) {
-            queue_pending_locked(ended);
-            broadcast_if_due_locked();
-        }
+        reap_now_locked(p);
     }
     if (atomic_load(&p->state) == PROC_DONE)
         r = 0;
@@ -588,12 +592,8 @@ bool proc_is_alive(proc_t *p)
          * waits out a reaper between its waitpid and the state change, so a
          * child already gone from the system is never reported alive.
          */
-        proc_t *ended = NULL;
         pthread_mutex_lock(&proc_g.lock);
-        if (atomic_load(&p->state) == PROC_RUNNING && reap_one_locked(p, &ended)) {
-            queue_pending_locked(ended);
-            broadcast_if_due_locked();
-        }
+        reap_now_locked(p);
         state = atomic_load(&p->state);
         pthread_mutex_unlock(&proc_g.lock);
     }
