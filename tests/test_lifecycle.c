@@ -177,11 +177,7 @@ static int forked_child_check(void)
 static void test_fork_while_threads_use_libproc(void **state)
 {
     (void)state;
-    if (TU_ALLOCATOR_FORK_UNSAFE) {
-        /* see testutil.h: the sanitizer's allocator, not libproc, hangs the child */
-        print_message("skipped: this AddressSanitizer runtime is not fork-safe\n");
-        skip();
-    }
+    SKIP_IF_ALLOCATOR_FORK_UNSAFE();
     atomic_store(&g_stop, false);
     atomic_store(&g_churn_iters, 0);
     atomic_store(&g_churn_errors, 0);

@@ -498,11 +498,7 @@ static int forked_host_child(int i)
 static void test_fork_while_threads_in_libproc(void **state)
 {
     (void)state;
-    if (TU_ALLOCATOR_FORK_UNSAFE) {
-        /* see testutil.h: the sanitizer's allocator, not libproc, hangs the child */
-        print_message("skipped: this AddressSanitizer runtime is not fork-safe\n");
-        skip();
-    }
+    SKIP_IF_ALLOCATOR_FORK_UNSAFE();
     struct fw w[FORK_WORKERS];
     pthread_t t[FORK_WORKERS];
     atomic_store(&stop_workers, false);

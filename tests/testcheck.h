@@ -24,6 +24,17 @@
                      #expected, eq_e_);                                                            \
     } while (0)
 
+/* For tests that fork the whole test process while other threads allocate:
+ * skipped (and reported so) where the sanitizer's allocator is not fork-safe
+ * (see TU_ALLOCATOR_FORK_UNSAFE in testutil.h). */
+#define SKIP_IF_ALLOCATOR_FORK_UNSAFE()                                                            \
+    do {                                                                                           \
+        if (TU_ALLOCATOR_FORK_UNSAFE) {                                                            \
+            print_message("skipped: this AddressSanitizer runtime is not fork-safe\n");            \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
 static inline void make_pipe(int fds[2])
 {
     assert_int_equal(tu_pipe(fds), 0);
