@@ -21,8 +21,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +47,14 @@
 #define POOL_ARENA_HDR ((size_t)64)
 /* After a failed fork, the next attempt waits this long. */
 #define POOL_SPAWN_RETRY_MS 50
+/* Fast jobs: at most this many bytes of region (bigger jobs take the queue),
+ * chunks per worker (small enough that a late worker still gets its share),
+ * how often a waiting caller looks again without a wakeup, and how long it
+ * spins for the last workers once its own CPU is free. */
+#define POOL_FAST_MAX ((size_t)4 << 20)
+#define POOL_FAST_PARTS 16
+#define POOL_FAST_TICK_NS 100000000L
+#define POOL_FAST_SPIN_NS 200000L
 
 /* Every job (apply, map, submit) is one of these; submit hands it out. */
 struct proc_future {
@@ -93,6 +105,8 @@ struct pool_worker {
     bool leaving; /* spent its max_tasks budget: exits on its own, gets nothing */
     bool told;    /* the parent shut its end: the worker exits */
     bool eof;     /* its socket reached end of file: poll only the sentinel */
+    bool lent;    /* lent to a fast job when assign() last looked: gets no chunk */
+    int cpu;      /* the CPU it is bound to, -1: none */
     long budget;  /* tasks it may still run; -1 unlimited */
     /* the chunk it runs (W_BUSY) */
     struct proc_future *job;
@@ -119,6 +133,21 @@ struct proc_pool {
     bool terminating;                      /* terminate was called */
     bool finished;                         /* every worker is gone, the dispatcher is done */
     bool sleeping;                         /* the dispatcher is (about to be) in poll() */
+    /* fast jobs: idle workers the dispatcher offers, those a caller took
+     * (index = slot; NULL once dead), and lost[slot] set when one died */
+    bool fast_busy;     /* a caller runs a fast job: it owns the region */
+    bool fast_returned; /* a fast job gave its workers back: look at the queue again */
+    bool fast_skipped;  /* assign() passed over lent workers */
+    struct pool_worker **lendable, **lent;
+    size_t nlendable, nlent; /* at most nworkers each */
+    _Atomic bool *lost;
+    bool *sent;    /* the fast job's owner only: slot i got its message */
+    int *slot_cpu; /* and the CPU slot i's worker is bound to (-1: none) */
+    bool fast_off; /* LIBPROC_POOL_FAST=0: every job takes the queue */
+    int fastfd;
+    unsigned char *fast; /* the region's mapping; written by the owner, before lending */
+    size_t fast_size;
+    uint64_t fast_seq;
 
     /* the dispatcher's (and proc_pool_new's, before the thread exists) */
     struct pool_worker **w;
@@ -126,12 +155,16 @@ struct proc_pool {
     struct proc_future *qhead, *qtail;
     uint64_t seq;
     int init_deaths; /* workers in a row that died (or failed to fork) before READY */
-    bool broken;     /* no more workers are started */
+    int *cpus;       /* the CPUs workers are spread over; ncpus 0: not bound */
+    int ncpus;
+    int cpu_next; /* where the search for the least used CPU starts */
+    bool broken;  /* no more workers are started */
     unsigned long names;
     int64_t spawn_after_ms;
 };
 
 static atomic_bool pool_exiting;
+static atomic_uint pool_cpu_rotor; /* successive pools start on different CPUs */
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
 /* Registered after libproc's own at-exit work, so it runs first: no new
@@ -565,12 +598,49 @@ static void send_chunk(struct proc_pool *pool, struct pool_worker *w, struct pro
     }
 }
 
+/* Takes back the workers offered to fast jobs; marks those a caller has. */
+static void fast_reclaim(struct proc_pool *pool)
+{
+    for (size_t i = 0; i < pool->nw; i++)
+        pool->w[i]->lent = false;
+    pthread_mutex_lock(&pool->mu);
+    pool->nlendable = 0;
+    if (pool->fast_busy) {
+        for (size_t i = 0; i < pool->nlent; i++)
+            if (pool->lent[i]) {
+                pool->lent[i]->lent = true;
+                pool->fast_skipped = true;
+            }
+    }
+    pthread_mutex_unlock(&pool->mu);
+}
+
+/* Under pool->mu, before the dispatcher sleeps: the idle workers callers may
+ * borrow for fast jobs (none while it has queued work of its own). */
+static void fast_offer_locked(struct proc_pool *pool)
+{
+    pool->nlendable = 0;
+    if (pool->qhead || pool->max_tasks > 0 || pool->closed)
+        return;
+    for (size_t i = 0; i < pool->nw && pool->nlendable < (size_t)pool->nworkers; i++) {
+        struct pool_worker *w = pool->w[i];
+        bool taken = false;
+        for (size_t k = 0; pool->fast_busy && k < pool->nlent; k++)
+            taken = taken || pool->lent[k] == w;
+        if (w->state == W_IDLE && !w->leaving && !w->told && !w->eof && !taken)
+            pool->lendable[pool->nlendable++] = w;
+    }
+}
+
 static void assign(struct proc_pool *pool)
 {
+    if (!pool->qhead)
+        return;
+    fast_reclaim(pool);
     for (size_t i = 0; i < pool->nw && pool->qhead; i++) {
         struct pool_worker *w = pool->w[i];
         while (pool->qhead && w->state == W_IDLE && !w->leaving && !w->told && !w->eof &&
-               w->budget != 0) {
+               !w->lent && w->budget != 0) {
             struct proc_future *j = pool->qhead;
             size_t max = j->chunk;
             if (w->budget > 0 && (size_t)w->budget < max)
@@ -597,14 +667,87 @@ static void worker_free(struct pool_worker *w)
     free(w);
 }
 
+static void fast_ring(struct proc_pool *pool)
+{
+    struct pool_fast *f = (struct pool_fast *)(void *)pool->fast;
+    atomic_fetch_add_explicit(&f->ring, 1, memory_order_release);
+    syscall(SYS_futex, &f->ring, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* w is about to be freed: no caller may take it, and a fast job that has it
+ * hears that it is gone (its caller then reads its slot). */
+static void fast_forget(struct proc_pool *pool, struct pool_worker *w)
+{
+    if (!pool->lendable)
+        return; /* proc_pool_new failed before the arrays existed */
+    bool ring = false;
+    pthread_mutex_lock(&pool->mu);
+    for (size_t i = 0; i < pool->nlendable; i++)
+        if (pool->lendable[i] == w)
+            pool->lendable[i--] = pool->lendable[--pool->nlendable];
+    if (pool->fast_busy)
+        for (size_t i = 0; i < pool->nlent; i++)
+            if (pool->lent[i] == w) {
+                pool->lent[i] = NULL;
+                atomic_store_explicit(&pool->lost[i], true, memory_order_release);
+                ring = true;
+            }
+    pthread_mutex_unlock(&pool->mu);
+    if (ring)
+        fast_ring(pool);
+}
+
 static void worker_remove(struct proc_pool *pool, struct pool_worker *w)
 {
+    fast_forget(pool, w);
     for (size_t i = 0; i < pool->nw; i++)
         if (pool->w[i] == w) {
             pool->w[i] = pool->w[--pool->nw];
             break;
         }
     worker_free(w);
+}
+
+/*
+ * Workers are bound one per CPU, spread over the CPUs the creating thread may
+ * run on: a scheduler that packs wakeups onto busy CPUs (as some hypervisors'
+ * guests do) would otherwise queue the workers of one job behind each other.
+ * LIBPROC_POOL_BIND=0, or a single allowed CPU, leaves them unbound.
+ */
+static int bind_plan(struct proc_pool *pool)
+{
+    const char *env = getenv("LIBPROC_POOL_BIND");
+    cpu_set_t set;
+    if ((env && strcmp(env, "0") == 0) || sched_getaffinity(0, sizeof set, &set) < 0 ||
+        CPU_COUNT(&set) < 2)
+        return 0;
+    pool->cpus = calloc((size_t)CPU_COUNT(&set), sizeof *pool->cpus);
+    if (!pool->cpus)
+        return -ENOMEM;
+    for (int cpu = 0; cpu < CPU_SETSIZE && pool->ncpus < CPU_COUNT(&set); cpu++)
+        if (CPU_ISSET(cpu, &set))
+            pool->cpus[pool->ncpus++] = cpu;
+    pool->cpu_next = (int)(atomic_fetch_add(&pool_cpu_rotor, 1) % (unsigned)pool->ncpus);
+    return 0;
+}
+
+/* The CPU for a new worker: the one with the fewest of the pool's workers. */
+static int pick_cpu(struct proc_pool *pool)
+{
+    if (pool->ncpus == 0)
+        return -1;
+    int best = -1, best_use = INT_MAX;
+    for (int k = 0; k < pool->ncpus; k++) {
+        int cpu = pool->cpus[(pool->cpu_next + k) % pool->ncpus], use = 0;
+        for (size_t i = 0; i < pool->nw; i++)
+            use += pool->w[i]->cpu == cpu && !pool->w[i]->leaving && !pool->w[i]->told;
+        if (use < best_use) {
+            best = cpu;
+            best_use = use;
+        }
+    }
+    pool->cpu_next = (pool->cpu_next + 1) % pool->ncpus;
+    return best;
 }
 
 /* Starts one worker and adds it to pool->w: 0 or a negative errno. */
@@ -622,6 +765,7 @@ static int spawn_worker(struct proc_pool *pool)
     if (!w)
         return -ENOMEM;
     w->fd = w->memfd = -1;
+    w->cpu = pick_cpu(pool);
     int rc = 0, sv[2] = {-1, -1};
     int *fds = NULL;
     proc_t *p = NULL;
@@ -662,6 +806,8 @@ static int spawn_worker(struct proc_pool *pool)
     struct pool_boot boot = {
         .fd = sv[1],
         .memfd = w->memfd,
+        .fastfd = pool->fastfd,
+        .cpu = w->cpu,
         .arena_size = w->arena_size,
         .max_tasks = pool->max_tasks,
         .init = pool->init,
@@ -789,10 +935,12 @@ static void set_finished(struct proc_pool *pool)
 }
 
 /* Moves the incoming list to the queue; returns the flags seen. */
-static void take_incoming(struct proc_pool *pool, bool *closed, bool *term)
+static void take_incoming(struct proc_pool *pool, bool *closed, bool *term, bool *fast)
 {
     pthread_mutex_lock(&pool->mu);
     pool->sleeping = false;
+    pool->fast_returned = false;
+    *fast = pool->fast_busy;
     struct proc_future *j = pool->in_head;
     pool->in_head = pool->in_tail = NULL;
     *closed = pool->closed;
@@ -857,15 +1005,15 @@ static void *dispatcher_main(void *arg)
     struct pollfd *pfd = NULL;
     struct pool_worker **pw = NULL;
     size_t pcap = 0;
-    bool closed, term;
+    bool closed, term, fast;
 
     for (;;) {
-        take_incoming(pool, &closed, &term);
+        take_incoming(pool, &closed, &term, &fast);
         if (term)
             break;
-        int timeout = maintain_workers(pool, closed);
+        int timeout = maintain_workers(pool, closed && !fast);
         assign(pool);
-        bool pending = pool->qhead || any_busy(pool);
+        bool pending = pool->qhead || any_busy(pool) || fast;
         if (closed && !pending) {
             for (size_t i = 0; i < pool->nw; i++) {
                 struct pool_worker *w = pool->w[i];
@@ -911,9 +1059,12 @@ static void *dispatcher_main(void *arg)
         }
 
         pthread_mutex_lock(&pool->mu);
-        bool again = pool->in_head || pool->closed != closed || pool->terminating;
-        if (!again)
+        bool again =
+            pool->in_head || pool->closed != closed || pool->terminating || pool->fast_returned;
+        if (!again) {
             pool->sleeping = true;
+            fast_offer_locked(pool);
+        }
         pthread_mutex_unlock(&pool->mu);
         if (again)
             continue;
@@ -940,14 +1091,384 @@ static void *dispatcher_main(void *arg)
 
     if (term) {
         kill_workers(pool, -ECANCELED);
-        bool c, t;
-        take_incoming(pool, &c, &t);
+        /* a fast job's caller still reads the region: wait until it is done */
+        pthread_mutex_lock(&pool->mu);
+        while (pool->fast_busy)
+            pthread_cond_wait(&pool->cv, &pool->mu);
+        pthread_mutex_unlock(&pool->mu);
+        bool c, t, f;
+        take_incoming(pool, &c, &t, &f);
         cancel_queue(pool, -ECANCELED);
     }
     free(pfd);
     free(pw);
     set_finished(pool);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- fast jobs */
+
+static void fast_free(struct proc_pool *pool)
+{
+    if (pool->fast)
+        munmap(pool->fast, pool->fast_size);
+    if (pool->fastfd >= 0)
+        close(pool->fastfd);
+    free(pool->cpus);
+    free(pool->lendable);
+    free(pool->lent);
+    free(pool->lost);
+    free(pool->sent);
+    free(pool->slot_cpu);
+}
+
+/* Makes the fast region at least need bytes long (it never shrinks). */
+static int fast_fit(struct proc_pool *pool, size_t need)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    size_t size = align_up(need, pg);
+    if (size <= pool->fast_size)
+        return 0;
+    if (ftruncate(pool->fastfd, (off_t)size) < 0)
+        return -errno;
+    void *a = pool->fast ? mremap(pool->fast, pool->fast_size, size, MREMAP_MAYMOVE)
+                         : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, pool->fastfd, 0);
+    if (a == MAP_FAILED)
+        return -errno;
+    pool->fast = a;
+    pool->fast_size = size;
+    arena_dontfork(a, size);
+    return 0;
+}
+
+/*
+ * Gives the borrowed workers back: offered again at once, unless the
+ * dispatcher wanted them meanwhile. If j still has retry ranges it goes to
+ * the queue (2 returned), or they fail when the pool is terminating (1).
+ */
+static int fast_return(struct proc_pool *pool, struct proc_future *j)
+{
+    int rc = 1;
+    pthread_mutex_lock(&pool->mu);
+    bool wake = pool->fast_skipped || pool->closed;
+    pool->fast_skipped = false;
+    if (!wake && !j->retry)
+        for (size_t i = 0; i < pool->nlent; i++)
+            if (pool->lent[i] && pool->nlendable < (size_t)pool->nworkers)
+                pool->lendable[pool->nlendable++] = pool->lent[i];
+    pool->fast_busy = false;
+    pool->nlent = 0;
+    if (j->retry) {
+        if (pool->terminating) {
+            /* the dispatcher is past its queue */
+            while (j->retry) {
+                struct pool_range *r = j->retry;
+                j->retry = r->next;
+                note_fail(j, r->start, -ECANCELED);
+                j->remaining -= r->count;
+                free(r);
+            }
+        } else {
+            j->next = j->n; /* only the retry ranges are left */
+            rc = 2;
+            /* accepted before any close: it runs even if the pool closed since */
+            if (pool->in_tail)
+                pool->in_tail->inext = j;
+            else
+                pool->in_head = j;
+            pool->in_tail = j;
+            wake = true;
+        }
+    }
+    pool->fast_returned = wake;
+    wake = wake && pool->sleeping;
+    if (wake)
+        pool->sleeping = false;
+    pthread_cond_broadcast(&pool->cv); /* a terminating dispatcher waits for fast_busy */
+    pthread_mutex_unlock(&pool->mu);
+    if (wake)
+        wake_dispatcher(pool);
+    return rc;
+}
+
+/* Items [start, start + count) of j go to the queue (err 0) or fail with err;
+ * the number settled. */
+static size_t fast_rest(struct proc_future *j, size_t start, size_t count, int err)
+{
+    if (count == 0)
+        return 0;
+    if (err == 0) {
+        struct pool_range *r = malloc(sizeof *r);
+        if (r) {
+            *r = (struct pool_range){.next = j->retry, .start = start, .count = count};
+            j->retry = r;
+            return 0;
+        }
+        err = -ENOMEM;
+    }
+    note_fail(j, start, err);
+    return count;
+}
+
+static void fast_copy_out(const struct proc_future *j, const unsigned char *out, size_t start,
+                          size_t end)
+{
+    if (j->out_size && end > start)
+        memcpy(j->out + start * j->out_size, out + start * j->out_size,
+               (end - start) * j->out_size);
+}
+
+/*
+ * After the job: the outputs of every item that returned go to j->out, the
+ * first failure is noted, and the chunks that did not finish are split as a
+ * dead worker's slot says: done items kept, the running one blamed, the rest
+ * requeued (or failed with -ECANCELED when the pool is terminating).
+ */
+static void fast_settle(struct proc_pool *pool, struct proc_future *j, size_t nslots,
+                        size_t copied_chunks)
+{
+    unsigned char *region = pool->fast;
+    struct pool_fast *f = (struct pool_fast *)(void *)region;
+    _Atomic unsigned char *state = (_Atomic unsigned char *)(region + f->state_off);
+    const unsigned char *out = region + f->out_off;
+    size_t n = j->n, chunk = (size_t)f->chunk, nchunks = (n + chunk - 1) / chunk;
+    pthread_mutex_lock(&pool->mu);
+    bool term = pool->terminating;
+    pthread_mutex_unlock(&pool->mu);
+    int blame = term ? 0 : -ECHILD, rest_err = term ? -ECANCELED : 0;
+
+    for (size_t i = 0; i < nslots; i++) {
+        struct pool_fast_slot *s = pool_fast_slot(region, i);
+        uint64_t fail = atomic_load_explicit(&s->fail, memory_order_acquire);
+        if (fail && fail <= n)
+            note_fail(j, (size_t)fail - 1, (int)s->fail_rc);
+    }
+    size_t settled = 0, run = copied_chunks * chunk; /* [run, k): finished, not yet copied */
+    if (run > n)
+        run = n;
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t k = c * chunk, cnt = n - k < chunk ? n - k : chunk;
+        if (atomic_load_explicit(&state[c], memory_order_acquire) == 1) {
+            settled += cnt;
+            continue;
+        }
+        fast_copy_out(j, out, run, k);
+        run = k + cnt;
+        size_t done = 0;
+        bool running = false;
+        for (size_t i = 0; i < nslots; i++) {
+            struct pool_fast_slot *s = pool_fast_slot(region, i);
+            if (!atomic_load_explicit(&pool->lost[i], memory_order_acquire) ||
+                atomic_load_explicit(&s->start, memory_order_acquire) != k)
+                continue;
+            uint64_t d = atomic_load_explicit(&s->done, memory_order_acquire);
+            uint64_t b = atomic_load_explicit(&s->busy, memory_order_acquire);
+            done = d < cnt ? (size_t)d : cnt;
+            running = b > d;
+            break;
+        }
+        fast_copy_out(j, out, k, k + done);
+        settled += done;
+        if (running && blame && done < cnt) {
+            note_fail(j, k + done, blame);
+            settled++;
+            done++;
+        }
+        settled += fast_rest(j, k + done, cnt - done, rest_err);
+    }
+    fast_copy_out(j, out, run, n);
+    j->remaining -= settled;
+}
+
+static void fast_copy_in(const struct proc_future *j, unsigned char *in, size_t start, size_t end)
+{
+    if (j->in_size && end > start)
+        memcpy(in + start * j->in_size, j->in + start * j->in_size, (end - start) * j->in_size);
+}
+
+/* Sends the job to the borrowed workers bound to another CPU than here
+ * (remote) or to the others; how many got it. */
+static size_t fast_send(struct proc_pool *pool, uint64_t seq, size_t nslots, int here, bool remote)
+{
+    struct pool_msg m = {.type = POOL_MSG_FAST, .seq = seq, .arena_size = pool->fast_size};
+    size_t nsent = 0;
+    pthread_mutex_lock(&pool->mu);
+    for (size_t i = 0; i < nslots; i++) {
+        struct pool_worker *w = pool->lent[i];
+        if (!w || (here >= 0 && w->cpu >= 0 && w->cpu != here) != remote)
+            continue;
+        m.count = i;
+        ssize_t r;
+        do {
+            r = send(w->fd, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (r < 0 && errno == EINTR);
+        pool->sent[i] = r == (ssize_t)sizeof m; /* else it is dying: its death is seen */
+        nsent += pool->sent[i];
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return nsent;
+}
+
+/* Whether slot i is still in job seq. */
+static bool fast_in_job(struct proc_pool *pool, size_t i, uint64_t seq)
+{
+    return pool->sent[i] &&
+           atomic_load_explicit(&pool_fast_slot(pool->fast, i)->left, memory_order_acquire) !=
+               seq &&
+           !atomic_load_explicit(&pool->lost[i], memory_order_acquire);
+}
+
+/*
+ * Waits until every worker that got job seq has left it or died. While no
+ * worker of the job is bound to the caller's CPU, that CPU would only idle:
+ * the caller then copies out the chunks finished so far and spins for the
+ * last ones (a sleeping vCPU can take longer to wake than a chunk to run).
+ * Returns how many leading chunks it copied out.
+ */
+static size_t fast_wait(struct proc_pool *pool, struct proc_future *j, size_t nslots, uint64_t seq)
+{
+    struct pool_fast *f = (struct pool_fast *)(void *)pool->fast;
+    _Atomic unsigned char *state = (_Atomic unsigned char *)(pool->fast + f->state_off);
+    const unsigned char *out = pool->fast + f->out_off;
+    size_t chunk = (size_t)f->chunk, nchunks = (j->n + chunk - 1) / chunk, copied = 0;
+    int64_t spin_end = -1;
+    for (;;) {
+        uint32_t ring = atomic_load_explicit(&f->ring, memory_order_acquire);
+        bool all = true, mine = false;
+        int cpu = sched_getcpu();
+        for (size_t i = 0; i < nslots; i++)
+            if (fast_in_job(pool, i, seq)) {
+                all = false;
+                mine = mine || pool->slot_cpu[i] < 0 || pool->slot_cpu[i] == cpu;
+            }
+        if (all)
+            return copied;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        if (!mine && spin_end < 0)
+            spin_end = now + POOL_FAST_SPIN_NS;
+        if (!mine && now < spin_end) {
+            while (copied < nchunks &&
+                   atomic_load_explicit(&state[copied], memory_order_acquire) == 1) {
+                size_t k = copied * chunk, end = k + chunk < j->n ? k + chunk : j->n;
+                fast_copy_out(j, out, k, end);
+                copied++;
+            }
+            pool_cpu_relax();
+            continue;
+        }
+        struct timespec tick = {0, POOL_FAST_TICK_NS};
+        syscall(SYS_futex, &f->ring, FUTEX_WAIT, ring, &tick, NULL, 0);
+    }
+}
+
+/*
+ * Runs j on the idle workers without the dispatcher: 1 when j is settled
+ * here (its result in fail_idx/fail_rc), 2 when its leftovers after a
+ * worker's death went to the queue, 0 when j should take the queue (no idle
+ * worker, another fast job running, too big), -EINVAL when the pool is
+ * closed. The caller owns j's dispatcher fields until it is queued.
+ */
+static int fast_run(struct proc_pool *pool, struct proc_future *j)
+{
+    size_t n = j->n, nw = (size_t)pool->nworkers;
+    size_t parts = nw * POOL_FAST_PARTS, chunk = n / parts + (n % parts != 0);
+    size_t nchunks = n / chunk + (n % chunk != 0);
+    size_t state_off = POOL_FAST_SLOTS + nw * sizeof(struct pool_fast_slot);
+    size_t in_bytes, out_bytes;
+    if (pool->fast_off || pool->max_tasks > 0 ||
+        nw > POOL_FAST_MAX / sizeof(struct pool_fast_slot) || !mul_ok(n, j->in_size, &in_bytes) ||
+        !mul_ok(n, j->out_size, &out_bytes) || in_bytes > POOL_FAST_MAX ||
+        out_bytes > POOL_FAST_MAX || in_bytes + out_bytes > POOL_FAST_MAX)
+        return 0;
+    size_t in_off = align_up(state_off + nchunks, 64);
+    size_t out_off = align_up(in_off + in_bytes, 64);
+    size_t need = out_off + out_bytes;
+
+    pthread_mutex_lock(&pool->mu);
+    if (pool->closed) {
+        pthread_mutex_unlock(&pool->mu);
+        return -EINVAL;
+    }
+    if (pool->fast_busy || pool->nlendable == 0) {
+        pthread_mutex_unlock(&pool->mu);
+        return 0;
+    }
+    pool->fast_busy = true; /* the region is ours */
+    pthread_mutex_unlock(&pool->mu);
+
+    if (fast_fit(pool, need) < 0) {
+        fast_return(pool, j);
+        return 0;
+    }
+    unsigned char *region = pool->fast;
+    struct pool_fast *f = (struct pool_fast *)(void *)region;
+    uint64_t seq = ++pool->fast_seq;
+    f->seq = seq;
+    f->n = n;
+    f->chunk = chunk;
+    f->in_size = j->in_size;
+    f->out_size = j->out_size;
+    f->state_off = state_off;
+    f->in_off = in_off;
+    f->out_off = out_off;
+    f->fn = j->fn;
+    atomic_store_explicit(&f->next, 0, memory_order_relaxed);
+    for (size_t i = 0; i < nw; i++) {
+        struct pool_fast_slot *sl = pool_fast_slot(region, i);
+        atomic_store_explicit(&sl->start, UINT64_MAX, memory_order_relaxed);
+        atomic_store_explicit(&sl->busy, 0, memory_order_relaxed);
+        atomic_store_explicit(&sl->done, 0, memory_order_relaxed);
+        atomic_store_explicit(&sl->fail, 0, memory_order_relaxed);
+        atomic_store_explicit(&sl->left, 0, memory_order_relaxed);
+    }
+    memset(region + state_off, 0, nchunks);
+    atomic_store_explicit(&f->copied, 0, memory_order_relaxed);
+
+    /* Borrow every idle worker the dispatcher still offers. From now on a
+     * dead one is freed only after fast_forget() took it out of pool->lent
+     * under the lock, so the messages are sent under the lock. */
+    pthread_mutex_lock(&pool->mu);
+    size_t nslots = pool->nlendable;
+    pool->nlendable = 0;
+    pool->nlent = nslots;
+    for (size_t i = 0; i < nslots; i++) {
+        pool->lent[i] = pool->lendable[i];
+        pool->sent[i] = false;
+        pool->slot_cpu[i] = pool->lent[i]->cpu;
+        atomic_store_explicit(&pool->lost[i], false, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    if (nslots == 0) {
+        fast_return(pool, j); /* the dispatcher took them back meanwhile */
+        return 0;
+    }
+
+    /* The workers bound to other CPUs start on the first chunks while we copy
+     * the rest; the others (ours, unbound) only once everything is in place:
+     * woken earlier, they would take our CPU before the copy is done. */
+    int here = sched_getcpu();
+    f->caller_cpu = here;
+    atomic_store_explicit(&f->active, (uint32_t)nslots, memory_order_relaxed);
+    size_t nsent = fast_send(pool, seq, nslots, here, true);
+    for (size_t k = 0; k < n;) {
+        size_t cnt = n - k < chunk * 8 ? n - k : chunk * 8;
+        fast_copy_in(j, region + in_off, k, k + cnt);
+        k += cnt;
+        atomic_store_explicit(&f->copied, k, memory_order_release);
+    }
+    nsent += fast_send(pool, seq, nslots, here, false);
+    if (nsent < nslots) /* the dying ones never leave */
+        atomic_fetch_sub_explicit(&f->active, (uint32_t)(nslots - nsent), memory_order_relaxed);
+    if (nsent == 0) {
+        fast_return(pool, j); /* every one of them was dying */
+        return 0;
+    }
+
+    size_t copied = fast_wait(pool, j, nslots, seq);
+    fast_settle(pool, j, nslots, copied);
+    return fast_return(pool, j);
 }
 
 /* ------------------------------------------------------------------- the API */
@@ -997,9 +1518,24 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     pool->init = o.initializer;
     pool->initarg = o.initarg;
     pthread_sigmask(SIG_SETMASK, NULL, &pool->mask);
+    const char *env = getenv("LIBPROC_POOL_FAST");
+    pool->fast_off = env && strcmp(env, "0") == 0;
+    if ((rc = bind_plan(pool)) < 0)
+        goto fail;
+    pool->fastfd = memfd_create("libproc-pool-fast", MFD_CLOEXEC);
     pool->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (pool->wakefd < 0) {
+    if (pool->wakefd < 0 || pool->fastfd < 0) {
         rc = -errno;
+        goto fail;
+    }
+    size_t nw = (size_t)o.workers;
+    pool->lendable = calloc(nw, sizeof *pool->lendable);
+    pool->lent = calloc(nw, sizeof *pool->lent);
+    pool->lost = calloc(nw, sizeof *pool->lost);
+    pool->sent = calloc(nw, sizeof *pool->sent);
+    pool->slot_cpu = calloc(nw, sizeof *pool->slot_cpu);
+    if (!pool->lendable || !pool->lent || !pool->lost || !pool->sent || !pool->slot_cpu) {
+        rc = -ENOMEM;
         goto fail;
     }
     for (int i = 0; i < o.workers; i++)
@@ -1018,6 +1554,7 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
 
 fail:
     kill_workers(pool, -ECANCELED);
+    fast_free(pool);
     free(pool->w);
     if (pool->wakefd >= 0)
         close(pool->wakefd);
@@ -1081,7 +1618,14 @@ static int run_items(proc_pool_t *pool, proc_task_fn *fn, const void *in, size_t
     j->out_size = out_size;
     j->n = j->remaining = n;
     j->chunk = job_chunk(pool, n, in_size, out_size);
-    if ((rc = pool_enqueue(pool, j)) < 0) {
+    rc = fast_run(pool, j);
+    if (rc < 0 || rc == 1) {
+        if (rc == 1)
+            rc = j->fail_idx == SIZE_MAX ? 0 : j->fail_rc;
+        job_discard(j);
+        return rc;
+    }
+    if (rc == 0 && (rc = pool_enqueue(pool, j)) < 0) {
         job_discard(j);
         return rc;
     }
@@ -1235,6 +1779,7 @@ int proc_pool_free(proc_pool_t *pool)
         return rc;
     proc_pool_terminate(pool);
     pthread_join(pool->thread, NULL);
+    fast_free(pool);
     free(pool->w);
     close(pool->wakefd);
     pthread_cond_destroy(&pool->cv);

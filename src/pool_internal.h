@@ -10,6 +10,14 @@
  * arena and bumping hdr->done after each, then sends POOL_MSG_RESULT. If the
  * worker dies, hdr->busy and hdr->done tell the parent which items finished
  * and which one was running.
+ *
+ * Fast jobs skip the dispatcher: the thread that called apply or map borrows
+ * the idle workers, copies the inputs into the pool's fast region (one memfd
+ * mapped by every worker), sends each POOL_MSG_FAST and sleeps on a futex in
+ * the region. The workers claim fixed chunks from a shared counter, run them
+ * in place and mark each finished chunk; the last one to leave wakes the
+ * caller. A worker's slot names the chunk it is in, so a death blames
+ * exactly the item that was running (see struct pool_fast_slot).
  */
 #ifndef LIBPROC_POOL_INTERNAL_H
 #define LIBPROC_POOL_INTERNAL_H
@@ -26,6 +34,8 @@ enum pool_msg_type {
     POOL_MSG_READY = 2,  /* worker -> parent: the initializer has returned */
     POOL_MSG_RESULT = 3, /* worker -> parent: the chunk is done */
     POOL_MSG_ERROR = 4,  /* worker -> parent: chunk not run; err is a positive errno */
+    POOL_MSG_FAST = 5,   /* caller -> worker: claim chunks of the fast job seq, in slot count;
+                            arena_size is the fast region's length */
 };
 
 struct pool_msg {
@@ -45,10 +55,63 @@ struct pool_arena_hdr {
     _Atomic uint64_t done; /* items of the chunk that have returned */
 };
 
+/*
+ * A worker's place in a fast job, in the fast region. Before running chunk
+ * [start, start + count) the worker zeroes busy and done, then publishes
+ * start; busy = i + 1 while item i of the chunk runs, done = i + 1 once it
+ * returned. A chunk whose state byte is set is finished whatever the slot
+ * says; a claimed chunk whose start never reached the slot was not begun.
+ */
+struct pool_fast_slot {
+    _Atomic uint64_t start; /* UINT64_MAX: no chunk yet */
+    _Atomic uint64_t busy;
+    _Atomic uint64_t done;
+    _Atomic uint64_t fail; /* first failing item + 1 (job index) among the items it ran */
+    int64_t fail_rc;
+    _Atomic uint64_t left; /* the job's seq once the worker has left it */
+    uint64_t pad[2];       /* a cache line per slot */
+};
+
+/* At offset 0 of the fast region; the slots follow at POOL_FAST_SLOTS. */
+struct pool_fast {
+    _Atomic uint32_t ring;   /* futex word: bumped by every worker that leaves the job */
+    _Atomic uint32_t active; /* workers in the job: the last one to leave wakes the caller */
+    int32_t caller_cpu;      /* a worker leaving on this CPU wakes the caller too */
+    uint32_t pad0[13];
+    _Atomic uint64_t next; /* first item nobody claimed yet */
+    uint64_t pad1[7];
+    _Atomic uint64_t copied; /* items whose inputs are in place: the caller copies while the
+                                workers on other CPUs start */
+    uint64_t pad2[7];
+    uint64_t seq, n, chunk, in_size, out_size;
+    uint64_t state_off, in_off, out_off; /* state: a byte per chunk, 1 once it is finished */
+    proc_task_fn *fn;
+};
+
+/* Inside a spin-wait loop. */
+static inline void pool_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#define POOL_FAST_SLOTS ((sizeof(struct pool_fast) + 63) / 64 * 64)
+
+static inline struct pool_fast_slot *pool_fast_slot(unsigned char *region, uint64_t i)
+{
+    return (struct pool_fast_slot *)(void *)(region + POOL_FAST_SLOTS +
+                                             i * sizeof(struct pool_fast_slot));
+}
+
 /* What a worker gets from its parent; read in the child only. */
 struct pool_boot {
     int fd;            /* the worker's end of the socketpair */
     int memfd;         /* the arena */
+    int fastfd;        /* the pool's fast region */
+    int cpu;           /* the CPU it runs on, -1: any */
     size_t arena_size; /* its length at the fork */
     long max_tasks;    /* 0: unlimited */
     void (*init)(void *arg);

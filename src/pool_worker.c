@@ -3,10 +3,14 @@
 #include "pool_internal.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int send_msg(int fd, const struct pool_msg *m)
@@ -51,6 +55,70 @@ static void run_chunk(unsigned char *arena, const struct pool_msg *m)
 }
 
 /*
+ * Claims and runs chunks of the fast job until none is left. The region's
+ * length was checked against the job's offsets by the caller that wrote them;
+ * the worker checks again, as a bad job must not crash it.
+ */
+static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m)
+{
+    struct pool_fast *f = (struct pool_fast *)(void *)region;
+    struct pool_fast_slot *s = pool_fast_slot(region, m->count);
+    uint64_t n = f->n, chunk = f->chunk, isz = f->in_size, osz = f->out_size;
+    if (chunk == 0 || f->state_off + (n + chunk - 1) / chunk > len || f->in_off + n * isz > len ||
+        f->out_off + n * osz > len)
+        return;
+    _Atomic unsigned char *state = (_Atomic unsigned char *)(region + f->state_off);
+    const unsigned char *in = region + f->in_off;
+    unsigned char *out = region + f->out_off;
+    proc_task_fn *fn = f->fn;
+    for (;;) {
+        uint64_t k = atomic_fetch_add_explicit(&f->next, chunk, memory_order_relaxed);
+        if (k >= n)
+            return;
+        uint64_t cnt = n - k < chunk ? n - k : chunk;
+        /* the caller is copying on another CPU; yield in case it is ours */
+        for (unsigned spin = 1; atomic_load_explicit(&f->copied, memory_order_acquire) < k + cnt;
+             spin++) {
+            if (spin % 64 == 0)
+                sched_yield();
+            else
+                pool_cpu_relax();
+        }
+        atomic_store_explicit(&s->busy, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->done, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->start, k, memory_order_release);
+        if (osz)
+            memset(out + k * osz, 0, cnt * osz); /* every output starts zeroed */
+        for (uint64_t i = 0; i < cnt; i++) {
+            uint64_t x = k + i;
+            atomic_store_explicit(&s->busy, i + 1, memory_order_release);
+            int rc = fn(isz ? in + x * isz : NULL, osz ? out + x * osz : NULL);
+            if (rc != 0 && atomic_load_explicit(&s->fail, memory_order_relaxed) == 0) {
+                s->fail_rc = rc;
+                atomic_store_explicit(&s->fail, x + 1, memory_order_release);
+            }
+            atomic_store_explicit(&s->done, i + 1, memory_order_release);
+        }
+        atomic_store_explicit(&state[k / chunk], 1, memory_order_release);
+    }
+}
+
+/*
+ * Says the fast job seq is over for this worker. The last one wakes the
+ * caller, and so does one on the caller's CPU: that CPU is free now, so the
+ * caller may copy finished outputs while the others end.
+ */
+static void fast_leave(unsigned char *region, uint64_t slot, uint64_t seq)
+{
+    struct pool_fast *f = (struct pool_fast *)(void *)region;
+    atomic_store_explicit(&pool_fast_slot(region, slot)->left, seq, memory_order_release);
+    bool last = atomic_fetch_sub_explicit(&f->active, 1, memory_order_acq_rel) == 1;
+    atomic_fetch_add_explicit(&f->ring, 1, memory_order_release);
+    if (last || sched_getcpu() == f->caller_cpu)
+        syscall(SYS_futex, &f->ring, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/*
  * Leaves (returning ends the process) when the parent closes its end or
  * sends something unexpected, and after max_tasks task calls. A parent that
  * dies kills its daemonic workers (PR_SET_PDEATHSIG) anyway.
@@ -61,8 +129,15 @@ int proc_pool_worker_main(void *arg)
     for (size_t i = 0; i < b->nclose; i++)
         close(b->close_fds[i]);
     pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
+    if (b->cpu >= 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(b->cpu, &one);
+        sched_setaffinity(0, sizeof one, &one); /* a failure leaves it where it was */
+    }
     int fd = b->fd;
     int memfd = b->memfd;
+    int fastfd = b->fastfd;
     long left = b->max_tasks;
     size_t mapped = b->arena_size;
     unsigned char *arena = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
@@ -77,7 +152,25 @@ int proc_pool_worker_main(void *arg)
     struct pool_msg m = {.type = POOL_MSG_READY};
     if (send_msg(fd, &m) < 0)
         return 0;
+    unsigned char *fast = NULL;
+    size_t fast_len = 0;
     while (recv_msg(fd, &m)) {
+        if (m.type == POOL_MSG_FAST) {
+            if (m.arena_size > fast_len) {
+                if (fast)
+                    munmap(fast, fast_len);
+                fast_len = (size_t)m.arena_size;
+                fast = mmap(NULL, fast_len, PROT_READ | PROT_WRITE, MAP_SHARED, fastfd, 0);
+                if (fast == MAP_FAILED)
+                    return 0; /* our death tells the caller: the job goes on without us */
+            }
+            if (fast_len < POOL_FAST_SLOTS ||
+                m.count >= (fast_len - POOL_FAST_SLOTS) / sizeof(struct pool_fast_slot))
+                return 0;
+            run_fast(fast, fast_len, &m);
+            fast_leave(fast, m.count, m.seq);
+            continue;
+        }
         if (m.type != POOL_MSG_TASK)
             return 0;
         if (m.arena_size > mapped) {
