@@ -140,6 +140,7 @@ struct proc_pool {
     bool fast_skipped;  /* assign() passed over lent workers */
     struct pool_worker **lendable, **lent;
     size_t nlendable, nlent; /* at most nworkers each */
+    uint64_t offer_gen;      /* bumped whenever the dispatcher redoes or takes back the offer */
     _Atomic bool *lost;
     bool *sent;    /* the fast job's owner only: slot i got its message */
     int *slot_cpu; /* and the CPU slot i's worker is bound to (-1: none) */
@@ -208,15 +209,23 @@ static int wait_flag(pthread_cond_t *cv, pthread_mutex_t *mu, const bool *flag, 
     struct timespec dl;
     if (timeout_ms > 0)
         deadline_after(&dl, timeout_ms);
+    /* not a cancellation point: a cancelled waiter would leave mu locked */
+    int cancel, rc = 0;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     while (!*flag) {
-        if (timeout_ms == 0)
-            return -ETIMEDOUT;
-        if (timeout_ms < 0)
+        if (timeout_ms == 0) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        if (timeout_ms < 0) {
             pthread_cond_wait(cv, mu);
-        else if (pthread_cond_timedwait(cv, mu, &dl) == ETIMEDOUT && !*flag)
-            return -ETIMEDOUT;
+        } else if (pthread_cond_timedwait(cv, mu, &dl) == ETIMEDOUT && !*flag) {
+            rc = -ETIMEDOUT;
+            break;
+        }
     }
-    return 0;
+    pthread_setcancelstate(cancel, NULL);
+    return rc;
 }
 
 static int sync_init(pthread_mutex_t *mu, pthread_cond_t *cv)
@@ -605,6 +614,7 @@ static void fast_reclaim(struct proc_pool *pool)
         pool->w[i]->lent = false;
     pthread_mutex_lock(&pool->mu);
     pool->nlendable = 0;
+    pool->offer_gen++;
     if (pool->fast_busy) {
         for (size_t i = 0; i < pool->nlent; i++)
             if (pool->lent[i]) {
@@ -615,21 +625,30 @@ static void fast_reclaim(struct proc_pool *pool)
     pthread_mutex_unlock(&pool->mu);
 }
 
-/* Under pool->mu, before the dispatcher sleeps: the idle workers callers may
- * borrow for fast jobs (none while it has queued work of its own). */
+/*
+ * Under pool->mu, before the dispatcher sleeps: the workers callers may
+ * borrow for fast jobs. Only when every worker is idle and nothing is queued:
+ * a fast job cannot take in a worker that becomes free later, so it must not
+ * start on part of the pool (a map of long tasks would run on too few).
+ */
 static void fast_offer_locked(struct proc_pool *pool)
 {
+    if (pool->fast_busy)
+        return; /* its owner puts back what it borrowed (fast_return) */
     pool->nlendable = 0;
+    pool->offer_gen++;
     if (pool->qhead || pool->max_tasks > 0 || pool->closed)
         return;
-    for (size_t i = 0; i < pool->nw && pool->nlendable < (size_t)pool->nworkers; i++) {
+    size_t n = 0;
+    for (size_t i = 0; i < pool->nw; i++) {
         struct pool_worker *w = pool->w[i];
-        bool taken = false;
-        for (size_t k = 0; pool->fast_busy && k < pool->nlent; k++)
-            taken = taken || pool->lent[k] == w;
-        if (w->state == W_IDLE && !w->leaving && !w->told && !w->eof && !taken)
-            pool->lendable[pool->nlendable++] = w;
+        if (w->leaving || w->told)
+            continue; /* on its way out: a replacement comes */
+        if (w->state != W_IDLE || w->eof || n == (size_t)pool->nworkers)
+            return;
+        pool->lendable[n++] = w;
     }
+    pool->nlendable = n;
 }
 
 static void assign(struct proc_pool *pool)
@@ -683,8 +702,11 @@ static void fast_forget(struct proc_pool *pool, struct pool_worker *w)
     bool ring = false;
     pthread_mutex_lock(&pool->mu);
     for (size_t i = 0; i < pool->nlendable; i++)
-        if (pool->lendable[i] == w)
-            pool->lendable[i--] = pool->lendable[--pool->nlendable];
+        if (pool->lendable[i] == w) {
+            /* no longer the whole pool: no offer until the dispatcher redoes it */
+            pool->nlendable = 0;
+            pool->offer_gen++;
+        }
     if (pool->fast_busy)
         for (size_t i = 0; i < pool->nlent; i++)
             if (pool->lent[i] == w) {
@@ -692,9 +714,9 @@ static void fast_forget(struct proc_pool *pool, struct pool_worker *w)
                 atomic_store_explicit(&pool->lost[i], true, memory_order_release);
                 ring = true;
             }
-    pthread_mutex_unlock(&pool->mu);
     if (ring)
-        fast_ring(pool);
+        fast_ring(pool); /* under the lock: the next fast job may move the region */
+    pthread_mutex_unlock(&pool->mu);
 }
 
 static void worker_remove(struct proc_pool *pool, struct pool_worker *w)
@@ -1146,15 +1168,17 @@ static int fast_fit(struct proc_pool *pool, size_t need)
  * dispatcher wanted them meanwhile. If j still has retry ranges it goes to
  * the queue (2 returned), or they fail when the pool is terminating (1).
  */
-static int fast_return(struct proc_pool *pool, struct proc_future *j)
+static int fast_return(struct proc_pool *pool, struct proc_future *j, uint64_t gen)
 {
     int rc = 1;
     pthread_mutex_lock(&pool->mu);
-    bool wake = pool->fast_skipped || pool->closed;
+    bool wake = pool->fast_skipped || pool->closed || pool->offer_gen != gen || j->retry;
     pool->fast_skipped = false;
-    if (!wake && !j->retry)
+    for (size_t i = 0; i < pool->nlent && !wake; i++)
+        wake = !pool->lent[i]; /* one died: the dispatcher redoes the offer */
+    if (!wake)
         for (size_t i = 0; i < pool->nlent; i++)
-            if (pool->lent[i] && pool->nlendable < (size_t)pool->nworkers)
+            if (pool->nlendable < (size_t)pool->nworkers)
                 pool->lendable[pool->nlendable++] = pool->lent[i];
     pool->fast_busy = false;
     pool->nlent = 0;
@@ -1332,15 +1356,23 @@ static size_t fast_wait(struct proc_pool *pool, struct proc_future *j, size_t ns
     const unsigned char *out = pool->fast + f->out_off;
     size_t chunk = (size_t)f->chunk, nchunks = (j->n + chunk - 1) / chunk, copied = 0;
     int64_t spin_end = -1;
+    bool stopped = false;
     for (;;) {
         uint32_t ring = atomic_load_explicit(&f->ring, memory_order_acquire);
         bool all = true, mine = false;
         int cpu = sched_getcpu();
-        for (size_t i = 0; i < nslots; i++)
+        for (size_t i = 0; i < nslots; i++) {
             if (fast_in_job(pool, i, seq)) {
                 all = false;
                 mine = mine || pool->slot_cpu[i] < 0 || pool->slot_cpu[i] == cpu;
             }
+            if (!stopped && atomic_load_explicit(&pool->lost[i], memory_order_acquire)) {
+                /* A worker died: nobody claims more. The chunks left take the
+                 * queue, where its replacement helps with them. */
+                atomic_store_explicit(&f->next, j->n, memory_order_relaxed);
+                stopped = true;
+            }
+        }
         if (all)
             return copied;
         struct timespec ts;
@@ -1396,10 +1428,11 @@ static int fast_run(struct proc_pool *pool, struct proc_future *j)
         return 0;
     }
     pool->fast_busy = true; /* the region is ours */
+    uint64_t gen = pool->offer_gen;
     pthread_mutex_unlock(&pool->mu);
 
     if (fast_fit(pool, need) < 0) {
-        fast_return(pool, j);
+        fast_return(pool, j, gen);
         return 0;
     }
     unsigned char *region = pool->fast;
@@ -1426,29 +1459,37 @@ static int fast_run(struct proc_pool *pool, struct proc_future *j)
     memset(region + state_off, 0, nchunks);
     atomic_store_explicit(&f->copied, 0, memory_order_relaxed);
 
-    /* Borrow every idle worker the dispatcher still offers. From now on a
-     * dead one is freed only after fast_forget() took it out of pool->lent
-     * under the lock, so the messages are sent under the lock. */
+    /* Borrow the idle workers the dispatcher still offers, one per chunk at
+     * most, the one bound to this CPU first (it needs no sleeping CPU woken).
+     * From now on a dead one is freed only after fast_forget() took it out of
+     * pool->lent under the lock, so the messages are sent under the lock. */
+    int here = sched_getcpu();
     pthread_mutex_lock(&pool->mu);
-    size_t nslots = pool->nlendable;
-    pool->nlendable = 0;
+    size_t nslots = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < pool->nlendable && nslots < nchunks;) {
+            struct pool_worker *w = pool->lendable[i];
+            if ((w->cpu == here && here >= 0) != (pass == 0)) {
+                i++;
+                continue;
+            }
+            pool->lendable[i] = pool->lendable[--pool->nlendable];
+            pool->lent[nslots] = w;
+            pool->sent[nslots] = false;
+            pool->slot_cpu[nslots] = w->cpu;
+            atomic_store_explicit(&pool->lost[nslots], false, memory_order_relaxed);
+            nslots++;
+        }
     pool->nlent = nslots;
-    for (size_t i = 0; i < nslots; i++) {
-        pool->lent[i] = pool->lendable[i];
-        pool->sent[i] = false;
-        pool->slot_cpu[i] = pool->lent[i]->cpu;
-        atomic_store_explicit(&pool->lost[i], false, memory_order_relaxed);
-    }
     pthread_mutex_unlock(&pool->mu);
     if (nslots == 0) {
-        fast_return(pool, j); /* the dispatcher took them back meanwhile */
+        fast_return(pool, j, gen); /* the dispatcher took them back meanwhile */
         return 0;
     }
 
     /* The workers bound to other CPUs start on the first chunks while we copy
      * the rest; the others (ours, unbound) only once everything is in place:
      * woken earlier, they would take our CPU before the copy is done. */
-    int here = sched_getcpu();
     f->caller_cpu = here;
     atomic_store_explicit(&f->active, (uint32_t)nslots, memory_order_relaxed);
     size_t nsent = fast_send(pool, seq, nslots, here, true);
@@ -1462,13 +1503,13 @@ static int fast_run(struct proc_pool *pool, struct proc_future *j)
     if (nsent < nslots) /* the dying ones never leave */
         atomic_fetch_sub_explicit(&f->active, (uint32_t)(nslots - nsent), memory_order_relaxed);
     if (nsent == 0) {
-        fast_return(pool, j); /* every one of them was dying */
+        fast_return(pool, j, gen); /* every one of them was dying */
         return 0;
     }
 
     size_t copied = fast_wait(pool, j, nslots, seq);
     fast_settle(pool, j, nslots, copied);
-    return fast_return(pool, j);
+    return fast_return(pool, j, gen);
 }
 
 /* ------------------------------------------------------------------- the API */
@@ -1618,7 +1659,11 @@ static int run_items(proc_pool_t *pool, proc_task_fn *fn, const void *in, size_t
     j->out_size = out_size;
     j->n = j->remaining = n;
     j->chunk = job_chunk(pool, n, in_size, out_size);
+    /* a fast job cancelled half-way would hold the pool's workers forever */
+    int cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     rc = fast_run(pool, j);
+    pthread_setcancelstate(cancel, NULL);
     if (rc < 0 || rc == 1) {
         if (rc == 1)
             rc = j->fail_idx == SIZE_MAX ? 0 : j->fail_rc;

@@ -5,7 +5,11 @@
  * million items, tasks that segfault, _exit() or are SIGKILLed from outside
  * while the rest of their map succeeds, many threads submitting futures,
  * close/terminate/join, max_tasks_per_child, initializers (also crashing
- * ones) and 1 MiB (and bigger) inputs and outputs.
+ * ones) and 1 MiB (and bigger) inputs and outputs. Then the same deaths,
+ * terminate, close and queued work while a fast job (a map run by the calling
+ * thread on borrowed workers, see src/pool.c) is in flight, and the binding
+ * of workers to CPUs. Run again with LIBPROC_POOL_FAST=0 (test_pool_queue),
+ * where every job takes the dispatcher's queue and the fast tests skip.
  *
  * Tasks never call cmocka: they report through their outputs, return
  * values, pipes and shared memory, and the parent asserts. A task that must
@@ -27,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
@@ -71,6 +76,7 @@ static int g_inited;        /* set by the initializer, in the worker */
 
 struct shared {
     _Atomic int inits;
+    _Atomic int fast_hits; /* bad tasks whose input was in the pool's fast region */
 };
 static struct shared *g_shared; /* MAP_SHARED, created before the pool */
 
@@ -98,6 +104,33 @@ static void segfault_now(void)
     volatile char *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     page[0] = 1;
     raise(SIGSEGV); /* not reached */
+}
+
+/* Whether p lies in the pool's fast region (a memfd named libproc-pool-fast),
+ * i.e. the task runs in a fast job; read from the worker's /proc/self/maps. */
+static bool in_fast_region(const void *p)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f)
+        return false;
+    char line[512];
+    bool fast = false;
+    uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && a >= lo && a < hi) {
+            fast = strstr(line, "libproc-pool-fast") != NULL;
+            break;
+        }
+    }
+    fclose(f);
+    return fast;
+}
+
+static void note_where(const void *in)
+{
+    if (in && in_fast_region(in))
+        atomic_fetch_add(&g_shared->fast_hits, 1);
 }
 
 /* ------------------------------------------------------------------- tasks */
@@ -132,6 +165,8 @@ struct bad_in {
 static int task_maybe_bad(const void *in, void *out)
 {
     const struct bad_in *b = in;
+    if (b->how != BAD_NONE)
+        note_where(in);
     switch (b->how) {
     case BAD_SEGV:
         segfault_now();
@@ -172,12 +207,19 @@ static int task_triple(const void *in, void *out)
 /* Reports its pid, blocks until the gate gives a byte, returns 5. */
 static int task_block(const void *in, void *out)
 {
-    (void)in;
+    note_where(in);
     report_pid();
     wait_gate();
     if (out)
         *(int *)out = 55;
     return 5;
+}
+
+/* out = 1 when the input lies in the fast region, else 2. */
+static int task_where(const void *in, void *out)
+{
+    *(int *)out = in_fast_region(in) ? 1 : 2;
+    return 0;
 }
 
 static int task_pid(const void *in, void *out)
@@ -496,6 +538,41 @@ static void map_with_bad(proc_pool_t *pool, struct pipes *p, const int *bad_idx,
     }
 }
 
+static bool fast_enabled(void)
+{
+    const char *e = getenv("LIBPROC_POOL_FAST");
+    return !e || strcmp(e, "0") != 0;
+}
+
+/* Until an apply runs in a fast job: the dispatcher offers its idle workers
+ * to callers when it has nothing queued (bounded, never by the clock). */
+static void fast_warm(proc_pool_t *pool)
+{
+    char in = 0;
+    for (int i = 0; i < 10000; i++) {
+        int where = 0;
+        assert_int_equal(proc_pool_apply(pool, task_where, &in, 1, &where, sizeof where), 0);
+        if (where == 1)
+            return;
+    }
+    fail_msg("no apply ran in a fast job");
+}
+
+/* map_with_bad() until the first death happens in a fast job (the deaths
+ * after it in a one-worker pool take the queue: its chunks are requeued). */
+static void map_with_bad_fast(proc_pool_t *pool, struct pipes *p, const int *bad_idx,
+                              const int *bad_how, int nbad)
+{
+    for (int attempt = 0; attempt < 20; attempt++) {
+        fast_warm(pool);
+        atomic_store(&g_shared->fast_hits, 0);
+        map_with_bad(pool, p, bad_idx, bad_how, nbad);
+        if (atomic_load(&g_shared->fast_hits) > 0)
+            return;
+    }
+    fail_msg("no death happened in a fast job");
+}
+
 static void test_worker_dies_mid_task(void **state)
 {
     (void)state;
@@ -798,6 +875,252 @@ static void test_terminate_running(void **state)
     pipes_close(&p);
 }
 
+/* ------------------------------------------------------------- fast jobs */
+
+/*
+ * test_worker_dies_mid_task's deaths inside fast jobs. A fast job's chunks
+ * are n / (16 * workers) items: 10 of these 300 on two workers, 19 on one.
+ * After a death the dead worker's unfinished items and (with one worker)
+ * every chunk nobody claimed take the queue, to a replacement worker.
+ */
+static void test_fast_deaths(void **state)
+{
+    (void)state;
+    if (!fast_enabled())
+        skip();
+    struct pipes p;
+    pipes_open(&p);
+    proc_pool_t *pool = new_pool(2, 0, NULL);
+    map_with_bad_fast(pool, &p, (int[]){0}, (int[]){BAD_SEGV}, 1);
+    map_with_bad_fast(pool, &p, (int[]){9}, (int[]){BAD_EXIT}, 1);
+    map_with_bad_fast(pool, &p, (int[]){10}, (int[]){BAD_KILLED}, 1);
+    map_with_bad_fast(pool, &p, (int[]){299}, (int[]){BAD_SEGV}, 1);
+    map_with_bad_fast(pool, &p, (int[]){9, 10, 150, 299},
+                      (int[]){BAD_SEGV, BAD_EXIT, BAD_KILLED, BAD_EXIT}, 4);
+
+    /* an apply is a fast job of one item */
+    int hits = 0;
+    for (int attempt = 0; attempt < 20 && hits == 0; attempt++) {
+        fast_warm(pool);
+        atomic_store(&g_shared->fast_hits, 0);
+        struct bad_in b = {.value = 1, .how = BAD_SEGV};
+        uint64_t r = UNTOUCHED;
+        assert_int_equal(proc_pool_apply(pool, task_maybe_bad, &b, sizeof b, &r, sizeof r),
+                         -ECHILD);
+        assert_true(r == UNTOUCHED);
+        hits = atomic_load(&g_shared->fast_hits);
+    }
+    assert_int_equal(hits, 1);
+    assert_int_equal(proc_pool_close(pool), 0);
+    assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
+    free_pool(pool);
+
+    proc_pool_t *one = new_pool(1, 0, NULL);
+    map_with_bad_fast(one, &p, (int[]){0}, (int[]){BAD_EXIT}, 1);
+    map_with_bad_fast(one, &p, (int[]){18}, (int[]){BAD_KILLED}, 1);
+    map_with_bad_fast(one, &p, (int[]){19}, (int[]){BAD_SEGV}, 1);
+    map_with_bad_fast(one, &p, (int[]){299}, (int[]){BAD_EXIT}, 1);
+    map_with_bad_fast(one, &p, (int[]){18, 19, 160, 299},
+                      (int[]){BAD_SEGV, BAD_EXIT, BAD_KILLED, BAD_SEGV}, 4);
+    assert_int_equal(proc_pool_close(one), 0);
+    assert_int_equal(proc_pool_join(one, BOUND_MS), 0);
+    free_pool(one);
+    pipes_close(&p);
+}
+
+struct fast_mapper {
+    proc_pool_t *pool;
+    int n, rc;
+    char in[64];
+    int out[64];
+};
+
+static void *map_blocking_fast(void *arg)
+{
+    struct fast_mapper *m = arg;
+    for (int i = 0; i < 64; i++)
+        m->out[i] = -1;
+    m->rc = proc_pool_map(m->pool, task_block, m->in, 1, m->out, sizeof(int), (size_t)m->n);
+    return NULL;
+}
+
+/*
+ * A fast job that blocks in its workers: terminate fails it with -ECANCELED
+ * (outputs of unfinished items untouched, no zombie, no fd left); close
+ * lets it finish, and a future submitted meanwhile waits for the borrowed
+ * workers and then runs.
+ */
+static void test_fast_terminate_close(void **state)
+{
+    (void)state;
+    if (!fast_enabled())
+        skip();
+    warm_up();
+    struct pipes p;
+    pipes_open(&p);
+    int fds = tu_count_fds();
+
+    int hits = 0;
+    for (int attempt = 0; attempt < 20 && hits == 0; attempt++) {
+        proc_pool_t *pool = new_pool(2, 0, NULL);
+        fast_warm(pool);
+        atomic_store(&g_shared->fast_hits, 0);
+        struct fast_mapper m = {.pool = pool, .n = 64};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, map_blocking_fast, &m), 0);
+        read_pid(&p); /* a worker blocks in the map; the other may too */
+        hits = atomic_load(&g_shared->fast_hits);
+        assert_int_equal(proc_pool_terminate(pool), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(m.rc, -ECANCELED);
+        for (int i = 0; i < 64; i++)
+            assert_int_equal(m.out[i], -1);
+        free_pool(pool);
+        while (tu_read_full(p.report[0], &(pid_t){0}, sizeof(pid_t), 0) > 0) {
+            /* the other worker's pid, if it blocked too */
+        }
+    }
+    assert_true(hits > 0);
+    assert_int_equal(tu_count_fds(), fds);
+
+    hits = 0;
+    for (int attempt = 0; attempt < 20 && hits == 0; attempt++) {
+        proc_pool_t *pool = new_pool(2, 0, NULL);
+        fast_warm(pool);
+        atomic_store(&g_shared->fast_hits, 0);
+        struct fast_mapper m = {.pool = pool, .n = 8};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, map_blocking_fast, &m), 0);
+        read_pid(&p);
+        hits = atomic_load(&g_shared->fast_hits);
+        uint64_t v = 5, r = 0;
+        proc_future_t *f = proc_pool_submit(pool, task_triple, &v, sizeof v, sizeof r);
+        assert_non_null(f);
+        assert_int_equal(proc_pool_close(pool), 0);
+        assert_int_equal(proc_pool_join(pool, 0), -ETIMEDOUT);
+        open_gate(&p, 8); /* one byte per item */
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(m.rc, 5); /* task_block returns 5 */
+        for (int i = 0; i < 8; i++)
+            assert_int_equal(m.out[i], 55);
+        assert_int_equal(proc_future_get(f, &r, sizeof r, BOUND_MS), 0);
+        assert_true(r == 16);
+        proc_future_free(f);
+        assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
+        free_pool(pool);
+        while (tu_read_full(p.report[0], &(pid_t){0}, sizeof(pid_t), 0) > 0) {
+            /* pids of the other items */
+        }
+    }
+    assert_true(hits > 0);
+    assert_int_equal(tu_count_fds(), fds);
+    pipes_close(&p);
+}
+
+/* Fast jobs of every size, with and without inputs or outputs, from several
+ * threads at once (one of them runs fast, the others take the queue). */
+static void test_fast_results(void **state)
+{
+    (void)state;
+    if (!fast_enabled())
+        skip();
+    proc_pool_t *pool = new_pool(2, 0, NULL);
+    static const size_t sizes[] = {1, 2, 31, 32, 33, 1000, 100000, 400000};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t n = sizes[k];
+        uint32_t *in = malloc(n * sizeof *in);
+        uint64_t *out = malloc(n * sizeof *out);
+        assert_non_null(in);
+        assert_non_null(out);
+        for (size_t i = 0; i < n; i++) {
+            in[i] = (uint32_t)(i * 2654435761u);
+            out[i] = UNTOUCHED;
+        }
+        fast_warm(pool);
+        assert_int_equal(proc_pool_map(pool, task_square, in, sizeof *in, out, sizeof *out, n), 0);
+        for (size_t i = 0; i < n; i++)
+            assert_true(out[i] == (uint64_t)in[i] * in[i] + 7);
+        free(in);
+        free(out);
+    }
+    /* a task's return value: the first failing index's, in index order */
+    int in[100], out[100];
+    for (int i = 0; i < 100; i++)
+        in[i] = i == 37 ? -4 : i == 90 ? 9 : 0;
+    fast_warm(pool);
+    assert_int_equal(proc_pool_map(pool, task_ret_value, in, sizeof *in, out, sizeof *out, 100),
+                     -4);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(out[i], 2 * in[i]);
+    fast_warm(pool);
+    assert_int_equal(proc_pool_map(pool, task_null_args, NULL, 0, NULL, 0, 1000), 0);
+    free_pool(pool);
+
+    proc_pool_t *shared = new_pool(2, 0, NULL);
+    enum { T = 4 };
+    pthread_t t[T];
+    struct map_thread m[T];
+    for (int i = 0; i < T; i++) {
+        m[i] = (struct map_thread){.pool = shared, .base = (uint32_t)i * 7000000u};
+        assert_int_equal(pthread_create(&t[i], NULL, maps_in_thread, &m[i]), 0);
+    }
+    for (int i = 0; i < T; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(m[i].failures, 0);
+    }
+    free_pool(shared);
+}
+
+/* Workers are bound one per CPU the creating thread may use; with
+ * LIBPROC_POOL_BIND=0 they keep its whole set. */
+static void test_workers_bound(void **state)
+{
+    (void)state;
+    cpu_set_t mine;
+    assert_int_equal(sched_getaffinity(0, sizeof mine, &mine), 0);
+    int ncpu = CPU_COUNT(&mine);
+    if (ncpu < 2)
+        skip(); /* one CPU: nothing to spread over */
+    int nw = ncpu < 8 ? ncpu : 8;
+    struct pipes p;
+    pipes_open(&p);
+    for (int bind = 1; bind >= 0; bind--) {
+        if (!bind)
+            assert_int_equal(setenv("LIBPROC_POOL_BIND", "0", 1), 0);
+        proc_pool_t *pool = new_pool(nw, 0, NULL);
+        if (!bind)
+            unsetenv("LIBPROC_POOL_BIND");
+        proc_future_t *f[8];
+        for (int i = 0; i < nw; i++)
+            assert_non_null(f[i] = proc_pool_submit(pool, task_block, NULL, 0, 0));
+        cpu_set_t used;
+        CPU_ZERO(&used);
+        for (int i = 0; i < nw; i++) {
+            pid_t pid = read_pid(&p); /* one per worker: each blocks in its task */
+            cpu_set_t set;
+            assert_int_equal(sched_getaffinity(pid, sizeof set, &set), 0);
+            if (bind) {
+                assert_int_equal(CPU_COUNT(&set), 1);
+                cpu_set_t both;
+                CPU_AND(&both, &set, &mine);
+                assert_int_equal(CPU_COUNT(&both), 1);
+                CPU_AND(&both, &set, &used);
+                assert_int_equal(CPU_COUNT(&both), 0); /* a CPU of its own */
+                CPU_OR(&used, &used, &set);
+            } else {
+                assert_true(CPU_EQUAL(&set, &mine));
+            }
+        }
+        open_gate(&p, nw);
+        for (int i = 0; i < nw; i++) {
+            assert_int_equal(proc_future_get(f[i], NULL, 0, BOUND_MS), 5);
+            proc_future_free(f[i]);
+        }
+        free_pool(pool);
+    }
+    pipes_close(&p);
+}
+
 /* proc_pool_free on a running pool terminates it; futures outlive it. */
 static void test_free_running(void **state)
 {
@@ -1081,6 +1404,10 @@ int main(void)
         cmocka_unit_test_teardown(test_initializer_crashes, kill_leftovers),
         cmocka_unit_test_teardown(test_big_io, kill_leftovers),
         cmocka_unit_test_teardown(test_other_process, kill_leftovers),
+        cmocka_unit_test_teardown(test_fast_deaths, kill_leftovers),
+        cmocka_unit_test_teardown(test_fast_terminate_close, kill_leftovers),
+        cmocka_unit_test_teardown(test_fast_results, kill_leftovers),
+        cmocka_unit_test_teardown(test_workers_bound, kill_leftovers),
     };
     return cmocka_run_group_tests(tests, setup_shared, NULL);
 }
