@@ -695,7 +695,7 @@ static void fast_ring(struct proc_pool *pool)
 
 /* w is about to be freed: no caller may take it, and a fast job that has it
  * hears that it is gone (its caller then reads its slot). */
-static void fast_forget(struct proc_pool *pool, struct pool_worker *w)
+static void fast_forget(struct proc_pool *pool, const struct pool_worker *w)
 {
     if (!pool->lendable)
         return; /* proc_pool_new failed before the arrays existed */
