@@ -1322,6 +1322,7 @@ static size_t fast_send(struct proc_pool *pool, uint64_t seq, size_t nslots, int
         if (!w || (here >= 0 && w->cpu >= 0 && w->cpu != here) != remote)
             continue;
         m.count = i;
+        m.err = here >= 0 && w->cpu == here;
         ssize_t r;
         do {
             r = send(w->fd, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -1375,9 +1376,7 @@ static size_t fast_wait(struct proc_pool *pool, struct proc_future *j, size_t ns
         }
         if (all)
             return copied;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        int64_t now = pool_now_ns();
         if (!mine && spin_end < 0)
             spin_end = now + POOL_FAST_SPIN_NS;
         if (!mine && now < spin_end) {

@@ -71,10 +71,25 @@ static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m
     const unsigned char *in = region + f->in_off;
     unsigned char *out = region + f->out_off;
     proc_task_fn *fn = f->fn;
+    int64_t per_chunk = -1; /* ns, of our last chunk */
     for (;;) {
+        if (m->err == 1 && per_chunk >= 0 && osz) {
+            /* We share the caller's CPU. Once the other workers can run what
+             * is left in the time the caller needs to copy out what is done,
+             * leave it to them: the caller then copies while they end. */
+            uint64_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
+            uint32_t others = atomic_load_explicit(&f->active, memory_order_relaxed) - 1;
+            if (next < n && others > 0 && others < n) {
+                uint64_t left = (n - next + chunk - 1) / chunk;
+                uint64_t finish = left * (uint64_t)per_chunk / others;
+                if (finish <= next * osz / POOL_COPY_BYTES_PER_NS)
+                    return;
+            }
+        }
         uint64_t k = atomic_fetch_add_explicit(&f->next, chunk, memory_order_relaxed);
         if (k >= n)
             return;
+        int64_t t0 = m->err == 1 ? pool_now_ns() : 0;
         uint64_t cnt = n - k < chunk ? n - k : chunk;
         /* the caller is copying on another CPU; yield in case it is ours */
         for (unsigned spin = 1; atomic_load_explicit(&f->copied, memory_order_acquire) < k + cnt;
@@ -100,6 +115,8 @@ static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m
             atomic_store_explicit(&s->done, i + 1, memory_order_release);
         }
         atomic_store_explicit(&state[k / chunk], 1, memory_order_release);
+        if (m->err == 1)
+            per_chunk = pool_now_ns() - t0;
     }
 }
 

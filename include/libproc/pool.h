@@ -15,10 +15,29 @@
  * Workers are daemonic callback-mode children (proc_new() + proc_start(),
  * no exec), named "PoolWorker-N", so a task is a plain function pointer of
  * the program and sees the memory of the parent as it was when its worker
- * was forked. Inputs are copied into memory shared with the worker, outputs
- * are copied from there straight into the caller's buffer; small items are
- * sent in chunks (as Python's chunksize), so a map of a million tiny items
- * costs about 4 * workers round trips to the workers.
+ * was forked. Inputs are copied into memory shared with the workers, outputs
+ * are copied from there straight into the caller's buffer; small items go in
+ * chunks (as Python's chunksize), so a map of a million tiny items costs a
+ * few dozen round trips to the workers.
+ *
+ * Two paths, same results. When every worker is idle and the pool has
+ * nothing queued, proc_pool_apply() and proc_pool_map() run as a "fast job":
+ * the calling thread borrows the workers, copies the inputs into one shared
+ * region (jobs up to 4 MiB of inputs plus outputs), wakes the workers, which
+ * claim chunks of n / (16 * workers) items from a shared counter, and sleeps
+ * until they are done; no other thread is involved. Otherwise (a busy pool,
+ * a bigger job, a second concurrent fast job, futures, max_tasks_per_child)
+ * the job joins the pool's queue and the pool's own thread hands it out in
+ * chunks of n / (4 * workers). Work queued while a fast job runs starts when
+ * it ends. LIBPROC_POOL_FAST=0 in the environment (read by proc_pool_new())
+ * turns fast jobs off for that pool.
+ *
+ * Workers are bound one per CPU, spread over the CPUs the thread calling
+ * proc_pool_new() may run on (its affinity mask; a pool of more workers than
+ * CPUs puts several on a CPU). Schedulers that place a woken process on a
+ * busy CPU (as some virtual machines' do) would otherwise run the workers of
+ * one job after another. LIBPROC_POOL_BIND=0, or a single allowed CPU, leaves
+ * them unbound, with the creating thread's mask.
  *
  * Crash safety: a worker that dies while running a task (crash, signal,
  * SIGKILL from outside, _exit() or exit() in the task) fails exactly that
@@ -26,7 +45,9 @@
  * (proc_sentinel()), keeps the outputs of the tasks of the same chunk that
  * had already finished, runs the tasks that had not yet started on other
  * workers, and starts a replacement worker. Nothing hangs and no other task
- * is affected (Python's Pool hangs here). A worker that dies between tasks
+ * is affected (Python's Pool hangs here). In a fast job the same holds; the
+ * items nobody had started when the death was seen go to the queue, where
+ * the replacement helps with them. A worker that dies between tasks
  * fails nothing. If workers keep dying before their initializer finishes
  * (workers + 2 such deaths in a row, with no worker finishing its
  * initializer in between), the pool stops starting workers: once none is
@@ -83,7 +104,9 @@ typedef struct proc_future proc_future_t;
  * initializer, initargs, maxtasksperchild)). opts NULL means the defaults.
  * max_tasks_per_child counts task calls: with 1, every task runs in a fresh
  * process (a map item is one task, even though items travel in chunks).
- * Workers inherit the signal mask of the calling thread.
+ * Workers inherit the signal mask of the calling thread and are bound to its
+ * CPUs, one per CPU (see above). The pool keeps a shared region for fast
+ * jobs, as large as the biggest one so far (at most about 4 MiB).
  * Returns the pool, or NULL with errno EINVAL (workers < 0 or
  * max_tasks_per_child < 0), EPERM (the caller is a daemonic libproc child),
  * ENOMEM, EMFILE/ENFILE, EAGAIN (a worker could not be forked).
@@ -103,7 +126,8 @@ PROC_API proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts);
  * with in_size > 0, out NULL with out_size > 0, pool closed or terminated);
  * -ENOMEM; -ECHILD when the pool can no longer start workers (see above)
  * or for a pool of another process.
- * Thread-safe: any number of threads may apply, map and submit at once.
+ * Thread-safe: any number of threads may apply, map and submit at once; one
+ * of them at a time runs a fast job, the others take the queue.
  */
 PROC_API int proc_pool_apply(proc_pool_t *pool, proc_task_fn *fn, const void *in, size_t in_size,
                              void *out, size_t out_size);
@@ -111,9 +135,10 @@ PROC_API int proc_pool_apply(proc_pool_t *pool, proc_task_fn *fn, const void *in
 /**
  * Runs fn on n items and waits for all of them (Python's pool.map): item i
  * has input in + i * in_size and output out + i * out_size. Items are handed
- * to the workers in chunks (about n / (4 * workers) items, at most about
- * 4 MiB of input and output per chunk), without per-item allocations, so a
- * map of a million tiny items is fast and runs in bounded memory.
+ * to the workers in chunks (about n / (16 * workers) items in a fast job,
+ * n / (4 * workers) through the queue, at most about 4 MiB of input and
+ * output per chunk), without per-item allocations, so a map of a million
+ * tiny items is fast and runs in bounded memory.
  * Returns 0 when every task returned 0, else the value of the first failing
  * item in index order (the task's own value, -ECHILD for an item whose
  * worker died while running it, -ECANCELED for an item that never finished
