@@ -16,6 +16,13 @@
  * A job is on the dispatcher's queue exactly while it has items that were
  * neither handed out nor finished: job->next < job->n, or ranges put back
  * (job->retry) after a worker died in the middle of a chunk.
+ *
+ * Fast jobs (apply and map on a wholly idle pool, see "fast jobs" below and
+ * pool_internal.h) bypass the queue: before it sleeps, the dispatcher offers
+ * its idle workers (pool->lendable); a caller borrows them (pool->lent) and
+ * runs the job itself; it gives them back when the job is over. The
+ * dispatcher never hands a chunk to a borrowed worker, and frees a worker
+ * only after fast_forget() has told the job that borrowed it.
  */
 #include "pool_internal.h"
 
@@ -55,6 +62,8 @@
 #define POOL_FAST_PARTS 16
 #define POOL_FAST_TICK_NS 100000000L
 #define POOL_FAST_SPIN_NS 200000L
+
+enum { POOL_LOST_NO, POOL_LOST_CRASH, POOL_LOST_KILLED };
 
 /* Every job (apply, map, submit) is one of these; submit hands it out. */
 struct proc_future {
@@ -134,14 +143,15 @@ struct proc_pool {
     bool finished;                         /* every worker is gone, the dispatcher is done */
     bool sleeping;                         /* the dispatcher is (about to be) in poll() */
     /* fast jobs: idle workers the dispatcher offers, those a caller took
-     * (index = slot; NULL once dead), and lost[slot] set when one died */
+     * (index = slot; NULL once dead), and lost[slot] set when one died:
+     * POOL_LOST_CRASH, or POOL_LOST_KILLED when terminate killed it */
     bool fast_busy;     /* a caller runs a fast job: it owns the region */
     bool fast_returned; /* a fast job gave its workers back: look at the queue again */
     bool fast_skipped;  /* assign() passed over lent workers */
     struct pool_worker **lendable, **lent;
     size_t nlendable, nlent; /* at most nworkers each */
     uint64_t offer_gen;      /* bumped whenever the dispatcher redoes or takes back the offer */
-    _Atomic bool *lost;
+    _Atomic int *lost;
     bool *sent;    /* the fast job's owner only: slot i got its message */
     int *slot_cpu; /* and the CPU slot i's worker is bound to (-1: none) */
     bool fast_off; /* LIBPROC_POOL_FAST=0: every job takes the queue */
@@ -694,8 +704,8 @@ static void fast_ring(struct proc_pool *pool)
 }
 
 /* w is about to be freed: no caller may take it, and a fast job that has it
- * hears that it is gone (its caller then reads its slot). */
-static void fast_forget(struct proc_pool *pool, const struct pool_worker *w)
+ * hears that it is gone and why (its caller then reads its slot). */
+static void fast_forget(struct proc_pool *pool, const struct pool_worker *w, int why)
 {
     if (!pool->lendable)
         return; /* proc_pool_new failed before the arrays existed */
@@ -711,7 +721,7 @@ static void fast_forget(struct proc_pool *pool, const struct pool_worker *w)
         for (size_t i = 0; i < pool->nlent; i++)
             if (pool->lent[i] == w) {
                 pool->lent[i] = NULL;
-                atomic_store_explicit(&pool->lost[i], true, memory_order_release);
+                atomic_store_explicit(&pool->lost[i], why, memory_order_release);
                 ring = true;
             }
     if (ring)
@@ -719,9 +729,10 @@ static void fast_forget(struct proc_pool *pool, const struct pool_worker *w)
     pthread_mutex_unlock(&pool->mu);
 }
 
-static void worker_remove(struct proc_pool *pool, struct pool_worker *w)
+/* why: POOL_LOST_CRASH or POOL_LOST_KILLED, for a fast job that borrowed w */
+static void worker_remove(struct proc_pool *pool, struct pool_worker *w, int why)
 {
-    fast_forget(pool, w);
+    fast_forget(pool, w, why);
     for (size_t i = 0; i < pool->nw; i++)
         if (pool->w[i] == w) {
             pool->w[i] = pool->w[--pool->nw];
@@ -918,7 +929,7 @@ static void worker_exited(struct proc_pool *pool, struct pool_worker *w)
         uint64_t busy = atomic_load_explicit(&hdr->busy, memory_order_acquire);
         chunk_finish(pool, w, done, busy > done ? -ECHILD : 0, 0);
     }
-    worker_remove(pool, w);
+    worker_remove(pool, w, POOL_LOST_CRASH);
 }
 
 /* Kills every worker and reaps it. Chunks they ran: finished items are
@@ -936,7 +947,10 @@ static void kill_workers(struct proc_pool *pool, int err)
             uint64_t done = atomic_load_explicit(&hdr->done, memory_order_acquire);
             chunk_finish(pool, w, done, 0, err);
         }
-        worker_remove(pool, w);
+        /* one that had died on its own before our SIGKILL crashed */
+        int code = proc_exitcode(w->proc);
+        bool crashed = code != -SIGKILL && code != PROC_EXITCODE_UNKNOWN;
+        worker_remove(pool, w, crashed ? POOL_LOST_CRASH : POOL_LOST_KILLED);
     }
 }
 
@@ -1176,10 +1190,14 @@ static int fast_return(struct proc_pool *pool, struct proc_future *j, uint64_t g
     pool->fast_skipped = false;
     for (size_t i = 0; i < pool->nlent && !wake; i++)
         wake = !pool->lent[i]; /* one died: the dispatcher redoes the offer */
-    if (!wake)
+    if (!wake) {
         for (size_t i = 0; i < pool->nlent; i++)
             if (pool->nlendable < (size_t)pool->nworkers)
                 pool->lendable[pool->nlendable++] = pool->lent[i];
+    } else {
+        pool->nlendable = 0; /* not the whole pool any more: the dispatcher redoes the offer */
+        pool->offer_gen++;
+    }
     pool->fast_busy = false;
     pool->nlent = 0;
     if (j->retry) {
@@ -1256,10 +1274,6 @@ static void fast_settle(struct proc_pool *pool, struct proc_future *j, size_t ns
     _Atomic unsigned char *state = (_Atomic unsigned char *)(region + f->state_off);
     const unsigned char *out = region + f->out_off;
     size_t n = j->n, chunk = (size_t)f->chunk, nchunks = (n + chunk - 1) / chunk;
-    pthread_mutex_lock(&pool->mu);
-    bool term = pool->terminating;
-    pthread_mutex_unlock(&pool->mu);
-    int blame = term ? 0 : -ECHILD, rest_err = term ? -ECANCELED : 0;
 
     for (size_t i = 0; i < nslots; i++) {
         struct pool_fast_slot *s = pool_fast_slot(region, i);
@@ -1279,26 +1293,27 @@ static void fast_settle(struct proc_pool *pool, struct proc_future *j, size_t ns
         fast_copy_out(j, out, run, k);
         run = k + cnt;
         size_t done = 0;
-        bool running = false;
+        bool blame = false; /* the item running when its worker crashed fails */
         for (size_t i = 0; i < nslots; i++) {
             struct pool_fast_slot *s = pool_fast_slot(region, i);
-            if (!atomic_load_explicit(&pool->lost[i], memory_order_acquire) ||
-                atomic_load_explicit(&s->start, memory_order_acquire) != k)
+            int why = atomic_load_explicit(&pool->lost[i], memory_order_acquire);
+            if (why == POOL_LOST_NO || atomic_load_explicit(&s->start, memory_order_acquire) != k)
                 continue;
             uint64_t d = atomic_load_explicit(&s->done, memory_order_acquire);
             uint64_t b = atomic_load_explicit(&s->busy, memory_order_acquire);
             done = d < cnt ? (size_t)d : cnt;
-            running = b > d;
+            blame = b > d && why == POOL_LOST_CRASH;
             break;
         }
         fast_copy_out(j, out, k, k + done);
         settled += done;
-        if (running && blame && done < cnt) {
-            note_fail(j, k + done, blame);
+        if (blame && done < cnt) {
+            note_fail(j, k + done, -ECHILD);
             settled++;
             done++;
         }
-        settled += fast_rest(j, k + done, cnt - done, rest_err);
+        /* the rest is retried; fast_return() fails it if the pool is terminating */
+        settled += fast_rest(j, k + done, cnt - done, 0);
     }
     fast_copy_out(j, out, run, n);
     j->remaining -= settled;
@@ -1340,7 +1355,7 @@ static bool fast_in_job(struct proc_pool *pool, size_t i, uint64_t seq)
     return pool->sent[i] &&
            atomic_load_explicit(&pool_fast_slot(pool->fast, i)->left, memory_order_acquire) !=
                seq &&
-           !atomic_load_explicit(&pool->lost[i], memory_order_acquire);
+           atomic_load_explicit(&pool->lost[i], memory_order_acquire) == POOL_LOST_NO;
 }
 
 /*
@@ -1359,7 +1374,7 @@ static size_t fast_wait(struct proc_pool *pool, struct proc_future *j, size_t ns
     int64_t spin_end = -1;
     bool stopped = false;
     for (;;) {
-        uint32_t ring = atomic_load_explicit(&f->ring, memory_order_acquire);
+        uint32_t ring = atomic_load_explicit(&f->ring, memory_order_seq_cst);
         bool all = true, mine = false;
         int cpu = sched_getcpu();
         for (size_t i = 0; i < nslots; i++) {
@@ -1367,19 +1382,23 @@ static size_t fast_wait(struct proc_pool *pool, struct proc_future *j, size_t ns
                 all = false;
                 mine = mine || pool->slot_cpu[i] < 0 || pool->slot_cpu[i] == cpu;
             }
-            if (!stopped && atomic_load_explicit(&pool->lost[i], memory_order_acquire)) {
+            if (!stopped &&
+                atomic_load_explicit(&pool->lost[i], memory_order_acquire) != POOL_LOST_NO) {
                 /* A worker died: nobody claims more. The chunks left take the
                  * queue, where its replacement helps with them. */
                 atomic_store_explicit(&f->next, j->n, memory_order_relaxed);
                 stopped = true;
             }
         }
-        if (all)
+        if (all) {
+            atomic_store_explicit(&f->waiting, 0, memory_order_relaxed);
             return copied;
+        }
         int64_t now = pool_now_ns();
         if (!mine && spin_end < 0)
             spin_end = now + POOL_FAST_SPIN_NS;
         if (!mine && now < spin_end) {
+            atomic_store_explicit(&f->waiting, 0, memory_order_relaxed);
             while (copied < nchunks &&
                    atomic_load_explicit(&state[copied], memory_order_acquire) == 1) {
                 size_t k = copied * chunk, end = k + chunk < j->n ? k + chunk : j->n;
@@ -1389,6 +1408,9 @@ static size_t fast_wait(struct proc_pool *pool, struct proc_future *j, size_t ns
             pool_cpu_relax();
             continue;
         }
+        /* Leaving workers wake us only while this is set; one that left
+         * after ring was read above makes the wait return at once. */
+        atomic_store_explicit(&f->waiting, 1, memory_order_seq_cst);
         struct timespec tick = {0, POOL_FAST_TICK_NS};
         syscall(SYS_futex, &f->ring, FUTEX_WAIT, ring, &tick, NULL, 0);
     }
@@ -1476,7 +1498,7 @@ static int fast_run(struct proc_pool *pool, struct proc_future *j)
             pool->lent[nslots] = w;
             pool->sent[nslots] = false;
             pool->slot_cpu[nslots] = w->cpu;
-            atomic_store_explicit(&pool->lost[nslots], false, memory_order_relaxed);
+            atomic_store_explicit(&pool->lost[nslots], POOL_LOST_NO, memory_order_relaxed);
             nslots++;
         }
     pool->nlent = nslots;
@@ -1489,18 +1511,21 @@ static int fast_run(struct proc_pool *pool, struct proc_future *j)
     /* The workers bound to other CPUs start on the first chunks while we copy
      * the rest; the others (ours, unbound) only once everything is in place:
      * woken earlier, they would take our CPU before the copy is done. */
-    f->caller_cpu = here;
-    atomic_store_explicit(&f->active, (uint32_t)nslots, memory_order_relaxed);
+    atomic_store_explicit(&f->active, seq << 32 | nslots, memory_order_release);
+    atomic_store_explicit(&f->copy_waiter, 0, memory_order_relaxed);
     size_t nsent = fast_send(pool, seq, nslots, here, true);
     for (size_t k = 0; k < n;) {
         size_t cnt = n - k < chunk * 8 ? n - k : chunk * 8;
         fast_copy_in(j, region + in_off, k, k + cnt);
         k += cnt;
-        atomic_store_explicit(&f->copied, k, memory_order_release);
+        atomic_store_explicit(&f->copied, k, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&f->copied_gen, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&f->copy_waiter, memory_order_seq_cst))
+            syscall(SYS_futex, &f->copied_gen, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
     }
     nsent += fast_send(pool, seq, nslots, here, false);
     if (nsent < nslots) /* the dying ones never leave */
-        atomic_fetch_sub_explicit(&f->active, (uint32_t)(nslots - nsent), memory_order_relaxed);
+        atomic_fetch_sub_explicit(&f->active, nslots - nsent, memory_order_acq_rel);
     if (nsent == 0) {
         fast_return(pool, j, gen); /* every one of them was dying */
         return 0;
@@ -1545,6 +1570,7 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     struct proc_pool *pool = calloc(1, sizeof *pool);
     if (!pool)
         return NULL;
+    pool->fastfd = pool->wakefd = -1;
     int rc = sync_init(&pool->mu, &pool->cv);
     if (rc < 0) {
         free(pool);

@@ -76,15 +76,18 @@ struct pool_fast_slot {
 
 /* At offset 0 of the fast region; the slots follow at POOL_FAST_SLOTS. */
 struct pool_fast {
-    _Atomic uint32_t ring;   /* futex word: bumped by every worker that leaves the job */
-    _Atomic uint32_t active; /* workers in the job: the last one to leave wakes the caller */
-    int32_t caller_cpu;      /* a worker leaving on this CPU wakes the caller too */
-    uint32_t pad0[13];
+    _Atomic uint32_t ring;    /* futex word: bumped by every worker that leaves the job */
+    _Atomic uint32_t waiting; /* the caller sleeps on ring: leaving workers wake it */
+    _Atomic uint64_t active;  /* (seq << 32) | workers still in the job: a worker late
+                                 to leave job seq cannot touch the next job's count */
+    uint32_t pad0[12];
     _Atomic uint64_t next; /* first item nobody claimed yet */
     uint64_t pad1[7];
-    _Atomic uint64_t copied; /* items whose inputs are in place: the caller copies while the
-                                workers on other CPUs start */
-    uint64_t pad2[7];
+    _Atomic uint64_t copied;      /* items whose inputs are in place: the caller copies
+                                     while the workers on other CPUs start */
+    _Atomic uint32_t copied_gen;  /* futex word: bumped with every store of copied */
+    _Atomic uint32_t copy_waiter; /* a worker sleeps on copied_gen */
+    uint64_t pad2[6];
     uint64_t seq, n, chunk, in_size, out_size;
     uint64_t state_off, in_off, out_off; /* state: a byte per chunk, 1 once it is finished */
     proc_task_fn *fn;
@@ -109,6 +112,13 @@ static inline void pool_cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+/* The workers still in job seq according to f->active. */
+static inline uint32_t pool_fast_active(const struct pool_fast *f, uint64_t seq)
+{
+    uint64_t v = atomic_load_explicit(&f->active, memory_order_acquire);
+    return (uint32_t)(v >> 32) == (uint32_t)seq ? (uint32_t)v : 0;
 }
 
 #define POOL_FAST_SLOTS ((sizeof(struct pool_fast) + 63) / 64 * 64)

@@ -54,6 +54,28 @@ static void run_chunk(unsigned char *arena, const struct pool_msg *m)
     }
 }
 
+/* Until the caller has copied the inputs of items below need: it copies at
+ * memory speed, so spin a little, then sleep (it may be stopped, or share
+ * our CPU under a scheduler that yields nothing to it). */
+static void wait_copied(struct pool_fast *f, uint64_t need)
+{
+    for (unsigned spin = 1; atomic_load_explicit(&f->copied, memory_order_acquire) < need; spin++) {
+        if (spin < 4096) {
+            if (spin % 64 == 0)
+                sched_yield();
+            else
+                pool_cpu_relax();
+            continue;
+        }
+        atomic_store_explicit(&f->copy_waiter, 1, memory_order_seq_cst);
+        uint32_t gen = atomic_load_explicit(&f->copied_gen, memory_order_seq_cst);
+        if (atomic_load_explicit(&f->copied, memory_order_seq_cst) >= need)
+            break;
+        struct timespec tick = {0, 100000000L}; /* a bound, not a clock */
+        syscall(SYS_futex, &f->copied_gen, FUTEX_WAIT, gen, &tick, NULL, 0);
+    }
+}
+
 /*
  * Claims and runs chunks of the fast job until none is left. The region's
  * length was checked against the job's offsets by the caller that wrote them;
@@ -78,8 +100,9 @@ static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m
              * is left in the time the caller needs to copy out what is done,
              * leave it to them: the caller then copies while they end. */
             uint64_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
-            uint32_t others = atomic_load_explicit(&f->active, memory_order_relaxed) - 1;
-            if (next < n && others > 0 && others < n) {
+            uint32_t in_job = pool_fast_active(f, m->seq);
+            uint32_t others = in_job > 0 ? in_job - 1 : 0;
+            if (next < n && others > 0) {
                 uint64_t left = (n - next + chunk - 1) / chunk;
                 uint64_t finish = left * (uint64_t)per_chunk / others;
                 if (finish <= next * osz / POOL_COPY_BYTES_PER_NS)
@@ -91,14 +114,7 @@ static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m
             return;
         int64_t t0 = m->err == 1 ? pool_now_ns() : 0;
         uint64_t cnt = n - k < chunk ? n - k : chunk;
-        /* the caller is copying on another CPU; yield in case it is ours */
-        for (unsigned spin = 1; atomic_load_explicit(&f->copied, memory_order_acquire) < k + cnt;
-             spin++) {
-            if (spin % 64 == 0)
-                sched_yield();
-            else
-                pool_cpu_relax();
-        }
+        wait_copied(f, k + cnt);
         atomic_store_explicit(&s->busy, 0, memory_order_relaxed);
         atomic_store_explicit(&s->done, 0, memory_order_relaxed);
         atomic_store_explicit(&s->start, k, memory_order_release);
@@ -121,17 +137,20 @@ static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m
 }
 
 /*
- * Says the fast job seq is over for this worker. The last one wakes the
- * caller, and so does one on the caller's CPU: that CPU is free now, so the
- * caller may copy finished outputs while the others end.
+ * Says the fast job seq is over for this worker and wakes the caller if it
+ * sleeps. The count in f->active only changes while it is tagged with seq.
  */
 static void fast_leave(unsigned char *region, uint64_t slot, uint64_t seq)
 {
     struct pool_fast *f = (struct pool_fast *)(void *)region;
-    atomic_store_explicit(&pool_fast_slot(region, slot)->left, seq, memory_order_release);
-    bool last = atomic_fetch_sub_explicit(&f->active, 1, memory_order_acq_rel) == 1;
-    atomic_fetch_add_explicit(&f->ring, 1, memory_order_release);
-    if (last || sched_getcpu() == f->caller_cpu)
+    uint64_t v = atomic_load_explicit(&f->active, memory_order_relaxed);
+    while ((uint32_t)(v >> 32) == (uint32_t)seq && (uint32_t)v > 0 &&
+           !atomic_compare_exchange_weak_explicit(&f->active, &v, v - 1, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+    }
+    atomic_store_explicit(&pool_fast_slot(region, slot)->left, seq, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&f->ring, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&f->waiting, memory_order_seq_cst))
         syscall(SYS_futex, &f->ring, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 

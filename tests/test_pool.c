@@ -155,7 +155,7 @@ static int task_null_args(const void *in, void *out)
     return in == NULL && out == NULL ? 0 : 1;
 }
 
-enum { BAD_NONE, BAD_SEGV, BAD_EXIT, BAD_KILLED };
+enum { BAD_NONE, BAD_SEGV, BAD_EXIT, BAD_KILLED, BAD_EXIT_REPORT, BAD_BLOCK };
 
 struct bad_in {
     uint32_t value;
@@ -177,6 +177,15 @@ static int task_maybe_bad(const void *in, void *out)
         report_pid();
         for (;;)
             pause(); /* until the test kills this worker */
+    case BAD_EXIT_REPORT: {
+        pid_t neg = -getpid(); /* negative: told apart from BAD_BLOCK's */
+        tu_write_full(g_report_w, &neg, sizeof neg);
+        _exit(3);
+    }
+    case BAD_BLOCK:
+        report_pid();
+        wait_gate();
+        break;
     default:
         break;
     }
@@ -1017,6 +1026,78 @@ static void test_fast_terminate_close(void **state)
     pipes_close(&p);
 }
 
+struct bad_mapper {
+    proc_pool_t *pool;
+    int rc;
+    struct bad_in in[64];
+    uint64_t out[64];
+};
+
+static void *map_bad(void *arg)
+{
+    struct bad_mapper *m = arg;
+    m->rc =
+        proc_pool_map(m->pool, task_maybe_bad, m->in, sizeof *m->in, m->out, sizeof *m->out, 64);
+    return NULL;
+}
+
+/*
+ * A worker of a fast job crashes while another blocks, then the pool is
+ * terminated: the crashed item stays -ECHILD (the map's value: it is the
+ * first failing index), the blocked one is cancelled. Whether the
+ * dispatcher saw the crash before terminate or terminate's kill finds the
+ * worker already dead, a crash is not turned into a cancellation.
+ */
+static void test_fast_crash_then_terminate(void **state)
+{
+    (void)state;
+    if (!fast_enabled())
+        skip();
+    struct pipes p;
+    pipes_open(&p);
+    int hits = 0;
+    for (int attempt = 0; attempt < 20 && hits < 2; attempt++) {
+        proc_pool_t *pool = new_pool(2, 0, NULL);
+        fast_warm(pool);
+        atomic_store(&g_shared->fast_hits, 0);
+        struct bad_mapper m = {.pool = pool};
+        for (int i = 0; i < 64; i++) {
+            m.in[i] = (struct bad_in){.value = (uint32_t)i, .how = BAD_NONE};
+            m.out[i] = UNTOUCHED;
+        }
+        m.in[0].how = BAD_EXIT_REPORT; /* chunks are 2 items: 0 and 2 go to both workers */
+        m.in[2].how = BAD_BLOCK;
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, map_bad, &m), 0);
+        pid_t dead = 0;
+        for (int k = 0; k < 2; k++) {
+            pid_t pid = 0;
+            assert_int_equal(tu_read_full(p.report[0], &pid, sizeof pid, BOUND_MS),
+                             (ssize_t)sizeof pid);
+            if (pid < 0)
+                dead = -pid;
+        }
+        assert_true(dead > 0);
+        /* until the crashed worker is a zombie or reaped (bounded) */
+        int64_t end = tu_now_ms() + BOUND_MS;
+        char st = 0;
+        pid_t pp;
+        while (tu_proc_state(dead, &st, &pp) == 0 && st != 'Z' && tu_now_ms() < end)
+            sched_yield();
+        hits = atomic_load(&g_shared->fast_hits);
+        assert_int_equal(proc_pool_terminate(pool), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(m.rc, -ECHILD);
+        assert_true(m.out[0] == UNTOUCHED);
+        assert_true(m.out[2] == UNTOUCHED);
+        for (int i = 1; i < 64; i++)
+            assert_true(m.out[i] == UNTOUCHED || (i != 2 && m.out[i] == (uint64_t)i * 3 + 1));
+        free_pool(pool);
+    }
+    assert_int_equal(hits, 2); /* both items ran in one fast job */
+    pipes_close(&p);
+}
+
 /* Fast jobs of every size, with and without inputs or outputs, from several
  * threads at once (one of them runs fast, the others take the queue). */
 static void test_fast_results(void **state)
@@ -1406,6 +1487,7 @@ int main(void)
         cmocka_unit_test_teardown(test_other_process, kill_leftovers),
         cmocka_unit_test_teardown(test_fast_deaths, kill_leftovers),
         cmocka_unit_test_teardown(test_fast_terminate_close, kill_leftovers),
+        cmocka_unit_test_teardown(test_fast_crash_then_terminate, kill_leftovers),
         cmocka_unit_test_teardown(test_fast_results, kill_leftovers),
         cmocka_unit_test_teardown(test_workers_bound, kill_leftovers),
     };

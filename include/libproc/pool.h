@@ -37,7 +37,9 @@
  * CPUs puts several on a CPU). Schedulers that place a woken process on a
  * busy CPU (as some virtual machines' do) would otherwise run the workers of
  * one job after another. LIBPROC_POOL_BIND=0, or a single allowed CPU, leaves
- * them unbound, with the creating thread's mask.
+ * them unbound, with the creating thread's mask. Tasks run with the binding:
+ * threads or processes a task starts share its one CPU unless the task
+ * widens its mask (sched_setaffinity(2)), or the pool is unbound.
  *
  * Crash safety: a worker that dies while running a task (crash, signal,
  * SIGKILL from outside, _exit() or exit() in the task) fails exactly that
