@@ -330,6 +330,14 @@ static void free_pool(proc_pool_t *pool)
     assert_no_children();
 }
 
+/* The orderly end: no new work, every queued task done, workers gone. */
+static void close_join_free(proc_pool_t *pool)
+{
+    assert_int_equal(proc_pool_close(pool), 0);
+    assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
+    free_pool(pool);
+}
+
 static int setup_shared(void **state)
 {
     (void)state;
@@ -620,9 +628,7 @@ static void test_worker_dies_mid_task(void **state)
     assert_int_equal(kill(idle, SIGKILL), 0);
     map_with_bad(pool, &p, (int[]){5}, (int[]){BAD_EXIT}, 1);
 
-    assert_int_equal(proc_pool_close(pool), 0);
-    assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
-    free_pool(pool);
+    close_join_free(pool);
 
     /*
      * One worker, so each replacement must go on exactly where the dead one
@@ -636,9 +642,7 @@ static void test_worker_dies_mid_task(void **state)
     map_with_bad(one, &p, (int[]){74, 75}, (int[]){BAD_SEGV, BAD_EXIT}, 2);
     map_with_bad(one, &p, (int[]){0, 80, 160, 299},
                  (int[]){BAD_EXIT, BAD_KILLED, BAD_SEGV, BAD_EXIT}, 4);
-    assert_int_equal(proc_pool_close(one), 0);
-    assert_int_equal(proc_pool_join(one, BOUND_MS), 0);
-    free_pool(one);
+    close_join_free(one);
     pipes_close(&p);
 }
 
@@ -920,9 +924,7 @@ static void test_fast_deaths(void **state)
         hits = atomic_load(&g_shared->fast_hits);
     }
     assert_int_equal(hits, 1);
-    assert_int_equal(proc_pool_close(pool), 0);
-    assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
-    free_pool(pool);
+    close_join_free(pool);
 
     proc_pool_t *one = new_pool(1, 0, NULL);
     map_with_bad_fast(one, &p, (int[]){0}, (int[]){BAD_EXIT}, 1);
@@ -931,9 +933,7 @@ static void test_fast_deaths(void **state)
     map_with_bad_fast(one, &p, (int[]){299}, (int[]){BAD_EXIT}, 1);
     map_with_bad_fast(one, &p, (int[]){18, 19, 160, 299},
                       (int[]){BAD_SEGV, BAD_EXIT, BAD_KILLED, BAD_SEGV}, 4);
-    assert_int_equal(proc_pool_close(one), 0);
-    assert_int_equal(proc_pool_join(one, BOUND_MS), 0);
-    free_pool(one);
+    close_join_free(one);
     pipes_close(&p);
 }
 
@@ -1098,8 +1098,8 @@ static void test_fast_crash_then_terminate(void **state)
     pipes_close(&p);
 }
 
-/* Fast jobs of every size, with and without inputs or outputs, from several
- * threads at once (one of them runs fast, the others take the queue). */
+/* Fast jobs of every size, with and without inputs or outputs. (Several
+ * threads at once, one fast and the others queued: test_concurrent_maps.) */
 static void test_fast_results(void **state)
 {
     (void)state;
@@ -1136,20 +1136,6 @@ static void test_fast_results(void **state)
     fast_warm(pool);
     assert_int_equal(proc_pool_map(pool, task_null_args, NULL, 0, NULL, 0, 1000), 0);
     free_pool(pool);
-
-    proc_pool_t *shared = new_pool(2, 0, NULL);
-    enum { T = 4 };
-    pthread_t t[T];
-    struct map_thread m[T];
-    for (int i = 0; i < T; i++) {
-        m[i] = (struct map_thread){.pool = shared, .base = (uint32_t)i * 7000000u};
-        assert_int_equal(pthread_create(&t[i], NULL, maps_in_thread, &m[i]), 0);
-    }
-    for (int i = 0; i < T; i++) {
-        assert_int_equal(pthread_join(t[i], NULL), 0);
-        assert_int_equal(m[i].failures, 0);
-    }
-    free_pool(shared);
 }
 
 /* Workers are bound one per CPU the creating thread may use; with
@@ -1324,9 +1310,7 @@ static void test_max_tasks_per_child(void **state)
     assert_int_equal(proc_pool_apply(pool, task_pid, NULL, 0, &a, sizeof a), 0);
     assert_int_equal(proc_pool_apply(pool, task_pid, NULL, 0, &b, sizeof b), 0);
     assert_int_not_equal(a, b);
-    assert_int_equal(proc_pool_close(pool), 0);
-    assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
-    free_pool(pool);
+    close_join_free(pool);
     free(pids);
 
     /* max 3: a map of 30 items uses at least 10 workers */
