@@ -1233,22 +1233,19 @@ static int fast_return(struct proc_pool *pool, struct proc_future *j, uint64_t g
     return rc;
 }
 
-/* Items [start, start + count) of j go to the queue (err 0) or fail with err;
- * the number settled. */
-static size_t fast_rest(struct proc_future *j, size_t start, size_t count, int err)
+/* Items [start, start + count) of j go to the queue (fail with -ENOMEM if
+ * even that cannot be); the number settled. */
+static size_t fast_rest(struct proc_future *j, size_t start, size_t count)
 {
     if (count == 0)
         return 0;
-    if (err == 0) {
-        struct pool_range *r = malloc(sizeof *r);
-        if (r) {
-            *r = (struct pool_range){.next = j->retry, .start = start, .count = count};
-            j->retry = r;
-            return 0;
-        }
-        err = -ENOMEM;
+    struct pool_range *r = malloc(sizeof *r);
+    if (r) {
+        *r = (struct pool_range){.next = j->retry, .start = start, .count = count};
+        j->retry = r;
+        return 0;
     }
-    note_fail(j, start, err);
+    note_fail(j, start, -ENOMEM);
     return count;
 }
 
@@ -1263,8 +1260,9 @@ static void fast_copy_out(const struct proc_future *j, const unsigned char *out,
 /*
  * After the job: the outputs of every item that returned go to j->out, the
  * first failure is noted, and the chunks that did not finish are split as a
- * dead worker's slot says: done items kept, the running one blamed, the rest
- * requeued (or failed with -ECANCELED when the pool is terminating).
+ * dead worker's slot says: done items kept, the running one blamed if it
+ * crashed, the rest requeued (fast_return() fails them if the pool is
+ * terminating).
  */
 static void fast_settle(struct proc_pool *pool, struct proc_future *j, size_t nslots,
                         size_t copied_chunks)
@@ -1312,8 +1310,7 @@ static void fast_settle(struct proc_pool *pool, struct proc_future *j, size_t ns
             settled++;
             done++;
         }
-        /* the rest is retried; fast_return() fails it if the pool is terminating */
-        settled += fast_rest(j, k + done, cnt - done, 0);
+        settled += fast_rest(j, k + done, cnt - done);
     }
     fast_copy_out(j, out, run, n);
     j->remaining -= settled;
