@@ -159,7 +159,7 @@ static void cleanup_live(void)
     live_reset();
 }
 
-static _Noreturn void die(const char *fmt, ...);
+__attribute__((format(printf, 1, 2))) static _Noreturn void die(const char *fmt, ...);
 
 /* Reaps every remaining child (and orphaned grandchild: we are a subreaper). */
 static void reap_all_children(bool block)
@@ -331,7 +331,7 @@ static void check_interrupted(void)
             die("%s:%d: %s: %s", __FILE__, __LINE__, #expr, strerror(-check_r_));                  \
     } while (0)
 
-static void progress(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void progress(const char *fmt, ...)
 {
     va_list ap;
     fputs("proc_bench: ", stderr);
@@ -419,7 +419,7 @@ static const struct row *find_row(int scenario, long param, const char *contende
     return NULL;
 }
 
-static void add_note(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void add_note(const char *fmt, ...)
 {
     if (nnotes == sizeof notes / sizeof notes[0])
         return;
@@ -2479,7 +2479,8 @@ static void print_table(void)
                 printf("  %s\n", notes[i]);
 }
 
-static void target_line(const char *what, bool have, bool met, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void target_line(const char *what, bool have, bool met,
+                                                              const char *fmt, ...)
 {
     char detail[160] = "";
     va_list ap;
@@ -2490,7 +2491,8 @@ static void target_line(const char *what, bool have, bool met, const char *fmt, 
 }
 
 /* A number to show next to the targets, without a pass mark. */
-static void report_line(const char *what, bool have, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void report_line(const char *what, bool have,
+                                                              const char *fmt, ...)
 {
     char detail[160] = "";
     va_list ap;
@@ -2503,8 +2505,9 @@ static void report_line(const char *what, bool have, const char *fmt, ...)
 static void print_targets(void)
 {
     printf("\ntargets (1-6: issue 4; 7-9: pool and IPC):\n");
-    const struct row *r = find_row(1, -1, "libproc", "median");
-    target_line("1: start+join ratio <= 1.10", r, r && r->ratio <= 1.10, "%.2f", r ? r->ratio : 0);
+    const struct row *r1 = find_row(1, -1, "libproc", "median");
+    target_line("1: start+join ratio <= 1.10", r1, r1 && r1->ratio <= 1.10, "%.2f",
+                r1 ? r1->ratio : 0);
 
     bool have2 = false, met2 = true;
     char buf2[160] = "";
@@ -2561,9 +2564,9 @@ static void print_targets(void)
     target_line("5: <= 512 B RSS per tracked child", mem, mem && mem->value <= 512.0, "%.0f B",
                 mem ? mem->value : 0);
 
-    const struct row *py = find_row(6, -1, "python", "median");
-    target_line("6: >= 13x faster than Python (start+join)", py, py && py->ratio >= 13.0, "%.1fx",
-                py ? py->ratio : 0);
+    const struct row *py6 = find_row(6, -1, "python", "median");
+    target_line("6: >= 13x faster than Python (start+join)", py6, py6 && py6->ratio >= 13.0,
+                "%.1fx", py6 ? py6->ratio : 0);
 
     const struct row *lib7 = NULL, *py7 = NULL, *speed = NULL, *cpus = NULL, *rawspeed = NULL;
     for (size_t i = 0; i < nrows; i++) {

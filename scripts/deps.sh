@@ -9,8 +9,9 @@ set -euo pipefail
 missing=()
 
 # command -> Debian package that provides it; extra "command:package" pairs
-# may be given as arguments (run-tests.sh asks for clang-tidy, cppcheck and
-# valgrind only for the configurations that use them).
+# may be given as arguments (run-tests.sh and the check scripts ask for
+# clang-tidy, cppcheck, valgrind, doxygen, man-db and dpkg-dev only for the
+# configurations that use them).
 for pair in cmake:cmake gcc:gcc clang:clang make:make pkg-config:pkg-config "$@"; do
     cmd=${pair%%:*}
     pkg=${pair#*:}

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# Builds libproc with its tests and examples and runs everything, in five
+# Builds libproc with its tests and examples and runs everything, in ten
 # configurations (unit tests, the stress and fault suite of label "stress",
-# examples, install check, static analysis, memcheck):
-#   default  build-test      gcc; everything through ctest
-#   asan     build-asan      clang, AddressSanitizer + UndefinedBehaviorSanitizer
-#   tsan     build-tsan      gcc, ThreadSanitizer
-#   lint     build-lint      clang-tidy (.clang-tidy) and cppcheck on src/
-#   valgrind build-valgrind  gcc; the unit tests (test_proc, test_spawn,
-#                            test_reaper, test_lifecycle, test_stdio) under
-#                            valgrind --error-exitcode=1 --leak-check=full
-# LIBPROC_CONFIGS="default asan tsan lint valgrind" (the default) picks which
-# ones run, e.g. LIBPROC_CONFIGS=default for a quick check.
+# examples, install and subproject checks, static analysis, memcheck, every
+# compiler and build type, the reference and the packages):
+#   default    build-test      gcc; everything through ctest
+#   asan       build-asan      clang, AddressSanitizer + UndefinedBehaviorSanitizer
+#   asan-gcc   build-asan-gcc  gcc, the same sanitizers
+#   tsan       build-tsan      gcc, ThreadSanitizer
+#   tsan-clang build-tsan-clang clang, ThreadSanitizer
+#   lint       build-lint      clang-tidy (.clang-tidy) and cppcheck on src/
+#   valgrind   build-valgrind  gcc; the unit tests (test_proc, test_spawn,
+#                              test_reaper, test_lifecycle, test_stdio) under
+#                              valgrind --error-exitcode=1 --leak-check=full
+#   matrix     build-matrix/   {gcc, clang} x {Debug, Release, RelWithDebInfo,
+#                              MinSizeRel}, compiled only (scripts/build-matrix.sh)
+#   docs       build-docs      man pages + HTML with Doxygen, undocumented
+#                              symbols fail (scripts/check-docs.sh)
+#   package    build-package   cpack -G DEB, contents checked, consumer built
+#                              against the unpacked packages (scripts/check-package.sh)
+# Every build here turns warnings into errors (LIBPROC_WERROR=ON).
+# LIBPROC_CONFIGS picks which ones run (all of the above by default), e.g.
+# LIBPROC_CONFIGS=default for a quick check.
 # A single stress run: ctest -L stress in a build directory;
 # LIBPROC_STRESS_SEED=<n> picks the seed of the randomized model test.
 # Every configuration runs even if an earlier one failed; the script prints a
@@ -21,7 +31,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/deps.sh
 
-configs=${LIBPROC_CONFIGS:-default asan tsan lint valgrind}
+configs=${LIBPROC_CONFIGS:-default asan asan-gcc tsan tsan-clang lint valgrind matrix docs package}
 jobs=$(nproc 2>/dev/null || echo 2)
 
 # Some kernels place mappings where ThreadSanitizer does not expect them
@@ -30,8 +40,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # not start reliably, run the tests with ASLR off (setarch -R), which is
 # inherited by every test process.
 tsan_launcher=()
-probe_tsan() { # <build dir>
-    local dir=$1/tsan-probe out
+probe_tsan() { # <build dir> <compiler>
+    local dir=$1/tsan-probe cc=$2 out
     mkdir -p "$dir"
     cat >"$dir/probe.c" <<'PROBE'
 #include <pthread.h>
@@ -44,7 +54,7 @@ int main(void)
     return pthread_join(t, 0);
 }
 PROBE
-    gcc -fsanitize=thread -pthread "$dir/probe.c" -o "$dir/probe" || return 1
+    "$cc" -fsanitize=thread -pthread "$dir/probe.c" -o "$dir/probe" || return 1
     local i ok=1
     for i in 1 2 3 4 5 6 7 8 9 10; do
         if ! out=$("$dir/probe" 2>&1); then
@@ -82,7 +92,7 @@ run_lint() {
     echo
     echo "=== configuration lint: $dir, clang-tidy and cppcheck on src/ ==="
     cmake -S . -B "$dir" -DCMAKE_C_COMPILER=clang -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
-        -DLIBPROC_BUILD_TESTS=OFF -DLIBPROC_BUILD_EXAMPLES=OFF -DLIBPROC_BUILD_BENCH=OFF ||
+        -DLIBPROC_WERROR=ON -DLIBPROC_BUILD_TESTS=OFF -DLIBPROC_BUILD_EXAMPLES=OFF -DLIBPROC_BUILD_BENCH=OFF ||
         return 1
     echo "--- clang-tidy"
     clang-tidy -p "$dir" --quiet src/*.c || rc=1
@@ -120,7 +130,7 @@ run_valgrind() {
     scripts/deps.sh valgrind:valgrind || return 1
     echo
     echo "=== configuration valgrind: $dir, gcc, unit tests under memcheck ==="
-    cmake -S . -B "$dir" -DCMAKE_C_COMPILER=gcc -DLIBPROC_BUILD_TESTS=ON \
+    cmake -S . -B "$dir" -DCMAKE_C_COMPILER=gcc -DLIBPROC_WERROR=ON -DLIBPROC_BUILD_TESTS=ON \
         -DLIBPROC_BUILD_EXAMPLES=OFF -DLIBPROC_BUILD_BENCH=OFF \
         -DLIBPROC_HAVE_ADDCHDIR_NP=OFF || return 1
     cmake --build "$dir" -j"$jobs" --target "${tests[@]}" || return 1
@@ -147,39 +157,62 @@ run_config() { # <config name>
         run_valgrind
         return
         ;;
+    matrix)
+        echo
+        echo "=== configuration matrix: build-matrix/, every compiler and build type ==="
+        scripts/build-matrix.sh
+        return
+        ;;
+    docs)
+        echo
+        echo "=== configuration docs: build-docs, Doxygen man pages and HTML ==="
+        scripts/check-docs.sh
+        return
+        ;;
+    package)
+        echo
+        echo "=== configuration package: build-package, cpack -G DEB ==="
+        scripts/check-package.sh
+        return
+        ;;
     esac
     local -a cmake_args=() run_env=() launcher=()
+    local asan_env=(ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+    # die_after_fork=0: a libproc child that starts children of its own
+    # starts a reaper thread, and TSan by default kills any process that
+    # creates threads after a fork from a multithreaded parent.
+    local tsan_env=(TSAN_OPTIONS=halt_on_error=1:die_after_fork=0)
     case $cfg in
     default)
         dir=build-test
         cc=gcc
         ;;
-    asan)
-        dir=build-asan
+    asan | asan-gcc)
+        dir=build-$cfg
         cc=clang
+        [[ $cfg == asan-gcc ]] && cc=gcc
         cmake_args=(-DLIBPROC_SANITIZE=address,undefined)
-        run_env=(ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+        run_env=("${asan_env[@]}")
         ;;
-    tsan)
-        dir=build-tsan
+    tsan | tsan-clang)
+        dir=build-$cfg
         cc=gcc
+        [[ $cfg == tsan-clang ]] && cc=clang
         cmake_args=(-DLIBPROC_SANITIZE=thread)
-        # die_after_fork=0: a libproc child that starts children of its own
-        # starts a reaper thread, and TSan by default kills any process that
-        # creates threads after a fork from a multithreaded parent.
-        run_env=(TSAN_OPTIONS=halt_on_error=1:die_after_fork=0)
-        probe_tsan "$dir" || return 1
+        run_env=("${tsan_env[@]}")
+        probe_tsan "$dir" "$cc" || return 1
         launcher=("${tsan_launcher[@]}")
         ;;
     *)
-        echo "run-tests: unknown configuration '$cfg' (known: default asan tsan lint valgrind)" >&2
+        echo "run-tests: unknown configuration '$cfg' (known: default asan asan-gcc tsan" \
+            "tsan-clang lint valgrind matrix docs package)" >&2
         return 1
         ;;
     esac
 
     echo
     echo "=== configuration $cfg: $dir, $cc${cmake_args[*]:+ ${cmake_args[*]}} ==="
-    cmake -S . -B "$dir" -DCMAKE_C_COMPILER="$cc" -DLIBPROC_BUILD_TESTS=ON \
+    cmake -S . -B "$dir" -DCMAKE_C_COMPILER="$cc" -DLIBPROC_WERROR=ON -DLIBPROC_BUILD_TESTS=ON \
         -DLIBPROC_BUILD_EXAMPLES=ON "${cmake_args[@]}" || return 1
     cmake --build "$dir" -j"$jobs" || return 1
     (cd "$dir" && env "${run_env[@]}" "${launcher[@]}" ctest --output-on-failure -j2 --no-tests=error) ||
@@ -196,7 +229,7 @@ for cfg in $configs; do
         result=FAILED
         failed=1
     fi
-    summary+=("$(printf '%-8s %-7s (%ds)' "$cfg" "$result" $((SECONDS - start)))")
+    summary+=("$(printf '%-10s %-7s (%ds)' "$cfg" "$result" $((SECONDS - start)))")
 done
 
 echo

@@ -1722,7 +1722,8 @@ proc_future_t *proc_pool_submit(proc_pool_t *pool, proc_task_fn *fn, const void 
     int rc = pool_check(pool);
     if (rc == 0 && (!fn || (in_size && !in)))
         rc = -EINVAL;
-    size_t in_room = align_up(in_size, 64), extra;
+    /* The job carries its input and output after the header: in_room + out_size. */
+    size_t in_room = align_up(in_size, 64), extra = 0;
     if (rc == 0 && (in_room < in_size || !add_ok(in_room, out_size, &extra)))
         rc = -ENOMEM;
     if (rc < 0) {

@@ -418,7 +418,7 @@ static void killed_sender_leaves_only_whole_messages(void **state)
         int before = rand() % 40;
         for (int i = 0; i < before; i++) {
             ssize_t n = proc_conn_recv(p.a, buf, 300 * 1024, IT_BOUND_MS);
-            struct msg_head h;
+            struct msg_head h = {0};
             assert_true(n > 0 && msg_check(buf, (size_t)n, &h));
             assert_int_equal(h.seq, expect++);
         }
@@ -427,7 +427,7 @@ static void killed_sender_leaves_only_whole_messages(void **state)
             ssize_t n = proc_conn_recv(p.a, buf, 300 * 1024, IT_BOUND_MS);
             if (n == -EPIPE)
                 break;
-            struct msg_head h;
+            struct msg_head h = {0};
             assert_true(n > 0);
             if (!msg_check(buf, (size_t)n, &h))
                 fail_msg("round %d: a torn message of %zd bytes after seq %u", round, n, expect);

@@ -178,8 +178,9 @@ static void make_tmpdir(void)
     assert_non_null(mkdtemp(tmpdir));
     char real[PATH_MAX];
     assert_non_null(realpath(tmpdir, real));
-    assert_true(strlen(real) < sizeof tmpdir);
-    snprintf(tmpdir, sizeof tmpdir, "%s", real);
+    size_t len = strlen(real);
+    assert_true(len < sizeof tmpdir);
+    memcpy(tmpdir, real, len + 1);
 }
 
 static void write_file(const char *path, const char *text, mode_t mode)

@@ -69,7 +69,7 @@ static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static int violations;
 static char first_violations[5][240];
 
-static void violation(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void violation(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

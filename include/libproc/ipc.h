@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * libproc: talking to children. Python's multiprocessing Pipe, Queue,
  * JoinableQueue, Lock, Semaphore, Event and Value/Array for C.
  *

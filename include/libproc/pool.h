@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * libproc: worker pools. Python's multiprocessing.Pool for C: apply, map and
  * apply_async (futures) over a fixed number of forked worker processes.
  *

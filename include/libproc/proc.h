@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/*
+/**
+ * @file
  * libproc: Python's multiprocessing.Process for C.
  *
  * Conventions (apply to every function below unless its comment says otherwise):

@@ -1,13 +1,25 @@
 # Installs the built libproc into a scratch prefix and builds a consumer program
 # against the installed copy, the ways users link it:
-#   (a) pkg-config: shared (run with LD_LIBRARY_PATH) and static (--static, libproc.a)
+#   (a) pkg-config: shared (run with LD_LIBRARY_PATH, and built with an rpath)
+#       and static (--static, libproc.a)
 #   (b) find_package(libproc CONFIG REQUIRED) + target libproc::proc
 # Run by ctest as:
 #   cmake -DSOURCE_DIR=... -DBUILD_DIR=... -DWORK_DIR=... -DC_COMPILER=... [-DSANITIZE=...]
 #         -P tests/consumer/run.cmake
+# With -DPREFIX=<dir> instead of -DBUILD_DIR, nothing is installed: the
+# consumers are built against the tree already in <dir> (the unpacked .debs).
 cmake_minimum_required(VERSION 3.16)
 
-foreach(var SOURCE_DIR BUILD_DIR WORK_DIR C_COMPILER)
+if(DEFINED PREFIX AND NOT PREFIX STREQUAL "")
+  set(BUILD_DIR "")
+else()
+  set(PREFIX "")
+endif()
+set(required SOURCE_DIR WORK_DIR C_COMPILER)
+if(PREFIX STREQUAL "")
+  list(APPEND required BUILD_DIR)
+endif()
+foreach(var ${required})
   if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
     message(FATAL_ERROR "run.cmake: -D${var}=... is required")
   endif()
@@ -16,7 +28,11 @@ if(NOT DEFINED SANITIZE)
   set(SANITIZE "")
 endif()
 
-set(prefix "${WORK_DIR}/prefix")
+if(PREFIX STREQUAL "")
+  set(prefix "${WORK_DIR}/prefix")
+else()
+  set(prefix "${PREFIX}")
+endif()
 set(consumer_src "${SOURCE_DIR}/tests/consumer/consumer.c")
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
@@ -49,7 +65,9 @@ endif()
 set(warn_flags -std=c11 -Wall -Wextra -Wpedantic -Werror)
 
 # ---------------------------------------------------------------- install
-run_step("cmake --install" out "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${prefix}")
+if(PREFIX STREQUAL "")
+  run_step("cmake --install" out "${CMAKE_COMMAND}" --install "${BUILD_DIR}" --prefix "${prefix}")
+endif()
 
 file(GLOB_RECURSE pc_files "${prefix}/*/libproc.pc")
 list(LENGTH pc_files n_pc)
@@ -102,6 +120,13 @@ run_step("compiling the consumer (pkg-config, shared)" out
   -o "${WORK_DIR}/consumer_pc_shared")
 run_consumer("consumer_pc_shared"
   "${CMAKE_COMMAND}" -E env "LD_LIBRARY_PATH=${lib_dir}" "${WORK_DIR}/consumer_pc_shared")
+
+# What README's Linking section shows for a prefix outside the loader's
+# paths: an rpath, so the program starts without LD_LIBRARY_PATH.
+run_step("compiling the consumer (pkg-config, shared, rpath)" out
+  "${C_COMPILER}" ${warn_flags} ${san_flags} "${consumer_src}" ${pc_flags}
+  "-Wl,-rpath,${pc_libdir}" -o "${WORK_DIR}/consumer_pc_rpath")
+run_consumer("consumer_pc_rpath" "${WORK_DIR}/consumer_pc_rpath")
 
 run_step("pkg-config --static --cflags --libs libproc" pcs_out
   "${PKG_CONFIG_EXE}" --static --cflags --libs libproc)
