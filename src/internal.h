@@ -182,6 +182,9 @@ void proc_lifecycle_reset_child(void);
 bool proc_sys_have_pidfd(void);
 int proc_sys_pidfd_open(pid_t pid);
 int proc_sys_pidfd_signal(int pidfd, int sig);
+/* Signals the process group whose id is the pidfd's process (not a recycled
+ * id): -EINVAL on kernels before 6.9, -ESRCH when the group is empty. */
+int proc_sys_pidfd_signal_group(int pidfd, int sig);
 int proc_sys_waitid_pidfd(int pidfd, siginfo_t *info, int options);
 int proc_sys_random(void *buf, size_t len);
 pid_t proc_sys_gettid(void);

@@ -617,6 +617,31 @@ static int check_signal(proc_t *p, int sig)
 }
 
 /*
+ * True while p's pid still names p, unreaped (a zombie too when zombie_ok):
+ * nobody, libproc or a host's waitpid, has freed the number yet. Without
+ * pidfds a host's waitpid may have taken the child and its pid may be someone
+ * else's; the start time tells a newer child with the same pid apart. (A host
+ * reaping between this check and the signal cannot be excluded without
+ * pidfds.)
+ */
+static bool unreaped_locked(proc_t *p, bool zombie_ok)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (p->pidfd >= 0) {
+        if (proc_sys_waitid_pidfd(p->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+            return false;
+        return zombie_ok || si.si_pid == 0;
+    }
+    pid_t pid = atomic_load(&p->pid);
+    if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+        return false;
+    if (si.si_pid != 0 && !zombie_ok)
+        return false;
+    return !p->start_time || proc_sys_start_time(pid) == p->start_time;
+}
+
+/*
  * Sends sig to a running child; 0 once it was reaped (its pid may belong to
  * someone else now). The pidfd names this process, never a successor with the
  * same pid; without one, the lock keeps anyone from reaping it (and freeing
@@ -630,21 +655,10 @@ int proc_send_signal_locked(proc_t *p, int sig)
     if (p->pidfd >= 0) {
         r = proc_sys_pidfd_signal(p->pidfd, sig);
     } else {
-        /*
-         * Without pidfd a host's waitpid may have taken the child already, and
-         * its pid may be someone else's: only a child still ours and not yet
-         * ended is signalled. (A host reaping between this check and kill()
-         * cannot be excluded without pidfds.)
-         */
-        siginfo_t si;
-        memset(&si, 0, sizeof si);
-        pid_t pid = atomic_load(&p->pid);
-        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != 0)
+        /* Our child by that pid, not yet ended, and not a newer one. */
+        if (!unreaped_locked(p, false))
             return 0;
-        /* Our child by that pid, but a new one if its start time differs. */
-        if (p->start_time && proc_sys_start_time(pid) != p->start_time)
-            return 0;
-        if (kill(pid, sig) < 0)
+        if (kill(atomic_load(&p->pid), sig) < 0)
             r = -errno;
     }
     return r == -ESRCH ? 0 : r;
@@ -671,6 +685,28 @@ int proc_kill(proc_t *p)
     return proc_signal(p, SIGKILL);
 }
 
+/*
+ * The group's id is the child's pid, and the number stays the group's only
+ * while something holds it: with PIDFD_SIGNAL_PROCESS_GROUP (Linux 6.9) the
+ * pidfd does, so the group is reached as long as any member lives, even after
+ * the child was reaped. Without it, only the unreaped child (alive or a
+ * zombie) proves that the id is still its group's; after that nothing is
+ * sent, since a stranger may have taken the id.
+ */
+static int signal_group_locked(proc_t *p, int sig)
+{
+    if (p->pidfd >= 0) {
+        int r = proc_sys_pidfd_signal_group(p->pidfd, sig);
+        if (r != -EINVAL && r != -ENOSYS)
+            return r == -ESRCH ? 0 : r;
+    }
+    if (atomic_load(&p->state) != PROC_RUNNING || !unreaped_locked(p, true))
+        return 0;
+    if (killpg(atomic_load(&p->pid), sig) < 0)
+        return errno == ESRCH ? 0 : -errno;
+    return 0;
+}
+
 int proc_signal_tree(proc_t *p, int sig)
 {
     int r = check_signal(p, sig);
@@ -678,7 +714,8 @@ int proc_signal_tree(proc_t *p, int sig)
         return r;
     if (!p->new_group)
         return -EINVAL;
-    if (killpg(atomic_load(&p->pid), sig) < 0)
-        return errno == ESRCH ? 0 : -errno;
-    return 0;
+    pthread_mutex_lock(&proc_g.lock);
+    r = signal_group_locked(p, sig);
+    pthread_mutex_unlock(&proc_g.lock);
+    return r;
 }

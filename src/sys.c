@@ -76,6 +76,23 @@ int proc_sys_pidfd_signal(int pidfd, int sig)
 #endif
 }
 
+/* <linux/pidfd.h> of Linux 6.9; older kernels reject the flag with EINVAL. */
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP (1U << 2)
+#endif
+
+int proc_sys_pidfd_signal_group(int pidfd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+    long r = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP);
+    return r < 0 ? -errno : 0;
+#else
+    (void)pidfd;
+    (void)sig;
+    return -ENOSYS;
+#endif
+}
+
 int proc_sys_waitid_pidfd(int pidfd, siginfo_t *info, int options)
 {
     int r;

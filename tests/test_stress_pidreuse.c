@@ -16,7 +16,10 @@
  *
  * Reaped three ways: by proc_join, by libproc's reaper alone (nobody joins),
  * and by the host itself (waitpid(pid) on libproc's child, the "another
- * reaper" case). Where namespaces or ns_last_pid are not permitted, the tests
+ * reaper" case). A fourth mode, "tree", gives the child a process group of
+ * its own (proc_set_new_group) and the victim makes itself the leader of a
+ * group with the recycled id (setpgid(0, 0)): proc_signal_tree() on the old
+ * object must not reach it. Where namespaces or ns_last_pid are not permitted, the tests
  * are skipped (cmocka skip(); the program then exits 77, ctest shows it
  * skipped). ctest runs it also with LIBPROC_DISABLE_PIDFD=1.
  */
@@ -80,6 +83,8 @@ static void victim_main(int ready_w, int ping_r, int pong_w)
     const int sigs[] = {SIGTERM, SIGUSR1, SIGINT, SIGHUP};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         sigaction(sigs[i], &sa, NULL);
+    if (strcmp(mode, "tree") == 0 && setpgid(0, 0) != 0)
+        _exit(4);
     char c = 'r';
     if (tu_write_full(ready_w, &c, 1) != 0)
         _exit(2);
@@ -163,11 +168,14 @@ static int ns_init(void)
             p = proc_new(gate_child, (void *)(intptr_t)gate[0]);
         else
             p = proc_new(exit_now, NULL);
-        CHECK(p && proc_start(p) == 0, "start");
+        CHECK(p, "proc_new");
+        if (strcmp(mode, "tree") == 0)
+            CHECK(proc_set_new_group(p, true) == 0, "proc_set_new_group");
+        CHECK(proc_start(p) == 0, "start");
         pid_t c = proc_pid(p);
         close(gate[0]);
 
-        if (strcmp(mode, "join") == 0) {
+        if (strcmp(mode, "join") == 0 || strcmp(mode, "tree") == 0) {
             CHECK(proc_join(p, 30000) == 0, "join");
             CHECK(proc_exitcode(p) == 42, "exit code %d", proc_exitcode(p));
         } else if (strcmp(mode, "reaper") == 0) {
@@ -213,9 +221,16 @@ static int ns_init(void)
         } else {
             reused++;
             /* the old object: every signal must be a no-op now */
-            const int codes[] = {
-                proc_kill(p),           proc_terminate(p),      proc_signal(p, SIGUSR1),
-                proc_signal(p, SIGINT), proc_signal(p, SIGHUP), proc_signal(p, 0)};
+            CHECK(strcmp(mode, "tree") != 0 || getpgid(v) == c, "victim's group %d, not %d",
+                  (int)getpgid(v), (int)c);
+            const int codes[] = {proc_kill(p),
+                                 proc_terminate(p),
+                                 proc_signal(p, SIGUSR1),
+                                 proc_signal(p, SIGINT),
+                                 proc_signal(p, SIGHUP),
+                                 proc_signal(p, 0),
+                                 strcmp(mode, "tree") == 0 ? proc_signal_tree(p, SIGTERM) : 0,
+                                 strcmp(mode, "tree") == 0 ? proc_signal_tree(p, SIGUSR1) : 0};
             for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
                 CHECK(codes[i] == 0, "round %d: signal call %zu on the reaped child = %d", round, i,
                       codes[i]);
@@ -305,6 +320,12 @@ static void test_pid_reuse_after_reaper(void **state)
     run_mode("reaper");
 }
 
+static void test_group_reuse_signal_tree(void **state)
+{
+    (void)state;
+    run_mode("tree");
+}
+
 static void test_pid_reuse_after_host_reaped(void **state)
 {
     (void)state;
@@ -334,6 +355,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_pid_reuse_after_join),
         cmocka_unit_test(test_pid_reuse_after_reaper),
         cmocka_unit_test(test_pid_reuse_after_host_reaped),
+        cmocka_unit_test(test_group_reuse_signal_tree),
     };
     int failed = cmocka_run_group_tests_name("stress_pidreuse", tests, NULL, NULL);
     return failed == 0 && skipped ? SUB_SKIP : failed;

@@ -215,10 +215,18 @@ PROC_API int proc_kill(proc_t *p);
 PROC_API int proc_signal(proc_t *p, int sig);
 
 /**
- * Sends sig to the child's whole process group (killpg), also after the
- * child itself has ended. Requires proc_set_new_group(p, true).
- * Returns 0 when sent or when nobody is left in the group; -EINVAL (NULL,
- * never started, no group of its own, bad sig); -ECHILD (not the caller's).
+ * Sends sig to the child's whole process group (killpg(2) of the group the
+ * child leads). Requires proc_set_new_group(p, true). Never signals a group
+ * that is not the child's, even after the child was reaped and a stranger
+ * took its id: on Linux 6.9 and later the signal goes through the child's
+ * pidfd (PIDFD_SIGNAL_PROCESS_GROUP), which keeps naming the child's group as
+ * long as any member lives, also after the child itself has ended and been
+ * joined. On older kernels (or without pidfds) the group is signalled only
+ * while the child has not been reaped; afterwards nothing is sent and 0 is
+ * returned, since the id can no longer be proven to be the child's.
+ * Returns 0 when sent or when nothing was sent for those reasons (nobody
+ * left in the group); -EINVAL (NULL, never started, no group of its own, bad
+ * sig); -ECHILD (not the caller's); -EPERM from the kernel.
  */
 PROC_API int proc_signal_tree(proc_t *p, int sig);
 
