@@ -25,10 +25,27 @@ static bool is_executable_file(const char *path, bool *exists)
     return S_ISREG(st.st_mode) && faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) == 0;
 }
 
+/* The child's PATH: a replaced environment brings its own, as in Python's subprocess. */
+static const char *child_path(const proc_t *p)
+{
+    const char *path = NULL;
+    if (p->envp) {
+        for (char **e = p->envp; *e && !path; e++)
+            if (strncmp(*e, "PATH=", 5) == 0)
+                path = *e + 5;
+    } else {
+        path = getenv("PATH");
+    }
+    return path ? path : "/bin:/usr/bin";
+}
+
 /*
  * execvp(3) rules, done in the parent so the child only calls execve: a name
  * with a '/' is used as is; otherwise the first executable regular file along
- * PATH wins, and a miss is EACCES if some candidate existed, else ENOENT.
+ * PATH wins, and a miss is EACCES if some candidate existed, else ENOENT. A
+ * relative entry ("" is ".") is relative to the directory the child execs in:
+ * with proc_set_cwd() the candidate is looked up as <cwd>/<entry>/<file>, and
+ * <entry>/<file> is what the child executes after its chdir.
  */
 static int plan_exec(struct proc_start_ctx *plan, const proc_t *p)
 {
@@ -40,21 +57,17 @@ static int plan_exec(struct proc_start_ctx *plan, const proc_t *p)
         plan->path = strdup(file);
         return plan->path ? 0 : -ENOMEM;
     }
-    /* As Python's subprocess: a replaced environment brings its own PATH. */
-    const char *path = NULL;
-    if (p->envp) {
-        for (char **e = p->envp; *e && !path; e++)
-            if (strncmp(*e, "PATH=", 5) == 0)
-                path = *e + 5;
-    } else {
-        path = getenv("PATH");
-    }
-    if (!path)
-        path = "/bin:/usr/bin";
-    size_t flen = strlen(file);
-    char *buf = malloc(strlen(path) + flen + 3);
-    if (!buf)
+    const char *path = child_path(p);
+    size_t flen = strlen(file), clen = p->cwd ? strlen(p->cwd) + 1 : 0;
+    /* full: "<cwd>/" then the candidate "<entry>/<file>", which buf points at */
+    char *full = malloc(clen + strlen(path) + flen + 3);
+    if (!full)
         return -ENOMEM;
+    if (clen) {
+        memcpy(full, p->cwd, clen - 1);
+        full[clen - 1] = '/';
+    }
+    char *buf = full + clen;
     bool seen = false;
     for (const char *dir = path;; dir++) {
         const char *end = strchrnul(dir, ':');
@@ -67,15 +80,16 @@ static int plan_exec(struct proc_start_ctx *plan, const proc_t *p)
         }
         buf[dlen] = '/';
         memcpy(buf + dlen + 1, file, flen + 1);
-        if (is_executable_file(buf, &seen)) {
-            plan->path = buf;
-            return 0;
+        if (is_executable_file(buf[0] == '/' ? buf : full, &seen)) {
+            plan->path = strdup(buf);
+            free(full);
+            return plan->path ? 0 : -ENOMEM;
         }
         dir = end;
         if (!*end)
             break;
     }
-    free(buf);
+    free(full);
     return seen ? -EACCES : -ENOENT;
 }
 
@@ -277,6 +291,29 @@ static pid_t fork_and_report(proc_t *p, struct proc_start_ctx *ctx)
 }
 
 #ifdef LIBPROC_HAVE_ADDCHDIR_NP
+/*
+ * glibc's posix_spawn leaves its two internal signals (32 and 33) at SIG_IGN
+ * in the child, and SIG_IGN survives execve, so the program would start with
+ * them ignored though the parent ignores nothing there. POSIX_SPAWN_SETSIGDEF
+ * resets them. sigaddset() refuses those numbers, so their bits are set
+ * directly (the kernel's layout: bit sig - 1).
+ */
+static short reset_internal_signals(posix_spawnattr_t *attr)
+{
+#if defined(__GLIBC__) && defined(__linux__)
+    sigset_t def;
+    sigemptyset(&def);
+    const unsigned word = 8 * sizeof def.__val[0];
+    for (int sig = 32; sig < SIGRTMIN; sig++)
+        def.__val[(unsigned)(sig - 1) / word] |= 1UL << ((unsigned)(sig - 1) % word);
+    if (posix_spawnattr_setsigdefault(attr, &def) == 0)
+        return POSIX_SPAWN_SETSIGDEF;
+#else
+    (void)attr;
+#endif
+    return 0;
+}
+
 /* vfork-style start whose cost does not grow with the parent's memory. */
 static pid_t posix_spawn_exec(const proc_t *p, const struct proc_start_ctx *plan)
 {
@@ -291,8 +328,8 @@ static pid_t posix_spawn_exec(const proc_t *p, const struct proc_start_ctx *plan
         posix_spawnattr_destroy(&attr);
         return -err;
     }
-    short flags =
-        (short)((p->new_group ? POSIX_SPAWN_SETPGROUP : 0) | (mask ? POSIX_SPAWN_SETSIGMASK : 0));
+    short flags = (short)((p->new_group ? POSIX_SPAWN_SETPGROUP : 0) |
+                          (mask ? POSIX_SPAWN_SETSIGMASK : 0) | reset_internal_signals(&attr));
     err = posix_spawnattr_setflags(&attr, flags);
     if (!err && p->new_group)
         err = posix_spawnattr_setpgroup(&attr, 0);

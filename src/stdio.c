@@ -83,7 +83,9 @@ int proc_stdio_prepare(proc_t *p, struct proc_start_ctx *ctx)
     pthread_mutex_lock(&proc_g.lock);
     for (int i = 0; i < 3 && r == 0; i++) {
         int how = p->stdio_how[i], child = -1;
-        if (how == PROC_STDIO_INHERIT || how == i) {
+        /* An fd equal to i is dup'd like any other: dup2 onto i then clears
+         * its FD_CLOEXEC, or a caller's close-on-exec stdout would vanish. */
+        if (how == PROC_STDIO_INHERIT) {
             ctx->child_fd[i] = -1;
             continue;
         }
