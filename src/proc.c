@@ -564,9 +564,11 @@ int proc_sentinel(const proc_t *p)
     int state = atomic_load(&((proc_t *)p)->state);
     if (state == PROC_NEW || state == PROC_STARTING || p->owner != atomic_load(&proc_g.self))
         return -EINVAL;
-    if (p->pidfd >= 0)
-        return p->pidfd;
-    return p->pipe_r >= 0 ? p->pipe_r : -EINVAL;
+    /* The pipe, where there is one, turns readable when the child is joinable;
+     * a pidfd at the exit, which is the same moment only without callbacks. */
+    if (p->pipe_r >= 0)
+        return p->pipe_r;
+    return p->pidfd >= 0 ? p->pidfd : -EINVAL;
 }
 
 const unsigned char *proc_authkey(const proc_t *p, size_t *len)

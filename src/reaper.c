@@ -99,6 +99,21 @@ void proc_reaper_wake(void)
 /* ------------------------------------------------------------------- reaping */
 
 /*
+ * p is joinable from here on (and may be closed by another thread once the
+ * lock is dropped). A sentinel pipe turns readable only now, so that a
+ * readable sentinel always means proc_join(p, 0) returns 0.
+ */
+static void mark_done_locked(proc_t *p)
+{
+    atomic_store(&p->state, PROC_DONE);
+    if (p->pipe_w >= 0) {
+        proc_fd_untrack_locked(p->pipe_w);
+        close(p->pipe_w);
+        p->pipe_w = -1;
+    }
+}
+
+/*
  * Records the end of p; the caller holds the lock. Without exit callbacks p is
  * finished at once (joiners are released by the broadcast the caller owes);
  * otherwise it waits on *ended for the reaper to run its callbacks.
@@ -107,13 +122,8 @@ static void mark_ended_locked(proc_t *p, int code, proc_t **ended)
 {
     atomic_store(&p->exitcode, code);
     proc_g.live--;
-    if (p->pipe_w >= 0) {
-        proc_fd_untrack_locked(p->pipe_w);
-        close(p->pipe_w); /* the fallback sentinel turns readable */
-        p->pipe_w = -1;
-    }
     if (!p->callbacks || !ended) { /* no ended list: only callers for callback-less objects */
-        atomic_store(&p->state, PROC_DONE);
+        mark_done_locked(p);
         proc_g.broadcast_due = true;
         return;
     }
@@ -244,19 +254,18 @@ static void reap_now_locked(proc_t *p)
     }
 }
 
-/* Runs the callbacks of a batch, then releases joiners once for all of it. */
+/* Runs the callbacks of a batch; each child is joinable as soon as its own ran. */
 static void finish_batch(proc_t *ended)
 {
-    for (proc_t *p = ended; p; p = p->ended_next)
+    for (proc_t *p = ended, *next; p; p = next) {
+        next = p->ended_next; /* once done, p may be closed */
         for (struct proc_exit_cb *cb = p->callbacks; cb; cb = cb->next)
             cb->fn(p, cb->arg);
-    pthread_mutex_lock(&proc_g.lock);
-    for (proc_t *p = ended, *next; p; p = next) {
-        next = p->ended_next;
-        atomic_store(&p->state, PROC_DONE); /* from here on p may be closed */
+        pthread_mutex_lock(&proc_g.lock);
+        mark_done_locked(p);
+        pthread_cond_broadcast(&proc_g.cond);
+        pthread_mutex_unlock(&proc_g.lock);
     }
-    pthread_cond_broadcast(&proc_g.cond);
-    pthread_mutex_unlock(&proc_g.lock);
 }
 
 static void *reaper_main(void *arg)
@@ -385,11 +394,49 @@ bool proc_on_reaper_thread(void)
     return proc_g.reaper_running && pthread_equal(pthread_self(), proc_g.reaper_tid);
 }
 
-/* Registers a freshly started child with the reaper. */
-int proc_reaper_watch_locked(proc_t *p)
+/*
+ * The sentinel of a child that has exit callbacks, or no pidfd: a pipe whose
+ * write end libproc closes when the child becomes joinable (a pidfd turns
+ * readable at the exit, before the callbacks ran).
+ */
+static int open_sentinel_pipe_locked(proc_t *p)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -errno;
+    if (proc_fd_track_locked(pfd[0], p) < 0 || proc_fd_track_locked(pfd[1], p) < 0) {
+        proc_fd_untrack_locked(pfd[0]);
+        close(pfd[0]);
+        close(pfd[1]);
+        return -ENOMEM;
+    }
+    p->pipe_r = pfd[0];
+    p->pipe_w = pfd[1];
+    return 0;
+}
+
+static void close_sentinel_pipe_locked(proc_t *p)
+{
+    int *ends[2] = {&p->pipe_r, &p->pipe_w};
+    for (int i = 0; i < 2; i++) {
+        if (*ends[i] >= 0) {
+            proc_fd_untrack_locked(*ends[i]);
+            close(*ends[i]);
+            *ends[i] = -1;
+        }
+    }
+}
+
+/* The work of proc_reaper_watch_locked(): sentinel, pidfd, registry. */
+static int watch_locked(proc_t *p)
 {
     p->owner = atomic_load(&proc_g.self);
     p->pidfd = -1;
+    if (p->callbacks) {
+        int err = open_sentinel_pipe_locked(p);
+        if (err < 0)
+            return err;
+    }
     if (proc_sys_have_pidfd()) {
         int fd = proc_sys_pidfd_open(atomic_load(&p->pid));
         if (fd >= 0) {
@@ -410,17 +457,9 @@ int proc_reaper_watch_locked(proc_t *p)
     }
     if (p->pidfd < 0) {
         p->start_time = proc_sys_start_time(atomic_load(&p->pid));
-        int pfd[2];
-        if (pipe2(pfd, O_CLOEXEC) < 0)
-            return -errno;
-        if (proc_fd_track_locked(pfd[0], p) < 0 || proc_fd_track_locked(pfd[1], p) < 0) {
-            proc_fd_untrack_locked(pfd[0]);
-            close(pfd[0]);
-            close(pfd[1]);
-            return -ENOMEM;
-        }
-        p->pipe_r = pfd[0];
-        p->pipe_w = pfd[1];
+        int err = p->pipe_r < 0 ? open_sentinel_pipe_locked(p) : 0;
+        if (err < 0)
+            return err;
         proc_g.unwatched++;
     }
     atomic_store(&p->state, PROC_RUNNING);
@@ -430,6 +469,15 @@ int proc_reaper_watch_locked(proc_t *p)
     if (p->pidfd < 0)
         proc_reaper_wake(); /* the exit may have come before we listened */
     return 0;
+}
+
+/* Registers a freshly started child with the reaper; on failure p owns no fd. */
+int proc_reaper_watch_locked(proc_t *p)
+{
+    int err = watch_locked(p);
+    if (err < 0)
+        close_sentinel_pipe_locked(p);
+    return err;
 }
 
 void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms)

@@ -493,6 +493,83 @@ static void test_sentinel(void **state)
     close_fd(&fds[0]);
 }
 
+/* An exit callback that says it runs, then blocks until its gate opens. */
+struct held_cb {
+    int started_w;
+    int gate_r;
+};
+
+static void held_callback(proc_t *p, void *arg)
+{
+    (void)p;
+    const struct held_cb *h = arg;
+    char c;
+    (void)tu_write_full(h->started_w, "s", 1);
+    (void)tu_read_full(h->gate_r, &c, 1, 30000);
+}
+
+/* With exit callbacks, the sentinel turns readable when they have returned:
+ * not at the exit (the callback holds the child reaped but not joinable). */
+static void test_sentinel_waits_for_callbacks(void **state)
+{
+    (void)state;
+    int started[2], gate[2];
+    make_pipe(started);
+    make_pipe(gate);
+    struct held_cb h = {started[1], gate[0]};
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)5);
+    assert_non_null(p);
+    EQ(proc_on_exit(p, held_callback, &h), 0);
+    EQ(proc_start(p), 0);
+    int fd = proc_sentinel(p);
+    assert_true(fd >= 0);
+    char c;
+    EQ(tu_read_full(started[0], &c, 1, 10000), 1); /* the child has ended */
+    EQ(child_state(proc_pid(p)), 0);               /* and was reaped */
+    EQ(poll_in(fd, 0, NULL), 0);
+    EQ(proc_join(p, 0), -ETIMEDOUT);
+    EQ(poll_in(fd, 0, NULL), 0);
+    EQ(tu_write_full(gate[1], "g", 1), 0);
+    EQ(poll_in(fd, 10000, NULL), 1);
+    EQ(proc_join(p, 0), 0);
+    EQ(proc_exitcode(p), 5);
+    EQ(proc_close(p), 0);
+    int *ends[] = {&started[0], &started[1], &gate[0], &gate[1]};
+    for (size_t i = 0; i < 4; i++)
+        close_fd(ends[i]);
+}
+
+static void count_callback(proc_t *p, void *arg)
+{
+    (void)p;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* Many short children, half with a callback: whenever a sentinel is readable,
+ * join(0) agrees, whatever batches the reaper makes of the exits. */
+static void test_sentinel_readable_means_joinable(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    static proc_t *ps[N];
+    atomic_int calls;
+    atomic_init(&calls, 0);
+    for (int i = 0; i < N; i++) {
+        ps[i] = proc_new(return_code_main, (void *)(intptr_t)(i & 0x7f));
+        assert_non_null(ps[i]);
+        if (i % 2 == 0)
+            EQ(proc_on_exit(ps[i], count_callback, &calls), 0);
+        EQ(proc_start(ps[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        EQ(poll_in(proc_sentinel(ps[i]), 10000, NULL), 1);
+        EQ(proc_join(ps[i], 0), 0);
+        EQ(proc_exitcode(ps[i]), i & 0x7f);
+        EQ(proc_close(ps[i]), 0);
+    }
+    EQ(atomic_load(&calls), N / 2);
+}
+
 /* -------------------------------------------------------- exit callbacks */
 
 struct cbrec {
@@ -1019,6 +1096,8 @@ int main(int argc, char **argv)
         T(test_no_zombie_without_join),
         T(test_not_alive_means_joinable),
         T(test_sentinel),
+        T(test_sentinel_waits_for_callbacks),
+        T(test_sentinel_readable_means_joinable),
         T(test_exit_callbacks_with_join),
         T(test_exit_callbacks_without_join),
         T(test_preexisting_sigchld_handler_called),

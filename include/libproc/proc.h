@@ -255,10 +255,12 @@ PROC_API int proc_exitcode(const proc_t *p);
 PROC_API bool proc_daemon(const proc_t *p);
 
 /**
- * An fd owned by the object that polls readable once the process has ended
- * (a pidfd on Linux, else a pipe the reaper closes). Valid until
- * proc_close(). Do not read from or close it. Once readable, proc_join(p, -1)
- * returns at once or within microseconds.
+ * An fd owned by the object that polls readable exactly when the child is
+ * joinable: once it is readable, proc_join(p, 0) returns 0 (exit callbacks
+ * have run), and it is not readable before. A pidfd on Linux for a child
+ * without exit callbacks; otherwise a pipe that libproc closes when the
+ * callbacks have returned. Valid until proc_close(). Do not read from or
+ * close it. Python's Process.sentinel, for poll(2)/select(2)/epoll.
  * Returns the fd, or -EINVAL (NULL, not started, or an object that is not a
  * child of the caller).
  */
