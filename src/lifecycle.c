@@ -11,15 +11,27 @@ _Thread_local struct proc_inflight *proc_forking;
 /* How long daemonic children get between SIGTERM and SIGKILL at exit. */
 #define PROC_DAEMON_GRACE_MS 1000
 
-/* Fork handlers: nobody forks while another thread is inside a libproc section. */
+/*
+ * Fork handlers: nobody forks while another thread is inside a libproc section.
+ * They can end up registered twice in one process: when a fork() happens while
+ * another thread runs libproc's one-time initialisation after its
+ * pthread_atfork(), glibc's pthread_once() runs that initialisation again in
+ * the child, which registers them a second time. The forking thread's depth
+ * makes every registration after the first a no-op (a second lock of
+ * proc_g.lock would deadlock the child's next fork).
+ */
+static _Thread_local unsigned fork_depth;
+
 static void atfork_prepare(void)
 {
-    pthread_mutex_lock(&proc_g.lock);
+    if (fork_depth++ == 0)
+        pthread_mutex_lock(&proc_g.lock);
 }
 
 static void atfork_parent(void)
 {
-    pthread_mutex_unlock(&proc_g.lock);
+    if (--fork_depth == 0)
+        pthread_mutex_unlock(&proc_g.lock);
 }
 
 static void close_fd(int *fd)
@@ -66,7 +78,8 @@ void proc_lifecycle_reset_child(void)
 
 static void atfork_child(void)
 {
-    proc_lifecycle_reset_child();
+    if (--fork_depth == 0)
+        proc_lifecycle_reset_child();
 }
 
 static proc_t *first_unfinished_locked(bool daemons)

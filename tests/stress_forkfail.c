@@ -12,6 +12,11 @@
  *       fails only each every-th call among them (the others go through)
  *   libproc_test_forkfail_disarm()
  *   libproc_test_forkfail_failed()   how many calls failed since the last arm
+ *   libproc_test_hold_atexit(entered_w, release_r)
+ *       the next __cxa_atexit() call of this process (libproc's one-time
+ *       setup registers its atexit handler right after its fork handlers)
+ *       writes a byte to entered_w and waits for a byte or EOF on release_r,
+ *       so that a test can fork() in the middle of that setup
  *
  * Not built with sanitizers: programs exec'd by the test load it as well.
  */
@@ -47,6 +52,33 @@ PUBLIC void libproc_test_forkfail_disarm(void)
 PUBLIC int libproc_test_forkfail_failed(void)
 {
     return atomic_load(&arm_failed);
+}
+
+static _Atomic int hold_entered_w = -1, hold_release_r = -1;
+static _Atomic pid_t hold_pid;
+
+PUBLIC void libproc_test_hold_atexit(int entered_w, int release_r)
+{
+    atomic_store(&hold_pid, getpid());
+    atomic_store(&hold_release_r, release_r);
+    atomic_store(&hold_entered_w, entered_w);
+}
+
+/* Only in the process that armed it: a fork child re-running the setup goes on. */
+PUBLIC int __cxa_atexit(void (*fn)(void *), void *arg, void *dso)
+{
+    int w = atomic_load(&hold_pid) == getpid() ? atomic_exchange(&hold_entered_w, -1) : -1;
+    if (w >= 0) {
+        char c = 'e';
+        ssize_t r;
+        while ((r = write(w, &c, 1)) < 0 && errno == EINTR)
+            ;
+        while ((r = read(atomic_load(&hold_release_r), &c, 1)) < 0 && errno == EINTR)
+            ;
+    }
+    int (*real)(void (*)(void *), void *, void *) =
+        (int (*)(void (*)(void *), void *, void *))dlsym(RTLD_NEXT, "__cxa_atexit");
+    return real ? real(fn, arg, dso) : -1;
 }
 
 /* The errno to fail this call with, or 0 to let it through. */

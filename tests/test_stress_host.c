@@ -405,6 +405,7 @@ static void test_sigchld_ignored_after_start(void **state)
 /* ----------------------------------- fork() while other threads are in libproc */
 
 static _Atomic bool stop_workers;
+static _Atomic int workers_cycled; /* workers through their first start/join cycle */
 
 struct fw {
     int index;
@@ -465,7 +466,8 @@ static void *fork_worker(void *arg)
         }
         if (proc_close(p) != 0)
             fw_error(w, "proc_close", 0);
-        w->ops++;
+        if (w->ops++ == 0)
+            atomic_fetch_add(&workers_cycled, 1);
     }
     return NULL;
 }
@@ -502,11 +504,21 @@ static void test_fork_while_threads_in_libproc(void **state)
     struct fw w[FORK_WORKERS];
     pthread_t t[FORK_WORKERS];
     atomic_store(&stop_workers, false);
+    atomic_store(&workers_cycled, 0);
     for (int i = 0; i < FORK_WORKERS; i++) {
         memset(&w[i], 0, sizeof w[i]);
         w[i].index = i;
         EQ(pthread_create(&t[i], NULL, fork_worker, &w[i]), 0);
     }
+    /* The first fork waits until every worker has been through libproc once,
+     * as in test_lifecycle: a fork that interrupts libproc's one-time
+     * initialisation (pthread_once) hangs the child under ThreadSanitizer,
+     * whose pthread_once() never lets a fork child re-run it as glibc's does,
+     * and the sanitizers' allocators are busiest while the new threads fill
+     * their caches. */
+    int64_t ready_by = tu_now_ms() + 10000;
+    while (atomic_load(&workers_cycled) < FORK_WORKERS && tu_now_ms() < ready_by)
+        sched_yield();
     int bad = 0, first_bad = -1, first_code = 0;
     int64_t t0 = tu_now_ms();
     for (int i = 0; i < HOST_FORKS; i++) {

@@ -30,7 +30,7 @@
 #define SKIP_IF_ALLOCATOR_FORK_UNSAFE()                                                            \
     do {                                                                                           \
         if (TU_ALLOCATOR_FORK_UNSAFE) {                                                            \
-            print_message("skipped: this AddressSanitizer runtime is not fork-safe\n");            \
+            print_message("skipped: this sanitizer runtime's allocator is not fork-safe\n");       \
             skip();                                                                                \
         }                                                                                          \
     } while (0)

@@ -28,8 +28,9 @@
  *   tu_on_valgrind()            true when running under valgrind
  *   tu_group_pinned()           true when libproc signals a process group
  *                               through the pidfd (pidfds on, Linux 6.9+)
- *   TU_ALLOCATOR_FORK_UNSAFE    1 under an AddressSanitizer runtime whose
- *                               allocator is not fork-safe
+ *   TU_ALLOCATOR_FORK_UNSAFE    1 under an AddressSanitizer or
+ *                               ThreadSanitizer runtime whose allocator is
+ *                               not fork-safe
  *
  * Every timeout is a bound on a hang, never a way to wait for something.
  */
@@ -84,8 +85,27 @@ static inline int tu_on_valgrind(void)
 #if defined(__SANITIZE_ADDRESS__) && !defined(TU_ASAN)
 #define TU_ASAN 1
 #endif
+/*
+ * ThreadSanitizer's fork handling locked only its internal allocator, not the
+ * one behind malloc(), before LLVM 19 (llvm-project PR 96600). Seen with
+ * clang 14: a child of a host fork() made while a worker thread refilled its
+ * allocator cache hung in its first malloc()
+ * (SizeClassAllocator64::GetFromAllocator). gcc's older libtsan runtime has
+ * not been seen to hang here, and the case keeps running under it (the
+ * "tsan" configuration), as in the plain and valgrind ones.
+ */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(TU_TSAN)
+#define TU_TSAN 1
+#endif
 #if defined(TU_ASAN) && ((defined(__clang__) && __clang_major__ < 18) ||                           \
                          (!defined(__clang__) && defined(__GNUC__) && __GNUC__ < 15))
+#define TU_ALLOCATOR_FORK_UNSAFE 1
+#elif defined(TU_TSAN) && defined(__clang__) && __clang_major__ < 19
 #define TU_ALLOCATOR_FORK_UNSAFE 1
 #else
 #define TU_ALLOCATOR_FORK_UNSAFE 0
