@@ -87,6 +87,7 @@ struct proc_global {
     struct proc parent_obj;
     bool have_parent;
     int init_err; /* the fork and exit handlers could not be registered */
+    bool exiting; /* at-exit work has begun in this process: no new starts */
 
     /* reaper */
     bool reaper_running;

@@ -61,6 +61,7 @@ void proc_lifecycle_reset_child(void)
     proc_g.requests = NULL;
     proc_g.spawner_running = false;
     proc_g.pending = NULL;
+    proc_g.exiting = false;
     /* Other threads' starts in progress: their child-side fds are not for us. */
     for (struct proc_inflight *f = proc_g.inflight; f; f = f->next)
         if (f != proc_forking)
@@ -99,7 +100,8 @@ static void signal_daemons_locked(int sig)
 
 /*
  * Python's behaviour at exit: daemonic children are terminated (SIGKILL after
- * one grace period shared by all of them), non-daemonic ones waited for. Runs
+ * one grace period shared by all of them), non-daemonic ones waited for, and
+ * no child is started any more. Runs
  * when a process exits normally and after a callback-mode target returns, and only
  * sees the calling process's own children. All under the lock: another thread
  * may close finished objects meanwhile, so no pointer is kept across a wait.
@@ -107,6 +109,9 @@ static void signal_daemons_locked(int sig)
 void proc_lifecycle_exit_work(void)
 {
     pthread_mutex_lock(&proc_g.lock);
+    /* From here on proc_start() refuses: an exit callback that replaces the
+     * daemons this work ends would otherwise keep exit() from finishing. */
+    proc_g.exiting = true;
     if (proc_g.children) {
         int cancel;
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);

@@ -465,6 +465,8 @@ int proc_start(proc_t *p)
         r = -ENOMEM;
     else if (cur->daemon)
         r = -EPERM;
+    else if (proc_g.exiting)
+        r = -ESHUTDOWN;
     else
         r = proc_reaper_ensure_locked();
     if (r < 0) {

@@ -285,6 +285,82 @@ static void test_at_exit_waits_for_nondaemonic_children(void **state)
     close_fd(&out[0]);
 }
 
+/* ---------------------------------- at exit: no restarts from exit callbacks */
+
+/* A supervisor's restart-on-death: every daemon that ends is replaced from its
+ * exit callback. At exit() the replacement must be refused, or exit() would
+ * end daemons for ever. */
+struct rs {
+    int out_w;    /* daemons hold it: EOF once all are gone */
+    int report_w; /* the callback's proc_start() results */
+};
+
+static int rs_daemon(void *arg)
+{
+    (void)arg;
+    alarm(CHILD_ALARM_S);
+    for (;;)
+        pause(); /* until SIGTERM */
+    return 0;
+}
+
+static void rs_restart(proc_t *p, void *arg);
+
+static int rs_start_daemon(struct rs *r)
+{
+    proc_t *d = proc_new(rs_daemon, r);
+    if (!d)
+        return -ENOMEM;
+    int rc = proc_set_daemon(d, true);
+    if (rc == 0)
+        rc = proc_on_exit(d, rs_restart, r);
+    if (rc == 0)
+        rc = proc_start(d);
+    return rc; /* the object is left to the process's end */
+}
+
+static void rs_restart(proc_t *p, void *arg)
+{
+    (void)p;
+    struct rs *r = arg;
+    int rc = rs_start_daemon(r);
+    (void)tu_write_full(r->report_w, &rc, sizeof rc);
+}
+
+static int rs_middle(void *arg)
+{
+    struct rs *r = arg;
+    alarm(CHILD_ALARM_S);
+    if (rs_start_daemon(r) != 0)
+        return 3;
+    close(r->out_w);
+    exit(0); /* ends the daemon; its callback tries to replace it */
+}
+
+static void test_at_exit_refuses_restarts(void **state)
+{
+    (void)state;
+    int out[2], report[2];
+    make_pipe(out);
+    make_pipe(report);
+    struct rs r = {out[1], report[1]};
+    proc_t *m = proc_new(rs_middle, &r);
+    assert_non_null(m);
+    EQ(proc_start(m), 0);
+    close_fd(&out[1]);
+    close_fd(&report[1]);
+    EQ(proc_join(m, 10000), 0); /* exit() finished: one grace period at most */
+    EQ(proc_exitcode(m), 0);
+    int rc = 0;
+    EQ(tu_read_full(report[0], &rc, sizeof rc, 0), (ssize_t)sizeof rc);
+    EQ(rc, -ESHUTDOWN);
+    EQ(tu_read_full(report[0], &rc, sizeof rc, 0), 0); /* one callback, one refusal */
+    assert_true(eof_within(out[0], 5000));             /* no daemon left */
+    EQ(proc_close(m), 0);
+    close_fd(&out[0]);
+    close_fd(&report[0]);
+}
+
 /* ------------------------------------------- at exit: terminate daemons */
 
 struct de {
@@ -925,15 +1001,11 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "--sub") == 0)
         return strcmp(argv[2], "atexit-root") == 0 ? sub_atexit_root() : 2;
     const struct CMUnitTest tests[] = {
-        T(test_fork_while_threads_use_libproc),
-        T(test_at_exit_waits_for_nondaemonic_children),
-        T(test_at_exit_terminates_daemons),
-        T(test_parent_death_kills_daemon),
-        T(test_daemon_from_short_lived_thread),
-        T(test_current_and_parent_in_child),
-        T(test_grandchild_sees_parent_death),
-        T(test_at_exit_of_root_process),
-        T(test_fd_count_stable),
+        T(test_fork_while_threads_use_libproc), T(test_at_exit_waits_for_nondaemonic_children),
+        T(test_at_exit_terminates_daemons),     T(test_at_exit_refuses_restarts),
+        T(test_parent_death_kills_daemon),      T(test_daemon_from_short_lived_thread),
+        T(test_current_and_parent_in_child),    T(test_grandchild_sees_parent_death),
+        T(test_at_exit_of_root_process),        T(test_fd_count_stable),
         T(test_all_again_without_pidfd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -123,7 +123,11 @@ PROC_API int proc_set_cwd(proc_t *p, const char *dir);
  * returns; during the callbacks proc_is_alive(p) is still true. Several
  * callbacks run in registration order. A callback must not block for long,
  * must not call proc_close(p) (-EBUSY) and gets -EDEADLK from proc_join() on
- * any unfinished process. Returns 0, -EINVAL (cb NULL), -EBUSY, -ENOMEM.
+ * any unfinished process. It may call proc_start() (see there: refused with
+ * -ESHUTDOWN once the process is exiting). Callbacks also run during exit():
+ * libproc's at-exit work ends the daemonic children and waits for the others,
+ * and their callbacks run before it returns. Returns 0, -EINVAL (cb NULL),
+ * -EBUSY, -ENOMEM.
  */
 PROC_API int proc_on_exit(proc_t *p, proc_exit_fn *cb, void *arg);
 
@@ -162,10 +166,18 @@ PROC_API const char *proc_name(const proc_t *p);
  * calls exit(), none of the parent's libproc at-exit work runs). Exec mode
  * starts the program with posix_spawn (or fork+exec for daemons) and reports
  * failure synchronously, leaving no process behind.
+ * The child starts with the signal mask of the calling thread, except when
+ * called from an exit callback (libproc's reaper thread blocks every
+ * signal): then with no signal blocked. Exit callbacks may start children,
+ * for instance to replace one that died, until the process exits: once
+ * libproc's at-exit work has begun (exit() in the parent, or the end of a
+ * callback-mode child's target), every start is refused with -ESHUTDOWN, so
+ * that exit() always finishes.
  * Returns 0, or -EINVAL (NULL), -EBUSY (already started), -EPERM (the caller
- * is a daemonic libproc child), -ENOENT/-EACCES/-ENOEXEC/... (exec failed or
- * the cwd is bad), -EAGAIN/-ENOMEM (fork failed; the object stays usable),
- * -EMFILE/-ENFILE (no fd for the sentinel).
+ * is a daemonic libproc child), -ESHUTDOWN (the process is exiting),
+ * -ENOENT/-EACCES/-ENOEXEC/... (exec failed or the cwd is bad),
+ * -EAGAIN/-ENOMEM (fork failed; the object stays usable), -EMFILE/-ENFILE
+ * (no fd for the sentinel).
  */
 PROC_API int proc_start(proc_t *p);
 
