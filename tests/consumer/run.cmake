@@ -37,26 +37,7 @@ set(consumer_src "${SOURCE_DIR}/tests/consumer/consumer.c")
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
 
-# Runs a command; on failure stops with its output. OUT_VAR receives stdout.
-function(run_step what out_var)
-  execute_process(COMMAND ${ARGN}
-    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    string(REPLACE ";" " " cmd "${ARGN}")
-    message(FATAL_ERROR "${what} failed (${rc}):\n  ${cmd}\n--- stdout:\n${out}\n--- stderr:\n${err}")
-  endif()
-  set(${out_var} "${out}" PARENT_SCOPE)
-endfunction()
-
-# Runs a built consumer and checks it prints OK.
-function(run_consumer what)
-  run_step("running ${what}" out ${ARGN})
-  if(NOT out MATCHES "^OK")
-    message(FATAL_ERROR "${what} did not print OK:\n${out}")
-  endif()
-  string(STRIP "${out}" out)
-  message(STATUS "${what}: ${out}")
-endfunction()
+include("${CMAKE_CURRENT_LIST_DIR}/steps.cmake")
 
 set(san_flags "")
 if(NOT SANITIZE STREQUAL "")
