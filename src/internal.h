@@ -172,6 +172,7 @@ int proc_reaper_join_pidfd(struct proc *p, int timeout_ms);
 int proc_send_signal_locked(struct proc *p, int sig);
 void proc_reaper_collect_locked(void);
 int proc_deadline_wait_locked(const struct timespec *deadline);
+int proc_deadline_poll_locked(const struct timespec *deadline);
 void proc_deadline_from_timeout(struct timespec *deadline, int timeout_ms);
 
 /* lifecycle.c */

@@ -121,16 +121,17 @@ void proc_lifecycle_exit_work(void)
         struct timespec grace;
         proc_deadline_from_timeout(&grace, PROC_DAEMON_GRACE_MS);
         bool killed = false;
+        /* Polling waits: the exit must not depend on the reaper thread alone. */
         while (can_wait && first_unfinished_locked(true)) {
             if (killed) {
-                proc_deadline_wait_locked(NULL);
-            } else if (proc_deadline_wait_locked(&grace) == -ETIMEDOUT) {
+                proc_deadline_poll_locked(NULL);
+            } else if (proc_deadline_poll_locked(&grace) == -ETIMEDOUT) {
                 signal_daemons_locked(SIGKILL);
                 killed = true;
             }
         }
         while (can_wait && first_unfinished_locked(false))
-            proc_deadline_wait_locked(NULL);
+            proc_deadline_poll_locked(NULL);
         pthread_setcancelstate(cancel, NULL);
     }
     pthread_mutex_unlock(&proc_g.lock);

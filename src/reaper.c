@@ -509,6 +509,26 @@ static int ms_until(const struct timespec *deadline)
     return ns <= 0 ? 0 : (int)((ns + 999999) / 1000000);
 }
 
+/*
+ * The at-exit work's wait: as proc_deadline_wait_locked, but it wakes at least
+ * every PROC_POLL_TICK_MS and then reaps, in the calling thread, every child
+ * that has ended (their exit callbacks still go to the reaper thread). So the
+ * exit does not depend on the reaper thread alone, just as a join does not: a
+ * reaper that never got going (in a fork child, the thread setup of an
+ * allocator whose lock the fork left held) cannot hold up the exit of a
+ * process whose non-daemonic children have all ended.
+ */
+int proc_deadline_poll_locked(const struct timespec *deadline)
+{
+    bool last = deadline && ms_until(deadline) <= PROC_POLL_TICK_MS;
+    struct timespec tick;
+    if (!last)
+        proc_deadline_from_timeout(&tick, PROC_POLL_TICK_MS);
+    int r = proc_deadline_wait_locked(last ? deadline : &tick);
+    proc_reaper_collect_locked();
+    return r == -ETIMEDOUT && !last ? 0 : r;
+}
+
 /* Removal, not a zero mask: a reaped pidfd reports EPOLLHUP whatever the mask. */
 static void arm_locked(proc_t *p, bool on)
 {

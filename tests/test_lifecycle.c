@@ -306,6 +306,10 @@ static int rs_daemon(void *arg)
 
 static void rs_restart(proc_t *p, void *arg);
 
+/* Started daemons stay referenced until the process ends (no leak report). */
+static proc_t *rs_started[4];
+static int rs_count;
+
 static int rs_start_daemon(struct rs *r)
 {
     proc_t *d = proc_new(rs_daemon, r);
@@ -314,9 +318,15 @@ static int rs_start_daemon(struct rs *r)
     int rc = proc_set_daemon(d, true);
     if (rc == 0)
         rc = proc_on_exit(d, rs_restart, r);
+    if (rc == 0 && rs_count == 4)
+        rc = -ENOSPC;
     if (rc == 0)
         rc = proc_start(d);
-    return rc; /* the object is left to the process's end */
+    if (rc == 0)
+        rs_started[rs_count++] = d;
+    else
+        proc_close(d);
+    return rc;
 }
 
 static void rs_restart(proc_t *p, void *arg)
@@ -991,6 +1001,41 @@ static void test_all_again_without_pidfd(void **state)
                  WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
+/* ----------------------------------------------------------- group setup */
+
+static void settle_cb(proc_t *p, void *arg)
+{
+    (void)p;
+    (void)arg;
+}
+
+/*
+ * Under a sanitizer runtime whose allocator is not fork-safe
+ * (TU_ALLOCATOR_FORK_UNSAFE), the first proc_start() creates libproc's reaper
+ * thread and forks at once; the sanitizer's setup of that new thread
+ * allocates, and a fork at that moment leaves the allocator's lock held in the
+ * child, where the child's own reaper thread and LeakSanitizer's check at
+ * exit() then block for ever. The middles of the at-exit tests are such
+ * children, so there the reaper is brought up first: an exec'd child (no fork
+ * copy of the allocator) with an exit callback, joined, proves that the reaper
+ * thread is past its setup, since callbacks run on it. Elsewhere nothing is
+ * done, and the first test's start is the process's first start.
+ */
+static int settle_reaper(void **state)
+{
+    (void)state;
+    if (!TU_ALLOCATOR_FORK_UNSAFE)
+        return 0;
+    print_message("note: this sanitizer runtime is not fork-safe: libproc's reaper is "
+                  "started before the first test\n");
+    static const char *const argv_true[] = {"true", NULL};
+    proc_t *p = proc_new_exec(argv_true);
+    if (!p || proc_on_exit(p, settle_cb, NULL) != 0 || proc_start(p) != 0 ||
+        proc_join(p, 10000) != 0 || proc_close(p) != 0)
+        return -1;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 #define T(f) cmocka_unit_test_teardown(f, no_children_left)
@@ -1008,5 +1053,5 @@ int main(int argc, char **argv)
         T(test_at_exit_of_root_process),        T(test_fd_count_stable),
         T(test_all_again_without_pidfd),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, settle_reaper, NULL);
 }
