@@ -28,6 +28,17 @@ have_lib() { # <debian package> <pkg-config module>
 }
 have_lib libcmocka-dev cmocka || missing+=(libcmocka-dev)
 
+# clang's sanitizer runtimes (compiler-rt) are only a Recommends of clang on
+# Debian: a clang installed without them cannot link -fsanitize programs.
+if command -v clang >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+    probe=$(mktemp -d)
+    echo 'int main(void) { return 0; }' >"$probe/p.c"
+    if ! clang -fsanitize=address,undefined "$probe/p.c" -o "$probe/p" >/dev/null 2>&1; then
+        missing+=(libclang-rt-dev)
+    fi
+    rm -rf "$probe"
+fi
+
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
 fi

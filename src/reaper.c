@@ -754,12 +754,15 @@ int proc_kill(proc_t *p)
 }
 
 /*
- * The group's id is the child's pid, and the number stays the group's only
- * while something holds it: with PIDFD_SIGNAL_PROCESS_GROUP (Linux 6.9) the
- * pidfd does, so the group is reached as long as any member lives, even after
- * the child was reaped. Without it, only the unreaped child (alive or a
- * zombie) proves that the id is still its group's; after that nothing is
- * sent, since a stranger may have taken the id.
+ * The group's id is the child's pid. With PIDFD_SIGNAL_PROCESS_GROUP (Linux
+ * 6.9) the pidfd names the group itself, as long as any member lives. Without
+ * it: while the child is unreaped (alive or a zombie) its pid holds the
+ * number, so the group is its. After the reap, the kernel keeps the number
+ * allocated while any member of the group lives, so no process can have it
+ * as its pid then: a process that has it means the group is gone and the
+ * number reused, and nothing is sent. (The whole group ending and the number
+ * going to a new group leader between that check and killpg() cannot be
+ * excluded without the pidfd.)
  */
 static int signal_group_locked(proc_t *p, int sig)
 {
@@ -768,9 +771,11 @@ static int signal_group_locked(proc_t *p, int sig)
         if (r != -EINVAL && r != -ENOSYS)
             return r == -ESRCH ? 0 : r;
     }
-    if (atomic_load(&p->state) != PROC_RUNNING || !unreaped_locked(p, true))
-        return 0;
-    if (killpg(atomic_load(&p->pid), sig) < 0)
+    pid_t pid = atomic_load(&p->pid);
+    bool ours = atomic_load(&p->state) == PROC_RUNNING && unreaped_locked(p, true);
+    if (!ours && (kill(pid, 0) == 0 || errno != ESRCH))
+        return 0; /* someone else has the number now */
+    if (killpg(pid, sig) < 0)
         return errno == ESRCH ? 0 : -errno;
     return 0;
 }

@@ -514,8 +514,10 @@ int proc_start(proc_t *p)
     } else {
         r = pid;
     }
-    if (r < 0)
+    if (r < 0) {
         atomic_store(&p->state, PROC_NEW);
+        proc_stdio_close_all_locked(p); /* the pipes of a child taken back below */
+    }
     pthread_mutex_unlock(&proc_g.lock);
     if (r < 0 && pid > 0) {
         /* No sentinel, no tracking: take the child back rather than lose it. */

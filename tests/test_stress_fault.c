@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <libproc/ipc.h>
 #include <libproc/proc.h>
 
 #include <setjmp.h>
@@ -87,9 +88,28 @@ static int return_arg(void *arg)
 
 /* ------------------------------------------------------------ RLIMIT_NOFILE */
 
-enum mode { CALLBACK, CALLBACK_CWD, CALLBACK_DAEMON, EXEC, EXEC_CWD, EXEC_DAEMON, MODES };
-static const char *const mode_names[] = {"callback", "callback+cwd", "callback+daemon",
-                                         "exec",     "exec+cwd",     "exec+daemon"};
+/* *_PIPE_CB: stdout to a pipe and an exit callback (a sentinel pipe besides
+ * the pidfd): more fds to run out of, after the fork too. */
+enum mode {
+    CALLBACK,
+    CALLBACK_CWD,
+    CALLBACK_DAEMON,
+    CALLBACK_PIPE_CB,
+    EXEC,
+    EXEC_CWD,
+    EXEC_DAEMON,
+    EXEC_PIPE_CB,
+    MODES
+};
+static const char *const mode_names[] = {
+    "callback", "callback+cwd", "callback+daemon", "callback+pipe+on_exit",
+    "exec",     "exec+cwd",     "exec+daemon",     "exec+pipe+on_exit"};
+
+static void nothing_on_exit(proc_t *p, void *arg)
+{
+    (void)p;
+    (void)arg;
+}
 
 static proc_t *make(enum mode m)
 {
@@ -103,6 +123,9 @@ static proc_t *make(enum mode m)
     if (p && (m == CALLBACK_CWD || m == EXEC_CWD) && proc_set_cwd(p, "/") != 0)
         return NULL;
     if (p && (m == CALLBACK_DAEMON || m == EXEC_DAEMON) && proc_set_daemon(p, true) != 0)
+        return NULL;
+    if (p && (m == CALLBACK_PIPE_CB || m == EXEC_PIPE_CB) &&
+        (proc_set_stdio(p, 1, PROC_STDIO_PIPE) != 0 || proc_on_exit(p, nothing_on_exit, NULL) != 0))
         return NULL;
     return p;
 }
@@ -161,7 +184,7 @@ static void test_rlimit_nofile(void **state)
     (void)state;
     int failures = 0, successes = 0;
     for (enum mode m = 0; m < MODES; m++) {
-        for (int headroom = 0; headroom <= 4; headroom++) {
+        for (int headroom = 0; headroom <= 6; headroom++) {
             proc_t *p = make(m);
             assert_non_null(p);
             int fds_before = tu_count_fds();
@@ -176,6 +199,7 @@ static void test_rlimit_nofile(void **state)
                              mode_names[m], headroom, r, strerror(-r));
                 failures++;
                 assert_failed_cleanly(p, fds_before);
+                EQ(proc_stdio_fd(p, 1), -EBADF);
                 if (headroom % 2) { /* closable as is */
                     EQ(proc_close(p), 0);
                     p = make(m);
@@ -195,7 +219,7 @@ static void test_rlimit_nofile(void **state)
             EQ(tu_count_fds(), fds_before);
         }
     }
-    print_message("RLIMIT_NOFILE at open fds + 0..4, 6 start modes: %d starts failed with "
+    print_message("RLIMIT_NOFILE at open fds + 0..6, 8 start modes: %d starts failed with "
                   "-EMFILE, %d succeeded\n",
                   failures, successes);
 }

@@ -519,6 +519,13 @@ static void test_fork_while_threads_in_libproc(void **state)
     int64_t ready_by = tu_now_ms() + 10000;
     while (atomic_load(&workers_cycled) < FORK_WORKERS && tu_now_ms() < ready_by)
         sched_yield();
+    if (atomic_load(&workers_cycled) < FORK_WORKERS) {
+        atomic_store(&stop_workers, true);
+        for (int i = 0; i < FORK_WORKERS; i++)
+            pthread_join(t[i], NULL);
+        fail_msg("only %d of %d workers got through one start and join in 10 s",
+                 atomic_load(&workers_cycled), FORK_WORKERS);
+    }
     int bad = 0, first_bad = -1, first_code = 0;
     int64_t t0 = tu_now_ms();
     for (int i = 0; i < HOST_FORKS; i++) {

@@ -26,8 +26,6 @@
  *                               again ("/proc/self/exe", or under valgrind
  *                               the program's real path)
  *   tu_on_valgrind()            true when running under valgrind
- *   tu_group_pinned()           true when libproc signals a process group
- *                               through the pidfd (pidfds on, Linux 6.9+)
  *   TU_ALLOCATOR_FORK_UNSAFE    1 under an AddressSanitizer or
  *                               ThreadSanitizer runtime whose allocator is
  *                               not fork-safe
@@ -45,7 +43,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -110,22 +107,6 @@ static inline int tu_on_valgrind(void)
 #else
 #define TU_ALLOCATOR_FORK_UNSAFE 0
 #endif
-
-/* Whether proc_signal_tree() reaches the child's group after the child was
- * reaped: with pidfds (not turned off by LIBPROC_DISABLE_PIDFD) and a kernel
- * that knows PIDFD_SIGNAL_PROCESS_GROUP, which checks the flags before the
- * fd (EBADF for fd -1) and rejects unknown flags with EINVAL. */
-static inline int tu_group_pinned(void)
-{
-    const char *off = getenv("LIBPROC_DISABLE_PIDFD");
-    if (off && *off && strcmp(off, "0") != 0)
-        return 0;
-#ifdef SYS_pidfd_send_signal
-    return syscall(SYS_pidfd_send_signal, -1, 0, NULL, 1U << 2) < 0 && errno == EBADF;
-#else
-    return 0;
-#endif
-}
 
 /* What to execve() to run this program again. Natively "/proc/self/exe".
  * Under valgrind that link names valgrind's tool binary, and valgrind 3.19

@@ -228,17 +228,19 @@ PROC_API int proc_signal(proc_t *p, int sig);
 
 /**
  * Sends sig to the child's whole process group (killpg(2) of the group the
- * child leads). Requires proc_set_new_group(p, true). Never signals a group
- * that is not the child's, even after the child was reaped and a stranger
- * took its id: on Linux 6.9 and later the signal goes through the child's
- * pidfd (PIDFD_SIGNAL_PROCESS_GROUP), which keeps naming the child's group as
- * long as any member lives, also after the child itself has ended and been
- * joined. On older kernels (or without pidfds) the group is signalled only
- * while the child has not been reaped; afterwards nothing is sent and 0 is
- * returned, since the id can no longer be proven to be the child's.
- * Returns 0 when sent or when nothing was sent for those reasons (nobody
- * left in the group); -EINVAL (NULL, never started, no group of its own, bad
- * sig); -ECHILD (not the caller's); -EPERM from the kernel.
+ * child leads), also after the child itself has ended and been joined, as
+ * long as any member of the group lives. Requires proc_set_new_group(p, true).
+ * Never signals a group that is not the child's once the child's group is
+ * gone and a stranger took its id: on Linux 6.9 and later the signal goes
+ * through the child's pidfd (PIDFD_SIGNAL_PROCESS_GROUP), which names the
+ * group itself. On older kernels (or without pidfds), after the child was
+ * reaped, nothing is sent when a process now has the child's pid (the id
+ * cannot be taken while the group lives); only the whole group ending and
+ * its id going to a new group leader within the call itself is not excluded.
+ * Takes libproc's lock: not for signal handlers.
+ * Returns 0 when sent or when nobody is left in the group (nothing sent);
+ * -EINVAL (NULL, never started, no group of its own, bad sig); -ECHILD (not
+ * the caller's); -EPERM from the kernel.
  */
 PROC_API int proc_signal_tree(proc_t *p, int sig);
 
@@ -271,8 +273,11 @@ PROC_API bool proc_daemon(const proc_t *p);
  * joinable: once it is readable, proc_join(p, 0) returns 0 (exit callbacks
  * have run), and it is not readable before. A pidfd on Linux for a child
  * without exit callbacks; otherwise a pipe that libproc closes when the
- * callbacks have returned. Valid until proc_close(). Do not read from or
- * close it. Python's Process.sentinel, for poll(2)/select(2)/epoll.
+ * callbacks have returned. Without pidfds that pipe closes when libproc
+ * notices the exit (at SIGCHLD, or within 100 ms when every thread blocks
+ * SIGCHLD), while proc_join(p, 0) checks the child itself and may return 0
+ * that much sooner. Valid until proc_close(). Do not read from or close it.
+ * Python's Process.sentinel, for poll(2)/select(2)/epoll.
  * Returns the fd, or -EINVAL (NULL, not started, or an object that is not a
  * child of the caller).
  */
