@@ -110,7 +110,7 @@ void proc_lifecycle_exit_work(void)
 {
     pthread_mutex_lock(&proc_g.lock);
     /* From here on proc_start() refuses: an exit callback that replaces the
-     * daemons this work ends would otherwise keep exit() from finishing. */
+     * daemons this work ends would otherwise keep the exit from finishing. */
     proc_g.exiting = true;
     if (proc_g.children) {
         int cancel;
