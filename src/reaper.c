@@ -98,6 +98,15 @@ void proc_reaper_wake(void)
 
 /* ------------------------------------------------------------------- reaping */
 
+static void close_tracked_locked(int *fd)
+{
+    if (*fd >= 0) {
+        proc_fd_untrack_locked(*fd);
+        close(*fd);
+        *fd = -1;
+    }
+}
+
 /*
  * p is joinable from here on (and may be closed by another thread once the
  * lock is dropped). A sentinel pipe turns readable only now, so that a
@@ -106,11 +115,7 @@ void proc_reaper_wake(void)
 static void mark_done_locked(proc_t *p)
 {
     atomic_store(&p->state, PROC_DONE);
-    if (p->pipe_w >= 0) {
-        proc_fd_untrack_locked(p->pipe_w);
-        close(p->pipe_w);
-        p->pipe_w = -1;
-    }
+    close_tracked_locked(&p->pipe_w);
 }
 
 /*
@@ -417,14 +422,8 @@ static int open_sentinel_pipe_locked(proc_t *p)
 
 static void close_sentinel_pipe_locked(proc_t *p)
 {
-    int *ends[2] = {&p->pipe_r, &p->pipe_w};
-    for (int i = 0; i < 2; i++) {
-        if (*ends[i] >= 0) {
-            proc_fd_untrack_locked(*ends[i]);
-            close(*ends[i]);
-            *ends[i] = -1;
-        }
-    }
+    close_tracked_locked(&p->pipe_r);
+    close_tracked_locked(&p->pipe_w);
 }
 
 /* The work of proc_reaper_watch_locked(): sentinel, pidfd, registry. */
