@@ -151,6 +151,8 @@ void proc_registry_add_locked(struct proc *p);
 void proc_registry_remove_locked(struct proc *p);
 int proc_fd_track_locked(int fd, struct proc *p);
 void proc_fd_untrack_locked(int fd);
+/* Untracks and closes *fd if it is open, and sets it to -1. */
+void proc_fd_close_locked(int *fd);
 struct proc *proc_fd_owner_locked(int fd);
 void proc_fd_close_inherited(void);
 void proc_child_became(struct proc *p, pid_t parent_pid, struct proc *old_current);

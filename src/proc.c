@@ -586,7 +586,7 @@ const unsigned char *proc_authkey(const proc_t *p, size_t *len)
 
 /* ------------------------------------------------------------------- close */
 
-static void close_tracked_fd_locked(int *fd)
+void proc_fd_close_locked(int *fd)
 {
     if (*fd >= 0) {
         proc_fd_untrack_locked(*fd);
@@ -622,9 +622,9 @@ int proc_close(proc_t *p)
      */
     if (mine) {
         proc_stdio_close_all_locked(p);
-        close_tracked_fd_locked(&p->pidfd);
-        close_tracked_fd_locked(&p->pipe_r);
-        close_tracked_fd_locked(&p->pipe_w);
+        proc_fd_close_locked(&p->pidfd);
+        proc_fd_close_locked(&p->pipe_r);
+        proc_fd_close_locked(&p->pipe_w);
     }
     pthread_mutex_unlock(&proc_g.lock);
     free_strv(p->argv);

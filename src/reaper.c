@@ -98,15 +98,6 @@ void proc_reaper_wake(void)
 
 /* ------------------------------------------------------------------- reaping */
 
-static void close_tracked_locked(int *fd)
-{
-    if (*fd >= 0) {
-        proc_fd_untrack_locked(*fd);
-        close(*fd);
-        *fd = -1;
-    }
-}
-
 /*
  * p is joinable from here on (and may be closed by another thread once the
  * lock is dropped). A sentinel pipe turns readable only now, so that a
@@ -115,7 +106,7 @@ static void close_tracked_locked(int *fd)
 static void mark_done_locked(proc_t *p)
 {
     atomic_store(&p->state, PROC_DONE);
-    close_tracked_locked(&p->pipe_w);
+    proc_fd_close_locked(&p->pipe_w);
 }
 
 /*
@@ -422,8 +413,8 @@ static int open_sentinel_pipe_locked(proc_t *p)
 
 static void close_sentinel_pipe_locked(proc_t *p)
 {
-    close_tracked_locked(&p->pipe_r);
-    close_tracked_locked(&p->pipe_w);
+    proc_fd_close_locked(&p->pipe_r);
+    proc_fd_close_locked(&p->pipe_w);
 }
 
 /* The work of proc_reaper_watch_locked(): sentinel, pidfd, registry. */
