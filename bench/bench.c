@@ -1450,7 +1450,7 @@ static void scenario6(void)
 
 /* ===================================================== Python coprocess (7-9)
  * One python3 process serves the Python contenders of scenarios 7-9: it
- * reads one command per line ("map N", "endmap 0", "queue N", "pipe N",
+ * reads one command per line ("map N", "endmap 0", "queue N", "pipe<bytes> N",
  * "quit 0") on its stdin (a socket: sending to a dead Python is then -EPIPE,
  * not SIGPIPE) and answers each with one line on its stdout, its own timing
  * in ns. So its Pool is created once and stays up across the rounds, as
@@ -1520,16 +1520,17 @@ static const char python_coproc_script[] =
     "            if p.exitcode != 0:\n"
     "                sys.exit(3)\n"
     "            print((t1 - t0) / n, flush=True)\n"
-    "        elif cmd == 'pipe':\n"
+    "        elif cmd.startswith('pipe'):\n" /* "pipe<bytes> N" */
+    "            size = int(cmd[4:])\n"
     "            a, b = ctx.Pipe(duplex=True)\n"
     "            p = ctx.Process(target=echo, args=(b, a)); p.start(); b.close()\n"
-    "            msg = b'p' * 64\n"
+    "            msg = b'p' * size\n"
     "            for _ in range(20):\n"
     "                a.send_bytes(msg); a.recv_bytes()\n"
     "            s = []\n"
     "            for _ in range(n):\n"
     "                t0 = clock(); a.send_bytes(msg)\n"
-    "                if len(a.recv_bytes()) != 64:\n"
+    "                if len(a.recv_bytes()) != size:\n"
     "                    sys.exit(3)\n"
     "                s.append(clock() - t0)\n"
     "            a.close(); p.join()\n"
@@ -2229,8 +2230,11 @@ static void scenario8(void)
 
 /* ================================================== 9: pipe round trips */
 
-#define S9_MSG 64
+#define S9_MAX 64 /* the largest message size */
 #define S9_WARM 20
+
+static const size_t s9_sizes[] = {8, 64};
+static size_t s9_len; /* this batch's message size */
 
 /* Per contender: per-round p99, next to the p50 that the batch returns. */
 struct s9ctx {
@@ -2260,7 +2264,7 @@ static double s9_raw(void *ctx, long n)
         die("fork: %s", strerror(errno));
     if (slot == 0) {
         close(sv[0]);
-        char buf[S9_MSG];
+        char buf[S9_MAX];
         for (;;) {
             ssize_t r = recv(sv[1], buf, sizeof buf, 0);
             if (r < 0 && errno == EINTR)
@@ -2274,17 +2278,17 @@ static double s9_raw(void *ctx, long n)
         }
     }
     close(sv[1]);
-    char msg[S9_MSG], buf[S9_MSG];
+    char msg[S9_MAX], buf[S9_MAX];
     memset(msg, 'p', sizeof msg);
     for (long i = 0; i < S9_WARM + n; i++) {
         uint64_t t0 = now_ns();
-        if (send(sv[0], msg, sizeof msg, MSG_NOSIGNAL) != (ssize_t)sizeof msg)
+        if (send(sv[0], msg, s9_len, MSG_NOSIGNAL) != (ssize_t)s9_len)
             die("raw socketpair: send: %s", strerror(errno));
         ssize_t r;
         do {
             r = recv(sv[0], buf, sizeof buf, 0);
         } while (r < 0 && errno == EINTR);
-        if (r != (ssize_t)sizeof buf)
+        if (r != (ssize_t)s9_len)
             die("raw socketpair: recv: %zd (%s)", r, r < 0 ? strerror(errno) : "short");
         uint64_t t1 = now_ns();
         if (i >= S9_WARM)
@@ -2303,7 +2307,7 @@ static int s9_echo(void *arg)
 {
     (void)arg;
     proc_conn_close(s9_parent_end); /* else the parent's close gives us no EOF */
-    char buf[S9_MSG];
+    char buf[S9_MAX];
     ssize_t r;
     while ((r = proc_conn_recv(s9_child_end, buf, sizeof buf, 60000)) >= 0)
         if (proc_conn_send(s9_child_end, buf, (size_t)r) < 0)
@@ -2324,13 +2328,13 @@ static double s9_libproc(void *ctx, long n)
     CHECK_PROC(proc_start(slot));
     proc_conn_close(s9_child_end);
     s9_child_end = NULL;
-    char msg[S9_MSG], buf[S9_MSG];
+    char msg[S9_MAX], buf[S9_MAX];
     memset(msg, 'p', sizeof msg);
     for (long i = 0; i < S9_WARM + n; i++) {
         uint64_t t0 = now_ns();
-        CHECK_PROC(proc_conn_send(s9_parent_end, msg, sizeof msg));
+        CHECK_PROC(proc_conn_send(s9_parent_end, msg, s9_len));
         ssize_t r = proc_conn_recv(s9_parent_end, buf, sizeof buf, 60000);
-        if (r != (ssize_t)sizeof buf)
+        if (r != (ssize_t)s9_len)
             die("proc_conn_recv: %zd (%s)", r, r < 0 ? strerror((int)-r) : "short");
         uint64_t t1 = now_ns();
         if (i >= S9_WARM)
@@ -2347,8 +2351,9 @@ static double s9_libproc(void *ctx, long n)
 static double s9_python(void *ctx, long n)
 {
     struct s9ctx *c = ctx;
-    char buf[128];
-    python_cmd(buf, sizeof buf, "pipe", n);
+    char buf[128], cmd[16];
+    snprintf(cmd, sizeof cmd, "pipe%zu", s9_len);
+    python_cmd(buf, sizeof buf, cmd, n);
     double p50, p99;
     if (sscanf(buf, "%lf %lf", &p50, &p99) != 2 || !(p50 > 0) || !(p99 > 0))
         die("python 'pipe %ld' answered '%s'", n, buf);
@@ -2356,12 +2361,11 @@ static double s9_python(void *ctx, long n)
     return p50;
 }
 
-static void scenario9(void)
+/* One message size: the contenders interleaved in rounds, then the rows. */
+static void scenario9_size(size_t len, long trips, int rounds, bool have_py)
 {
-    long trips = opt.quick ? 200 : 2000;
-    int rounds = rounds_or(opt.quick ? 3 : 9);
-    bool have_py = python_start();
-    progress("scenario 9: pipe round trips, %ld x %d-byte ping-pong x %d rounds", trips, S9_MSG,
+    s9_len = len;
+    progress("scenario 9: pipe round trips, %ld x %zu-byte ping-pong x %d rounds", trips, len,
              rounds);
     struct s9ctx ctx[3];
     struct contender c[] = {
@@ -2383,26 +2387,35 @@ static void scenario9(void)
         p99[i] = median(ctx[i].p99, (size_t)ctx[i].n) / 1000.0;
     }
     for (int i = 0; i < n; i++)
-        add_row(9, "pipe_round_trip", S9_MSG, "bytes", c[i].name, "p50", "us/rt", p50[i],
+        add_row(9, "pipe_round_trip", (long)len, "bytes", c[i].name, "p50", "us/rt", p50[i],
                 p50[i] / p50[0], rounds);
     for (int i = 0; i < n; i++)
-        add_row(9, "pipe_round_trip", S9_MSG, "bytes", c[i].name, "p99", "us/rt", p99[i],
+        add_row(9, "pipe_round_trip", (long)len, "bytes", c[i].name, "p99", "us/rt", p99[i],
                 p99[i] / p99[0], rounds);
     for (int i = 0; i < n; i++) {
         free(ctx[i].p99);
         free(ctx[i].samples);
     }
     free(out);
-    add_note("9: parent <-> echoing child, %d-byte messages, %ld timed round trips per round; "
-             "raw = socketpair(AF_UNIX, SOCK_SEQPACKET) send()/recv() (what proc_pipe uses); "
-             "libproc = proc_pipe(duplex) proc_conn_send()/proc_conn_recv(); p50/p99 = median over "
-             "the rounds of each round's percentile.",
-             S9_MSG, trips);
     if (have_py)
-        add_note("9: python %s: multiprocessing.Pipe(duplex=True) send_bytes()/recv_bytes(), "
-                 "timed inside Python; python / libproc p50 = %.1f.",
-                 py_version, p50[2] / p50[1]);
-    else
+        add_note("9: python %s, %zu bytes: multiprocessing.Pipe(duplex=True) send_bytes()/"
+                 "recv_bytes(), timed inside Python; python / libproc p50 = %.1f.",
+                 py_version, len, p50[2] / p50[1]);
+}
+
+static void scenario9(void)
+{
+    long trips = opt.quick ? 200 : 2000;
+    int rounds = rounds_or(opt.quick ? 3 : 9);
+    bool have_py = python_start();
+    for (size_t i = 0; i < sizeof s9_sizes / sizeof s9_sizes[0]; i++)
+        scenario9_size(s9_sizes[i], trips, rounds, have_py);
+    add_note("9: parent <-> echoing child, %ld timed round trips per round and size; raw = "
+             "socketpair(AF_UNIX, SOCK_SEQPACKET) blocking send()/recv() (what proc_pipe uses); "
+             "libproc = proc_pipe(duplex) proc_conn_send()/proc_conn_recv(); p50/p99 = median "
+             "over the rounds of each round's percentile.",
+             trips);
+    if (!have_py)
         s789_python_failed("9");
 }
 
@@ -2608,19 +2621,17 @@ static void print_targets(void)
                 q && qpy && q->value >= 20.0 * qpy->value, "%.1fx",
                 q && qpy ? q->value / qpy->value : 0);
 
-    const struct row *rt = NULL, *rtpy = NULL;
-    for (size_t i = 0; i < nrows; i++) {
-        if (rows[i].scenario != 9 || strcmp(rows[i].metric, "p50") != 0)
-            continue;
-        if (strcmp(rows[i].contender, "libproc") == 0)
-            rt = &rows[i];
-        if (strcmp(rows[i].contender, "python") == 0)
-            rtpy = &rows[i];
+    for (size_t k = 0; k < sizeof s9_sizes / sizeof s9_sizes[0]; k++) {
+        long len = (long)s9_sizes[k];
+        const struct row *rt = find_row(9, len, "libproc", "p50");
+        const struct row *rtpy = find_row(9, len, "python", "p50");
+        char what9[80];
+        snprintf(what9, sizeof what9, "9: pipe round trip p50 <= 1.00x raw, %ld bytes", len);
+        target_line(what9, rt, rt && rt->ratio <= 1.00, "%.2fx (%.1f us)", rt ? rt->ratio : 0,
+                    rt ? rt->value : 0);
+        snprintf(what9, sizeof what9, "9: pipe round trip p50, python / libproc, %ld bytes", len);
+        report_line(what9, rt && rtpy, "%.1fx", rt && rtpy ? rtpy->value / rt->value : 0);
     }
-    report_line("9: pipe round trip p50 vs raw socketpair", rt, "%.2fx (%.1f us)",
-                rt ? rt->ratio : 0, rt ? rt->value : 0);
-    report_line("9: pipe round trip p50, python / libproc", rt && rtpy, "%.1fx",
-                rt && rtpy ? rtpy->value / rt->value : 0);
 }
 
 static void write_csv(const char *path)

@@ -410,12 +410,17 @@ ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeout_ms)
         return -EINVAL;
     if (!c->readable)
         return -EBADF;
+    struct ipc_spin spin = {0};
     for (;;) {
         recv_lock(c);
         ssize_t r = recv_once(c, buf, cap);
         recv_unlock(c);
         if (r != -EAGAIN)
             return r;
+        /* The peer is usually answering right now: asking again for a few
+         * microseconds costs less than being woken from poll(). */
+        if (ipc_spin_more(&spin, &d))
+            continue;
         int w = wait_readable(c->fd, &d);
         if (w <= 0)
             return w == 0 ? -ETIMEDOUT : w;

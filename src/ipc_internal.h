@@ -107,4 +107,16 @@ void ipc_wake_force(struct ipc_chan *ch);
 #define IPC_SPIN_NS 20000
 bool ipc_spin_while(const _Atomic uint64_t *word, uint64_t val, const struct ipc_deadline *d);
 
+/*
+ * The same bounded spin for a wait that can only be checked by a system call
+ * (a socket): the caller retries while ipc_spin_more() says so, then sleeps.
+ * The first call opens a window of IPC_SPIN_NS; false once it has closed or d
+ * has passed. Zero-initialise.
+ */
+struct ipc_spin {
+    bool started;
+    struct timespec until;
+};
+bool ipc_spin_more(struct ipc_spin *s, const struct ipc_deadline *d);
+
 #endif /* LIBPROC_IPC_INTERNAL_H */

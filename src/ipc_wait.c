@@ -301,6 +301,21 @@ bool ipc_spin_while(const _Atomic uint64_t *word, uint64_t val, const struct ipc
     }
 }
 
+bool ipc_spin_more(struct ipc_spin *s, const struct ipc_deadline *d)
+{
+    if (ipc_deadline_passed(d))
+        return false;
+    if (!s->started) {
+        s->started = true;
+        clock_gettime(CLOCK_MONOTONIC, &s->until);
+        add_ns(&s->until, IPC_SPIN_NS);
+        return true;
+    }
+    for (int k = 0; k < IPC_SPIN_PAUSES; k++)
+        cpu_relax();
+    return ns_until(&s->until) > 0;
+}
+
 void ipc_wake(struct ipc_chan *ch)
 {
     if (atomic_load_explicit(&ch->waiting, memory_order_relaxed))
