@@ -1126,9 +1126,13 @@ static double s3_libuv(void *ctx, long k)
 }
 #endif
 
+/* The middle k, with its own target: the shape of issue 11's measurement. */
+#define S3_K_MID 1500
+#define S3_K_MID_STR "1500"
+
 static void scenario3(void)
 {
-    long ks_full[] = {100, 1000, 4000};
+    long ks_full[] = {100, S3_K_MID, 4000};
     long ks_quick[] = {50, 200};
     long *ks = opt.quick ? ks_quick : ks_full;
     size_t nks = opt.quick ? 2 : 3;
@@ -2187,6 +2191,8 @@ static double s8_python(void *ctx, long ops)
     return python_ns("queue", ((struct s8ctx *)ctx)->msgs);
 }
 
+static void scenario8_pipeline(void);
+
 static void scenario8(void)
 {
     long msgs = opt.quick ? 5000 : 200000;
@@ -2226,6 +2232,235 @@ static void scenario8(void)
                  py_version, med[2] / med[1]);
     else
         s789_python_failed("8");
+    scenario8_pipeline();
+}
+
+/*
+ * 8, second part: a 1 -> 3 -> 1 pipeline (producer, three workers passing
+ * records on, the benchmark process consuming) by queue capacity. raw = the
+ * same processes on two pipes: 64-byte writes are atomic, and every read
+ * takes exactly one record, so three readers of one pipe never tear one.
+ */
+#define S8P_WORKERS 3
+#define S8P_STOP UINT64_MAX
+
+struct s8pctx {
+    long msgs;
+    size_t capacity;
+    proc_queue_t *in, *out; /* libproc's, reused by every batch */
+};
+
+static bool s8p_read_record(int fd, unsigned char *buf)
+{
+    for (size_t off = 0; off < S8_MSG;) {
+        ssize_t r = read(fd, buf + off, S8_MSG - off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        off += (size_t)r;
+    }
+    return true;
+}
+
+static bool s8p_write_record(int fd, const unsigned char *buf)
+{
+    for (;;) {
+        ssize_t w = write(fd, buf, S8_MSG); /* <= PIPE_BUF: all or nothing */
+        if (w == S8_MSG)
+            return true;
+        if (w < 0 && errno == EINTR)
+            continue;
+        return false;
+    }
+}
+
+/* Every record 0..n-1 arrived once: a bitmap, checked as the records come. */
+static void s8p_mark(uint8_t *seen, long n, const unsigned char *msg, const char *who)
+{
+    uint64_t seq;
+    memcpy(&seq, msg, sizeof seq);
+    if (seq >= (uint64_t)n || msg[S8_MSG - 1] != (unsigned char)(seq & 0xff) ||
+        (seen[seq / 8] & (1u << (seq % 8))))
+        die("%s: record %" PRIu64 " out of range, torn or twice", who, seq);
+    seen[seq / 8] |= (uint8_t)(1u << (seq % 8));
+}
+
+static double s8p_raw(void *ctx, long ops)
+{
+    (void)ops;
+    long n = ((struct s8pctx *)ctx)->msgs;
+    int go[2], a[2], b[2];
+    if (pipe2(go, O_CLOEXEC) < 0 || pipe2(a, O_CLOEXEC) < 0 || pipe2(b, O_CLOEXEC) < 0)
+        die("pipe2: %s", strerror(errno));
+    pid_t slots[1 + S8P_WORKERS] = {0};
+    live.pids = slots;
+    live.npids = 1 + S8P_WORKERS;
+    for (int i = 0; i <= S8P_WORKERS; i++) {
+        if ((slots[i] = fork()) < 0)
+            die("fork: %s", strerror(errno));
+        if (slots[i] > 0)
+            continue;
+        unsigned char msg[S8_MSG];
+        if (i == 0) { /* the producer */
+            if (!s8_wait_go(go[0]))
+                _exit(4);
+            for (long k = 0; k < n; k++) {
+                s8_fill(msg, (uint64_t)k);
+                if (!s8p_write_record(a[1], msg))
+                    _exit(2);
+            }
+            _exit(0);
+        }
+        close(a[1]); /* a worker: until the producer's end of file */
+        while (s8p_read_record(a[0], msg))
+            if (!s8p_write_record(b[1], msg))
+                _exit(2);
+        _exit(0);
+    }
+    close(go[0]);
+    close(a[0]);
+    close(a[1]);
+    close(b[1]);
+    uint8_t *seen = xcalloc((size_t)n / 8 + 1, 1);
+    unsigned char buf[S8_MSG];
+    uint64_t t0 = now_ns();
+    s8_go(go[1]);
+    for (long k = 0; k < n; k++) {
+        if (!s8p_read_record(b[0], buf))
+            die("raw pipeline: read: %s", strerror(errno));
+        s8p_mark(seen, n, buf, "raw pipeline");
+    }
+    uint64_t t1 = now_ns();
+    free(seen);
+    close(go[1]);
+    close(b[0]);
+    for (int i = 0; i <= S8P_WORKERS; i++) {
+        reap_ok(slots[i]);
+        slots[i] = 0;
+    }
+    live_reset();
+    return (double)(t1 - t0) / (double)n;
+}
+
+struct s8pjob {
+    struct s8pctx *c;
+    int go; /* -1 for the workers */
+};
+
+static int s8p_producer(void *arg)
+{
+    const struct s8pjob *j = arg;
+    if (!s8_wait_go(j->go))
+        return 4;
+    unsigned char msg[S8_MSG];
+    for (long k = 0; k < j->c->msgs; k++) {
+        s8_fill(msg, (uint64_t)k);
+        if (proc_queue_put(j->c->in, msg, S8_MSG, 60000) < 0)
+            return 2;
+    }
+    memset(msg, 0xff, sizeof msg); /* one stop record per worker */
+    for (int i = 0; i < S8P_WORKERS; i++)
+        if (proc_queue_put(j->c->in, msg, S8_MSG, 60000) < 0)
+            return 2;
+    return 0;
+}
+
+static int s8p_worker(void *arg)
+{
+    const struct s8pjob *j = arg;
+    unsigned char msg[S8_MSG];
+    for (;;) {
+        if (proc_queue_get(j->c->in, msg, sizeof msg, 60000) != S8_MSG)
+            return 2;
+        uint64_t seq;
+        memcpy(&seq, msg, sizeof seq);
+        if (seq == S8P_STOP)
+            return 0;
+        if (proc_queue_put(j->c->out, msg, S8_MSG, 60000) < 0)
+            return 2;
+    }
+}
+
+static double s8p_libproc(void *ctx, long ops)
+{
+    (void)ops;
+    struct s8pctx *c = ctx;
+    long n = c->msgs;
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) < 0)
+        die("pipe2: %s", strerror(errno));
+    live.fds[0] = go[0];
+    live.fds[1] = go[1];
+    struct s8pjob producer = {c, go[0]}, worker = {c, -1};
+    proc_t *slots[1 + S8P_WORKERS] = {NULL};
+    live.procs = slots;
+    live.nprocs = 1 + S8P_WORKERS;
+    for (int i = 0; i <= S8P_WORKERS; i++) {
+        slots[i] = i == 0 ? proc_new(s8p_producer, &producer) : proc_new(s8p_worker, &worker);
+        if (!slots[i])
+            die("proc_new: %s", strerror(errno));
+        CHECK_PROC(proc_start(slots[i]));
+    }
+    close(go[0]);
+    live.fds[0] = -1;
+    uint8_t *seen = xcalloc((size_t)n / 8 + 1, 1);
+    unsigned char buf[S8_MSG];
+    uint64_t t0 = now_ns();
+    s8_go(go[1]);
+    for (long k = 0; k < n; k++) {
+        ssize_t r = proc_queue_get(c->out, buf, sizeof buf, 60000);
+        if (r != S8_MSG)
+            die("proc_queue_get: %zd (%s)", r, r < 0 ? strerror((int)-r) : "wrong length");
+        s8p_mark(seen, n, buf, "proc_queue pipeline");
+    }
+    uint64_t t1 = now_ns();
+    free(seen);
+    close(go[1]);
+    live.fds[1] = -1;
+    for (int i = 0; i <= S8P_WORKERS; i++) {
+        join_ok(slots[i]);
+        close_ok(&slots[i]);
+    }
+    live_reset();
+    if (proc_queue_size(c->in) != 0 || proc_queue_size(c->out) != 0)
+        die("proc_queue pipeline: messages left after the batch");
+    return (double)(t1 - t0) / (double)n;
+}
+
+static void scenario8_pipeline(void)
+{
+    static const size_t caps_full[] = {16, 64, 256, 1024, 4096}, caps_quick[] = {16, 1024};
+    const size_t *caps = opt.quick ? caps_quick : caps_full;
+    size_t ncaps = opt.quick ? 2 : 5;
+    long msgs = opt.quick ? 2000 : 100000;
+    int rounds = rounds_or(opt.quick ? 3 : 5);
+    for (size_t i = 0; i < ncaps; i++) {
+        progress("scenario 8: 1 -> %d -> 1 pipeline, capacity %zu, %ld records x %d rounds",
+                 S8P_WORKERS, caps[i], msgs, rounds);
+        struct s8pctx ctx = {msgs, caps[i], proc_queue_new(caps[i], S8_MSG),
+                             proc_queue_new(caps[i], S8_MSG)};
+        if (!ctx.in || !ctx.out)
+            die("proc_queue_new: %s", strerror(errno));
+        struct contender c[] = {{"raw", s8p_raw, &ctx}, {"libproc", s8p_libproc, &ctx}};
+        double out[2 * 64];
+        if (rounds > 64)
+            die("scenario 8: at most 64 rounds");
+        run_rounds(c, 2, 0, 0, rounds, out);
+        double med[2];
+        for (int k = 0; k < 2; k++) {
+            med[k] = median(out + (size_t)k * (size_t)rounds, (size_t)rounds);
+            add_row(8, "queue_pipeline", (long)caps[i], "capacity", c[k].name, "rate", "rec/s",
+                    1e9 / med[k], med[0] / med[k], rounds);
+        }
+        proc_queue_free(ctx.in);
+        proc_queue_free(ctx.out);
+    }
+    add_note("8: queue_pipeline: producer -> %d workers -> the benchmark process, %d-byte "
+             "records, %ld per round; libproc = two proc_queue_t of max_items = capacity; raw = "
+             "the same processes on two pipes (64 KiB each, whatever the capacity). Ratio = "
+             "rate / raw rate.",
+             S8P_WORKERS, S8_MSG, msgs);
 }
 
 /* ================================================== 9: pipe round trips */
@@ -2517,9 +2752,9 @@ __attribute__((format(printf, 3, 4))) static void report_line(const char *what, 
 
 static void print_targets(void)
 {
-    printf("\ntargets (1-6: issue 4; 7-9: pool and IPC):\n");
+    printf("\ntargets (1-6: issues 4 and 11; 7-9: pool and IPC, issue 11):\n");
     const struct row *r1 = find_row(1, -1, "libproc", "median");
-    target_line("1: start+join ratio <= 1.10", r1, r1 && r1->ratio <= 1.10, "%.2f",
+    target_line("1: start+join ratio <= 1.05", r1, r1 && r1->ratio <= 1.05, "%.2f",
                 r1 ? r1->ratio : 0);
 
     bool have2 = false, met2 = true;
@@ -2546,6 +2781,9 @@ static void print_targets(void)
         if (rows[i].param > kmax)
             kmax = rows[i].param;
     }
+    const struct row *mid = find_row(3, S3_K_MID, "libproc", "per_child");
+    target_line("3: mass exit ratio <= 1.05 at k=" S3_K_MID_STR, mid, mid && mid->ratio <= 1.05,
+                "%.2f", mid ? mid->ratio : 0);
     const struct row *hi = find_row(3, kmax, "libproc", "per_child");
     const struct row *lo = find_row(3, kmin, "libproc", "per_child");
     char what[80];
@@ -2608,7 +2846,7 @@ static void print_targets(void)
 
     const struct row *q = NULL, *qpy = NULL;
     for (size_t i = 0; i < nrows; i++) {
-        if (rows[i].scenario != 8)
+        if (rows[i].scenario != 8 || strcmp(rows[i].name, "queue_throughput") != 0)
             continue;
         if (strcmp(rows[i].contender, "libproc") == 0)
             q = &rows[i];
@@ -2620,6 +2858,19 @@ static void print_targets(void)
     target_line("8: queue >= 20x Python's Queue throughput", q && qpy,
                 q && qpy && q->value >= 20.0 * qpy->value, "%.1fx",
                 q && qpy ? q->value / qpy->value : 0);
+    char pipe8[160] = "";
+    size_t off8 = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        const struct row *r = &rows[i];
+        if (r->scenario != 8 || strcmp(r->name, "queue_pipeline") != 0 ||
+            strcmp(r->contender, "libproc") != 0)
+            continue;
+        int w = snprintf(pipe8 + off8, sizeof pipe8 - off8, "%s%ld:%.2fM(%.2fx)", off8 ? " " : "",
+                         r->param, r->value / 1e6, r->ratio);
+        if (w > 0 && (size_t)w < sizeof pipe8 - off8)
+            off8 += (size_t)w;
+    }
+    report_line("8: 1->3->1 pipeline rec/s by capacity (x raw)", off8 > 0, "%s", pipe8);
 
     for (size_t k = 0; k < sizeof s9_sizes / sizeof s9_sizes[0]; k++) {
         long len = (long)s9_sizes[k];

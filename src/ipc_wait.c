@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -193,7 +194,9 @@ static inline void cpu_relax(void)
  * mutex keep its cache line (and the state's) bouncing between their CPUs on
  * every message, while a backed-off one lets the holder do several operations
  * in a row (this doubled a queue's throughput). The pauses read only the
- * clock. Positive errno; EBUSY once IPC_SPIN_NS has passed.
+ * clock; after each failed try it yields the CPU, which the holder may be
+ * waiting for when more processes are runnable than there are CPUs. Positive
+ * errno; EBUSY once IPC_SPIN_NS has passed.
  */
 #define IPC_BACKOFF_NS 2000
 static int trylock_spin(pthread_mutex_t *m)
@@ -215,6 +218,7 @@ static int trylock_spin(pthread_mutex_t *m)
             return r;
         if (!before(&now, &until))
             return EBUSY;
+        sched_yield();
     }
 }
 
@@ -296,6 +300,7 @@ bool ipc_spin_while(const _Atomic uint64_t *word, uint64_t val, const struct ipc
             for (int k = 0; k < IPC_SPIN_PAUSES; k++)
                 cpu_relax();
         }
+        sched_yield();
         if (ns_until(&until) <= 0)
             return false;
     }
@@ -311,8 +316,7 @@ bool ipc_spin_more(struct ipc_spin *s, const struct ipc_deadline *d)
         add_ns(&s->until, IPC_SPIN_NS);
         return true;
     }
-    for (int k = 0; k < IPC_SPIN_PAUSES; k++)
-        cpu_relax();
+    sched_yield();
     return ns_until(&s->until) > 0;
 }
 

@@ -196,6 +196,16 @@ typedef struct proc_queue proc_queue_t;
  * reserves address space up to the machine's RAM, capped at 64 GiB, and only
  * touches pages as it fills; consumed regions are returned to the system).
  * Create it before proc_start() of the processes that use it.
+ *
+ * Choosing max_items: a full queue lets one put through per get, so the
+ * producers and consumers then take turns at the pace of a process wake-up
+ * (tens of microseconds) instead of a copy (tens of nanoseconds). Give it
+ * room for the bursts of the slower side, at least a few hundred items for
+ * small messages: a bounded queue costs max_items x (max_msg rounded up to 8,
+ * plus 8) bytes of address space, touched only as it fills. On 2 CPUs, 64-byte
+ * records through producer -> 3 workers -> consumer (`proc_bench` scenario 8)
+ * ran at about 0.2 M/s with 16 items, 0.6 M/s with 64 and 1.4 M/s from 256 up.
+ *
  * Returns the queue, or NULL with errno EINVAL (max_msg 0) or ENOMEM.
  */
 PROC_API proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg);
