@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds libproc with its tests and examples and runs everything, in ten
+# Builds libproc with its tests and examples and runs everything, in eleven
 # configurations (unit tests, the stress and fault suite of label "stress",
 # examples, install and subproject checks, static analysis, memcheck, every
 # compiler and build type, the reference and the packages):
@@ -18,6 +18,9 @@
 #                              symbols fail (scripts/check-docs.sh)
 #   package    build-package   cpack -G DEB, contents checked, consumer built
 #                              against the unpacked packages (scripts/check-package.sh)
+#   load       build-test      the default build's unit and stress tests again,
+#                              while 2 x nproc busy loops keep every CPU
+#                              oversubscribed (a timing assumption fails here)
 # Every build here turns warnings into errors (LIBPROC_WERROR=ON).
 # LIBPROC_CONFIGS picks which ones run (all of the above by default), e.g.
 # LIBPROC_CONFIGS=default for a quick check.
@@ -31,7 +34,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/deps.sh
 
-configs=${LIBPROC_CONFIGS:-default asan asan-gcc tsan tsan-clang lint valgrind matrix docs package}
+configs=${LIBPROC_CONFIGS:-default asan asan-gcc tsan tsan-clang lint valgrind matrix docs package load}
 jobs=$(nproc 2>/dev/null || echo 2)
 
 # Some kernels place mappings where ThreadSanitizer does not expect them
@@ -146,6 +149,31 @@ run_valgrind() {
     return $rc
 }
 
+# The unit and stress tests of the default build while busy loops
+# (2 x nproc, at the tests' own priority) compete for every CPU: the tests
+# must not lean on timing. The loops are plain shell, so nothing needs
+# installing; they are killed however the tests end.
+run_load() {
+    local dir=build-test hogs=$((2 * jobs)) i rc=0
+    local -a pids=()
+    echo
+    echo "=== configuration load: $dir, unit and stress tests beside $hogs busy loops ==="
+    cmake -S . -B "$dir" -DCMAKE_C_COMPILER=gcc -DLIBPROC_WERROR=ON -DLIBPROC_BUILD_TESTS=ON \
+        -DLIBPROC_BUILD_EXAMPLES=ON || return 1
+    cmake --build "$dir" -j"$jobs" || return 1
+    for ((i = 0; i < hogs; i++)); do
+        (while :; do :; done) &
+        pids+=($!)
+    done
+    # shellcheck disable=SC2064 # the pids are fixed now
+    trap "kill ${pids[*]} 2>/dev/null" EXIT
+    (cd "$dir" && ctest --output-on-failure -j2 --no-tests=error -L 'unit|stress') || rc=1
+    kill "${pids[@]}" 2>/dev/null
+    wait "${pids[@]}" 2>/dev/null
+    trap - EXIT
+    return $rc
+}
+
 run_config() { # <config name>
     local cfg=$1 dir cc
     case $cfg in
@@ -173,6 +201,10 @@ run_config() { # <config name>
         echo
         echo "=== configuration package: build-package, cpack -G DEB ==="
         scripts/check-package.sh
+        return
+        ;;
+    load)
+        run_load
         return
         ;;
     esac
@@ -205,7 +237,7 @@ run_config() { # <config name>
         ;;
     *)
         echo "run-tests: unknown configuration '$cfg' (known: default asan asan-gcc tsan" \
-            "tsan-clang lint valgrind matrix docs package)" >&2
+            "tsan-clang lint valgrind matrix docs package load)" >&2
         return 1
         ;;
     esac

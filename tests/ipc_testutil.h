@@ -69,6 +69,30 @@ static inline int it_finish(proc_t *p)
     return code;
 }
 
+/*
+ * it_finish() for a child whose work grows with the machine's load (it takes
+ * turns on a contended lock, say): the bound is on no progress, not on the
+ * total. Waits while *progress keeps changing, failing only after
+ * IT_BOUND_MS without a change.
+ */
+static inline int it_finish_progressing(proc_t *p, const long *progress)
+{
+    long seen = __atomic_load_n(progress, __ATOMIC_RELAXED);
+    for (;;) {
+        int r = proc_join(p, IT_BOUND_MS);
+        if (r == 0)
+            break;
+        assert_int_equal(r, -ETIMEDOUT);
+        long now = __atomic_load_n(progress, __ATOMIC_RELAXED);
+        if (now == seen)
+            fail_msg("no progress for %d ms", IT_BOUND_MS);
+        seen = now;
+    }
+    int code = proc_exitcode(p);
+    assert_int_equal(proc_close(p), 0);
+    return code;
+}
+
 static inline void it_kill(proc_t *p)
 {
     assert_int_equal(proc_kill(p), 0);
