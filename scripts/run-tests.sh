@@ -152,24 +152,32 @@ run_valgrind() {
 # The unit and stress tests of the default build while busy loops
 # (2 x nproc, at the tests' own priority) compete for every CPU: the tests
 # must not lean on timing. The loops are plain shell, so nothing needs
-# installing; they are killed however the tests end.
+# installing. They are killed when the tests end, and each also stops by
+# itself once this script is gone (even if it was killed with SIGKILL).
+load_pids=()
+stop_load() {
+    if [[ ${#load_pids[@]} -gt 0 ]]; then
+        kill "${load_pids[@]}" 2>/dev/null || true
+        wait "${load_pids[@]}" 2>/dev/null || true
+    fi
+    load_pids=()
+}
 run_load() {
-    local dir=build-test hogs=$((2 * jobs)) i rc=0
-    local -a pids=()
+    local dir=build-test hogs=$((2 * jobs)) i rc=0 me=$$
     echo
     echo "=== configuration load: $dir, unit and stress tests beside $hogs busy loops ==="
     cmake -S . -B "$dir" -DCMAKE_C_COMPILER=gcc -DLIBPROC_WERROR=ON -DLIBPROC_BUILD_TESTS=ON \
         -DLIBPROC_BUILD_EXAMPLES=ON || return 1
     cmake --build "$dir" -j"$jobs" || return 1
+    trap stop_load EXIT
     for ((i = 0; i < hogs; i++)); do
-        (while :; do :; done) &
-        pids+=($!)
+        (while kill -0 "$me" 2>/dev/null; do
+            for ((j = 0; j < 100000; j++)); do :; done
+        done) &
+        load_pids+=($!)
     done
-    # shellcheck disable=SC2064 # the pids are fixed now
-    trap "kill ${pids[*]} 2>/dev/null" EXIT
     (cd "$dir" && ctest --output-on-failure -j2 --no-tests=error -L 'unit|stress') || rc=1
-    kill "${pids[@]}" 2>/dev/null
-    wait "${pids[@]}" 2>/dev/null
+    stop_load
     trap - EXIT
     return $rc
 }

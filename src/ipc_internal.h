@@ -104,8 +104,9 @@ void ipc_wake_force(struct ipc_chan *ch);
  * that a short wait costs neither side a futex syscall. Between batches of
  * reads it yields the CPU: when more processes are runnable than there are
  * CPUs, the one being waited for may need this CPU (a 1 -> 3 -> 1 pipeline on
- * 2 CPUs ran 1.2-2.6x faster for it). true if *word changed; false at once
- * if d has passed.
+ * 2 CPUs ran 1.2-2.3x faster for it). A yield may last a time slice when
+ * other processes are runnable: IPC_SPIN_NS bounds the spinning, not the
+ * wall time. true if *word changed; false at once if d has passed.
  */
 #define IPC_SPIN_NS 20000
 bool ipc_spin_while(const _Atomic uint64_t *word, uint64_t val, const struct ipc_deadline *d);
@@ -114,7 +115,8 @@ bool ipc_spin_while(const _Atomic uint64_t *word, uint64_t val, const struct ipc
  * The same bounded spin for a wait that can only be checked by a system call
  * (a socket): the caller retries while ipc_spin_more() says so, then sleeps.
  * The first call opens a window of IPC_SPIN_NS, later ones yield the CPU
- * first; false once the window has closed or d has passed. Zero-initialise.
+ * while it is open; false once it has closed or d has passed.
+ * Zero-initialise.
  */
 struct ipc_spin {
     bool started;

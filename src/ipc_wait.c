@@ -316,8 +316,10 @@ bool ipc_spin_more(struct ipc_spin *s, const struct ipc_deadline *d)
         add_ns(&s->until, IPC_SPIN_NS);
         return true;
     }
+    if (ns_until(&s->until) <= 0)
+        return false;
     sched_yield();
-    return ns_until(&s->until) > 0;
+    return true;
 }
 
 void ipc_wake(struct ipc_chan *ch)

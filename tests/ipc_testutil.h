@@ -7,6 +7,8 @@
  *   IT_SANITIZED                1 under ASan/TSan: tests scale their loads down
  *   it_start(fn, arg)           a started libproc child (callback mode)
  *   it_finish(p)                joins (bounded), closes, returns the exit code
+ *   it_finish_progressing(p, c) the same, bounded on *c not changing for
+ *                               IT_BOUND_MS (work that grows with the load)
  *   it_kill(p)                  SIGKILL, join, close
  *   it_flood_start/stop         a child that sends the test process SIGUSR1
  *                               every millisecond for at most 15 s (handler

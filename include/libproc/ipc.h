@@ -139,8 +139,10 @@ PROC_API int proc_conn_send(proc_conn_t *c, const void *msg, size_t len);
  * the message after it is too large for cap, that one is kept by this handle:
  * its next call returns it (-EMSGSIZE until cap fits) before anything else.
  * Waiting: with timeout_ms other than 0, an empty channel is asked again,
- * yielding the CPU in between, for up to 20 us before the call sleeps in
- * poll(): an answer that comes at once then costs no wake-up.
+ * yielding the CPU in between, for up to 20 us of this thread's time before
+ * the call sleeps in poll(): an answer that comes at once then costs no
+ * wake-up. So a call that waits uses up to 20 us of CPU (a few dozen system
+ * calls) first.
  */
 PROC_API ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeout_ms);
 
@@ -207,7 +209,8 @@ typedef struct proc_queue proc_queue_t;
  * small messages: a bounded queue costs max_items x (max_msg rounded up to 8,
  * plus 8) bytes of address space, touched only as it fills. On 2 CPUs, 64-byte
  * records through producer -> 3 workers -> consumer (`proc_bench` scenario 8)
- * ran at about 0.2 M/s with 16 items, 0.6 M/s with 64 and 1.4 M/s from 256 up.
+ * ran at about 0.2 M/s with 16 items, 0.6-0.7 M/s with 64 and 1.2-1.5 M/s
+ * from 256 up.
  *
  * Returns the queue, or NULL with errno EINVAL (max_msg 0) or ENOMEM.
  */
