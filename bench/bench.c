@@ -2057,6 +2057,15 @@ static bool s8_wait_go(int fd)
     return r == 1;
 }
 
+/* The "go" pipe of a libproc batch, listed in live.fds so that a fatal path closes it. */
+static void s8_go_pipe(int go[2])
+{
+    if (pipe2(go, O_CLOEXEC) < 0)
+        die("pipe2: %s", strerror(errno));
+    live.fds[0] = go[0];
+    live.fds[1] = go[1];
+}
+
 static void s8_go(int fd)
 {
     ssize_t r;
@@ -2151,10 +2160,7 @@ static double s8_libproc(void *ctx, long ops)
     struct s8ctx *c = ctx;
     long n = c->msgs;
     int go[2];
-    if (pipe2(go, O_CLOEXEC) < 0)
-        die("pipe2: %s", strerror(errno));
-    live.fds[0] = go[0];
-    live.fds[1] = go[1];
+    s8_go_pipe(go);
     struct s8prod prod = {c->q, go[0], n};
     proc_t *slot = NULL;
     live.procs = &slot;
@@ -2396,10 +2402,7 @@ static double s8p_libproc(void *ctx, long ops)
     struct s8pctx *c = ctx;
     long n = c->msgs;
     int go[2];
-    if (pipe2(go, O_CLOEXEC) < 0)
-        die("pipe2: %s", strerror(errno));
-    live.fds[0] = go[0];
-    live.fds[1] = go[1];
+    s8_go_pipe(go);
     struct s8pjob producer = {c, go[0]}, worker = {c, -1};
     proc_t *slots[1 + S8P_WORKERS] = {NULL};
     live.procs = slots;

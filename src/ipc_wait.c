@@ -300,9 +300,9 @@ bool ipc_spin_while(const _Atomic uint64_t *word, uint64_t val, const struct ipc
             for (int k = 0; k < IPC_SPIN_PAUSES; k++)
                 cpu_relax();
         }
-        sched_yield();
         if (ns_until(&until) <= 0)
             return false;
+        sched_yield();
     }
 }
 
