@@ -9,23 +9,20 @@
  *
  * Receiving peeks at the header first, so that a too small buffer leaves the
  * message in the socket (-EMSGSIZE). The peek and the receive run under a
- * per-handle lock, so threads of one process cannot take each other's
+ * per-handle lock (a proc__ipc_plock), so threads of one process cannot take each other's
  * message in between. Another process receiving from the same end can; if
  * the record taken then does not fit, it is kept in the handle ("stash") and
  * handed out by the next call.
  */
-#include "internal.h"
-#include "ipc_internal.h"
+#include "ipc_lock.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -44,8 +41,7 @@ struct conn_hdr {
 struct proc_conn {
     int fd;
     bool readable, writable;
-    /* receive lock: 0, or the holding process's pid, | LOCK_WAITERS */
-    _Atomic uint32_t lock;
+    proc__ipc_plock lock; /* held across a receive's peek and take */
     /* a record taken off the socket that did not fit the caller's buffer */
     _Atomic bool stash_full;
     uint64_t stash_len;
@@ -53,53 +49,6 @@ struct proc_conn {
     int stash_fd;              /* memfd payload, or -1 */
     unsigned char *scratch;    /* CONN_INLINE_MAX bytes, allocated on first need */
 };
-
-/* ---------------------------------------------------------- the receive lock */
-
-#define LOCK_WAITERS 0x80000000u /* pids are below 2^22 */
-
-static long futex_private(_Atomic uint32_t *word, int op, uint32_t val)
-{
-    return syscall(SYS_futex, (uint32_t *)word, op | FUTEX_PRIVATE_FLAG, val, NULL, NULL, 0);
-}
-
-/*
- * A futex mutex whose word names the holding process. The handle is private
- * memory, so a word naming another process was copied by fork() while a
- * thread of the parent held it: in this process nobody holds it. (proc_g.self
- * is the process id, renewed by libproc's fork handler in every child.)
- */
-static void recv_lock(proc_conn_t *c)
-{
-    uint32_t self = (uint32_t)atomic_load(&proc_g.self), v = 0;
-    if (atomic_compare_exchange_strong(&c->lock, &v, self))
-        return;
-    for (;;) {
-        if (v == 0) {
-            if (atomic_compare_exchange_strong(&c->lock, &v, self | LOCK_WAITERS))
-                return;
-            continue;
-        }
-        if ((v & ~LOCK_WAITERS) != self) {
-            if (atomic_compare_exchange_strong(&c->lock, &v, self))
-                return;
-            continue;
-        }
-        if (!(v & LOCK_WAITERS)) {
-            if (!atomic_compare_exchange_strong(&c->lock, &v, v | LOCK_WAITERS))
-                continue;
-            v |= LOCK_WAITERS;
-        }
-        futex_private(&c->lock, FUTEX_WAIT, v);
-        v = atomic_load(&c->lock);
-    }
-}
-
-static void recv_unlock(proc_conn_t *c)
-{
-    if (atomic_exchange(&c->lock, 0) & LOCK_WAITERS)
-        futex_private(&c->lock, FUTEX_WAKE, 1);
-}
 
 /* --------------------------------------------------------------------- setup */
 
@@ -120,7 +69,6 @@ int proc_pipe(proc_conn_t **a, proc_conn_t **b, bool duplex)
     if (!a || !b)
         return -EINVAL;
     *a = *b = NULL;
-    proc_g_init(); /* proc_g.self and the fork handler that renews it */
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -errno;
@@ -391,11 +339,11 @@ static ssize_t recv_once(proc_conn_t *c, void *buf, size_t cap)
 }
 
 /* 1 readable (or EOF/error), 0 when d passed, -errno. */
-static int wait_readable(int fd, const struct ipc_deadline *d)
+static int wait_readable(int fd, const struct proc__deadline *d)
 {
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int n = poll(&p, 1, ipc_deadline_left_ms(d));
+        int n = poll(&p, 1, proc__deadline_left_ms(d));
         if (n >= 0)
             return n > 0;
         if (errno != EINTR && errno != EAGAIN)
@@ -405,21 +353,21 @@ static int wait_readable(int fd, const struct ipc_deadline *d)
 
 ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeout_ms)
 {
-    struct ipc_deadline d;
-    if (!c || (!buf && cap > 0) || ipc_deadline_init(&d, timeout_ms) < 0)
+    struct proc__deadline d;
+    if (!c || (!buf && cap > 0) || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
     if (!c->readable)
         return -EBADF;
-    struct ipc_spin spin = {0};
+    struct proc__ipc_spin spin = {0};
     for (;;) {
-        recv_lock(c);
+        proc__ipc_plock_lock(&c->lock);
         ssize_t r = recv_once(c, buf, cap);
-        recv_unlock(c);
+        proc__ipc_plock_unlock(&c->lock);
         if (r != -EAGAIN)
             return r;
         /* The peer is usually answering right now: asking again for a few
          * microseconds costs less than being woken from poll(). */
-        if (ipc_spin_more(&spin, &d))
+        if (proc__ipc_spin_more(&spin, &d))
             continue;
         int w = wait_readable(c->fd, &d);
         if (w <= 0)
@@ -429,8 +377,8 @@ ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeout_ms)
 
 int proc_conn_poll(proc_conn_t *c, int timeout_ms)
 {
-    struct ipc_deadline d;
-    if (!c || ipc_deadline_init(&d, timeout_ms) < 0)
+    struct proc__deadline d;
+    if (!c || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
     if (!c->readable)
         return -EBADF;

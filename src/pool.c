@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -40,7 +39,6 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -192,63 +190,28 @@ static void pool_register_exit(void)
 
 /* ----------------------------------------------------------------- helpers */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void deadline_after(struct timespec *dl, int timeout_ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, dl);
-    dl->tv_sec += timeout_ms / 1000;
-    dl->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl->tv_nsec >= 1000000000L) {
-        dl->tv_sec++;
-        dl->tv_nsec -= 1000000000L;
-    }
-}
-
 /*
  * Waits on cv until *flag is set: 0, or -ETIMEDOUT. timeout_ms as in poll();
  * the deadline is fixed at the start, so wakeups never extend it.
  */
 static int wait_flag(pthread_cond_t *cv, pthread_mutex_t *mu, const bool *flag, int timeout_ms)
 {
-    struct timespec dl;
-    if (timeout_ms > 0)
-        deadline_after(&dl, timeout_ms);
+    struct proc__deadline d;
+    proc__deadline_init(&d, timeout_ms);
     /* not a cancellation point: a cancelled waiter would leave mu locked */
     int cancel, rc = 0;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-    while (!*flag) {
-        if (timeout_ms == 0) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        if (timeout_ms < 0) {
-            pthread_cond_wait(cv, mu);
-        } else if (pthread_cond_timedwait(cv, mu, &dl) == ETIMEDOUT && !*flag) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-    }
+    while (!*flag && rc == 0)
+        rc = proc__cond_wait(cv, mu, &d) == -ETIMEDOUT ? -ETIMEDOUT : 0;
     pthread_setcancelstate(cancel, NULL);
-    return rc;
+    return *flag ? 0 : rc;
 }
 
 static int sync_init(pthread_mutex_t *mu, pthread_cond_t *cv)
 {
-    pthread_condattr_t a;
-    int r = pthread_condattr_init(&a);
+    int r = proc__cond_init(cv);
     if (r)
-        return -r;
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    r = pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-    if (r)
-        return -r;
+        return r;
     r = pthread_mutex_init(mu, NULL);
     if (r) {
         pthread_cond_destroy(cv);
@@ -700,7 +663,7 @@ static void fast_ring(struct proc_pool *pool)
 {
     struct pool_fast *f = (struct pool_fast *)(void *)pool->fast;
     atomic_fetch_add_explicit(&f->ring, 1, memory_order_release);
-    syscall(SYS_futex, &f->ring, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    proc__sys_futex_wake(&f->ring, INT_MAX, true);
 }
 
 /* w is about to be freed: no caller may take it, and a fast job that has it
@@ -1016,7 +979,7 @@ static int maintain_workers(struct proc_pool *pool, bool closed)
         return -1;
     int live = usable_workers(pool);
     while (!pool->broken && !atomic_load(&pool_exiting) && live < pool->nworkers) {
-        int64_t now = now_ms();
+        int64_t now = proc__now_ns() / 1000000;
         if (now < pool->spawn_after_ms)
             return (int)(pool->spawn_after_ms - now);
         if (spawn_worker(pool) == 0) {
@@ -1391,7 +1354,7 @@ static size_t fast_wait(struct proc_pool *pool, struct proc_future *j, size_t ns
             atomic_store_explicit(&f->waiting, 0, memory_order_relaxed);
             return copied;
         }
-        int64_t now = pool_now_ns();
+        int64_t now = proc__now_ns();
         if (!mine && spin_end < 0)
             spin_end = now + POOL_FAST_SPIN_NS;
         if (!mine && now < spin_end) {
@@ -1402,14 +1365,16 @@ static size_t fast_wait(struct proc_pool *pool, struct proc_future *j, size_t ns
                 fast_copy_out(j, out, k, end);
                 copied++;
             }
-            pool_cpu_relax();
+            proc__cpu_relax();
             continue;
         }
         /* Leaving workers wake us only while this is set; one that left
          * after ring was read above makes the wait return at once. */
         atomic_store_explicit(&f->waiting, 1, memory_order_seq_cst);
-        struct timespec tick = {0, POOL_FAST_TICK_NS};
-        syscall(SYS_futex, &f->ring, FUTEX_WAIT, ring, &tick, NULL, 0);
+        struct timespec tick;
+        clock_gettime(CLOCK_MONOTONIC, &tick);
+        proc__timespec_add_ns(&tick, POOL_FAST_TICK_NS);
+        proc__sys_futex_wait(&f->ring, ring, &tick, true);
     }
 }
 
@@ -1518,7 +1483,7 @@ static int fast_run(struct proc_pool *pool, struct proc_future *j)
         atomic_store_explicit(&f->copied, k, memory_order_seq_cst);
         atomic_fetch_add_explicit(&f->copied_gen, 1, memory_order_seq_cst);
         if (atomic_load_explicit(&f->copy_waiter, memory_order_seq_cst))
-            syscall(SYS_futex, &f->copied_gen, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+            proc__sys_futex_wake(&f->copied_gen, INT_MAX, true);
     }
     nsent += fast_send(pool, seq, nslots, here, false);
     if (nsent < nslots) /* the dying ones never leave */
@@ -1605,13 +1570,7 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
         if ((rc = spawn_worker(pool)) < 0)
             goto fail;
 
-    /* The dispatcher takes no signals: they belong to the host's threads. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = -pthread_create(&pool->thread, NULL, dispatcher_main, pool);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc < 0)
+    if ((rc = proc__thread_start(&pool->thread, dispatcher_main, pool, false, 0)) < 0)
         goto fail;
     return pool;
 

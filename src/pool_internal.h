@@ -22,6 +22,10 @@
 #ifndef LIBPROC_POOL_INTERNAL_H
 #define LIBPROC_POOL_INTERNAL_H
 
+#include "clock.h"
+#include "sys.h"
+#include "thread.h"
+
 #include <libproc/pool.h>
 
 #include <signal.h>
@@ -96,23 +100,6 @@ struct pool_fast {
 /* What the caller's copy of outputs out of the fast region is assumed to
  * reach, in bytes per ns (measured: 12-16 on the benchmark machine). */
 #define POOL_COPY_BYTES_PER_NS 12
-
-static inline int64_t pool_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Inside a spin-wait loop. */
-static inline void pool_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 /* The workers still in job seq according to f->active. */
 static inline uint32_t pool_fast_active(const struct pool_fast *f, uint64_t seq)

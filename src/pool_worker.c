@@ -4,13 +4,11 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 static int send_msg(int fd, const struct pool_msg *m)
@@ -64,15 +62,17 @@ static void wait_copied(struct pool_fast *f, uint64_t need)
             if (spin % 64 == 0)
                 sched_yield();
             else
-                pool_cpu_relax();
+                proc__cpu_relax();
             continue;
         }
         atomic_store_explicit(&f->copy_waiter, 1, memory_order_seq_cst);
         uint32_t gen = atomic_load_explicit(&f->copied_gen, memory_order_seq_cst);
         if (atomic_load_explicit(&f->copied, memory_order_seq_cst) >= need)
             break;
-        struct timespec tick = {0, 100000000L}; /* a bound, not a clock */
-        syscall(SYS_futex, &f->copied_gen, FUTEX_WAIT, gen, &tick, NULL, 0);
+        struct timespec tick; /* a bound, not a clock */
+        clock_gettime(CLOCK_MONOTONIC, &tick);
+        proc__timespec_add_ns(&tick, 100000000L);
+        proc__sys_futex_wait(&f->copied_gen, gen, &tick, true);
     }
 }
 
@@ -112,7 +112,7 @@ static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m
         uint64_t k = atomic_fetch_add_explicit(&f->next, chunk, memory_order_relaxed);
         if (k >= n)
             return;
-        int64_t t0 = m->err == 1 ? pool_now_ns() : 0;
+        int64_t t0 = m->err == 1 ? proc__now_ns() : 0;
         uint64_t cnt = n - k < chunk ? n - k : chunk;
         wait_copied(f, k + cnt);
         atomic_store_explicit(&s->busy, 0, memory_order_relaxed);
@@ -132,7 +132,7 @@ static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m
         }
         atomic_store_explicit(&state[k / chunk], 1, memory_order_release);
         if (m->err == 1)
-            per_chunk = pool_now_ns() - t0;
+            per_chunk = proc__now_ns() - t0;
     }
 }
 
@@ -151,7 +151,7 @@ static void fast_leave(unsigned char *region, uint64_t slot, uint64_t seq)
     atomic_store_explicit(&pool_fast_slot(region, slot)->left, seq, memory_order_seq_cst);
     atomic_fetch_add_explicit(&f->ring, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&f->waiting, memory_order_seq_cst))
-        syscall(SYS_futex, &f->ring, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+        proc__sys_futex_wake(&f->ring, INT_MAX, true);
 }
 
 /*

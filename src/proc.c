@@ -1,54 +1,23 @@
 /* SPDX-License-Identifier: MIT */
-/* The process object: creation, configuration, names, attributes, the registry. */
-#include "internal.h"
+/* The process object: creation, configuration, names, attributes, the process tree, close. */
+#include "core.h"
 
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PROC_DEFAULT_AUTHKEY_LEN 32
 #define PROC_MAX_AUTHKEY_LEN 256
 
-struct proc_global proc_g = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .epfd = -1,
-    .wakefd = -1,
-    .identity = "",
-};
-
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-
-void proc_init_cond(void)
-{
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&proc_g.cond, &attr);
-    pthread_condattr_destroy(&attr);
-}
-
-static void global_init(void)
-{
-    proc_init_cond();
-    atomic_store(&proc_g.self, getpid());
-    proc_g.init_err = proc_lifecycle_init();
-}
-
-void proc_g_init(void)
-{
-    pthread_once(&init_once, global_init);
-}
-
 /* ----------------------------------------------------------------- helpers */
 
-static struct proc_name_node *name_node(const char *text)
+static struct proc__name_node *name_node(const char *text)
 {
     size_t n = strlen(text) + 1;
-    struct proc_name_node *node = malloc(sizeof *node + n);
+    struct proc__name_node *node = malloc(sizeof *node + n);
     if (node) {
         node->older = NULL;
         memcpy(node->text, text, n);
@@ -85,124 +54,39 @@ static char **copy_strv(const char *const *v)
 
 static bool is_child_object(const proc_t *p)
 {
-    return p->kind == PROC_KIND_CHILD;
+    return p->kind == PROC__KIND_CHILD;
 }
 
 static bool is_started(const proc_t *p)
 {
-    return atomic_load(&p->state) != PROC_NEW;
-}
-
-/* ---------------------------------------------------------------- registry */
-
-void proc_registry_add_locked(struct proc *p)
-{
-    p->prev = NULL;
-    p->next = proc_g.children;
-    if (proc_g.children)
-        proc_g.children->prev = p;
-    proc_g.children = p;
-}
-
-void proc_registry_remove_locked(struct proc *p)
-{
-    if (p->prev)
-        p->prev->next = p->next;
-    else if (proc_g.children == p)
-        proc_g.children = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    p->prev = p->next = NULL;
-}
-
-/*
- * Every fd libproc owns for its children, indexed by number. The reaper maps
- * epoll events back to objects through it, so an event fetched just before
- * its object was closed finds NULL (or the object now using that number, which
- * it checks), never freed memory. Fork children close all of them without
- * writing to the objects, which would copy every page that holds one.
- */
-int proc_fd_track_locked(int fd, struct proc *p)
-{
-    if ((size_t)fd >= proc_g.fdcap) {
-        size_t cap = proc_g.fdcap ? proc_g.fdcap : 64;
-        while (cap <= (size_t)fd)
-            cap *= 2;
-        struct proc **tab = realloc(proc_g.fdtab, cap * sizeof *tab);
-        if (!tab)
-            return -ENOMEM;
-        memset(tab + proc_g.fdcap, 0, (cap - proc_g.fdcap) * sizeof *tab);
-        proc_g.fdtab = tab;
-        proc_g.fdcap = cap;
-    }
-    proc_g.fdtab[fd] = p;
-    return 0;
-}
-
-void proc_fd_untrack_locked(int fd)
-{
-    if (fd >= 0 && (size_t)fd < proc_g.fdcap)
-        proc_g.fdtab[fd] = NULL;
-}
-
-struct proc *proc_fd_owner_locked(int fd)
-{
-    return fd >= 0 && (size_t)fd < proc_g.fdcap ? proc_g.fdtab[fd] : NULL;
-}
-
-static void close_fd_range(unsigned first, unsigned last)
-{
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, first, last, 0) == 0)
-        return;
-#endif
-    for (unsigned fd = first; fd <= last; fd++)
-        close((int)fd);
-}
-
-/* In a fork child: the parent's pidfds and sentinel pipes are not ours. */
-void proc_fd_close_inherited(void)
-{
-    size_t fd = 0;
-    while (fd < proc_g.fdcap) {
-        if (!proc_g.fdtab[fd]) {
-            fd++;
-            continue;
-        }
-        size_t last = fd;
-        while (last + 1 < proc_g.fdcap && proc_g.fdtab[last + 1])
-            last++;
-        close_fd_range((unsigned)fd, (unsigned)last);
-        memset(proc_g.fdtab + fd, 0, (last - fd + 1) * sizeof *proc_g.fdtab);
-        fd = last + 1;
-    }
+    return atomic_load(&p->state) != PROC__NEW;
 }
 
 /* ------------------------------------------------------- the process tree */
 
-struct proc *proc_ensure_current_locked(void)
+struct proc *proc__current_locked(void)
 {
-    if (proc_g.current)
-        return proc_g.current;
-    struct proc *m = &proc_g.main_obj;
+    if (proc__g.current)
+        return proc__g.current;
+    struct proc *m = &proc__g.main_obj;
     unsigned char *key = malloc(PROC_DEFAULT_AUTHKEY_LEN);
-    struct proc_name_node *name = name_node("MainProcess");
-    if (!key || !name || proc_sys_random(key, PROC_DEFAULT_AUTHKEY_LEN) < 0) {
+    struct proc__name_node *name = name_node("MainProcess");
+    if (!key || !name || proc__sys_random(key, PROC_DEFAULT_AUTHKEY_LEN) < 0) {
         free(key);
         free(name);
         errno = ENOMEM;
         return NULL;
     }
-    m->kind = PROC_KIND_SELF;
+    m->kind = PROC__KIND_SELF;
     m->authkey = key;
     m->authkey_len = PROC_DEFAULT_AUTHKEY_LEN;
     atomic_store(&m->name, name);
-    atomic_store(&m->state, PROC_RUNNING);
+    atomic_store(&m->state, PROC__RUNNING);
     atomic_store(&m->pid, getpid());
     atomic_store(&m->exitcode, PROC_EXITCODE_NONE);
     m->owner = getpid();
     m->pidfd = m->pipe_r = m->pipe_w = -1;
-    proc_g.current = m;
+    proc__g.current = m;
     return m;
 }
 
@@ -211,15 +95,15 @@ struct proc *proc_ensure_current_locked(void)
  * fork handlers reset libproc: p becomes this process's own object and the
  * former current object describes the parent.
  */
-void proc_child_became(struct proc *p, pid_t parent_pid, struct proc *old_current)
+void proc__child_became(struct proc *p, pid_t parent_pid, struct proc *old_current)
 {
-    struct proc *par = &proc_g.parent_obj;
+    struct proc *par = &proc__g.parent_obj;
     memset(par, 0, sizeof *par);
-    par->kind = PROC_KIND_PARENT;
+    par->kind = PROC__KIND_PARENT;
     /* The parent's name node is a copy in our memory and nobody frees it here. */
     atomic_store(&par->name, old_current ? atomic_load(&old_current->name) : NULL);
     atomic_store(&par->pid, parent_pid);
-    atomic_store(&par->state, PROC_RUNNING);
+    atomic_store(&par->state, PROC__RUNNING);
     atomic_store(&par->exitcode, PROC_EXITCODE_NONE);
     par->owner = parent_pid;
     par->pidfd = par->pipe_r = par->pipe_w = -1;
@@ -227,34 +111,34 @@ void proc_child_became(struct proc *p, pid_t parent_pid, struct proc *old_curren
         par->authkey = old_current->authkey;
         par->authkey_len = old_current->authkey_len;
     }
-    proc_g.have_parent = true;
+    proc__g.have_parent = true;
 
     pid_t self = getpid();
-    p->kind = PROC_KIND_SELF;
+    p->kind = PROC__KIND_SELF;
     atomic_store(&p->pid, self);
-    atomic_store(&p->state, PROC_RUNNING);
+    atomic_store(&p->state, PROC__RUNNING);
     p->owner = self;
     p->prev = p->next = NULL;
-    proc_g.current = p;
-    proc_g.identity = p->identity;
-    proc_g.counter = 0;
+    proc__g.current = p;
+    proc__g.identity = p->identity;
+    proc__g.counter = 0;
 }
 
 proc_t *proc_current(void)
 {
-    proc_g_init();
-    pthread_mutex_lock(&proc_g.lock);
-    struct proc *cur = proc_ensure_current_locked();
-    pthread_mutex_unlock(&proc_g.lock);
+    proc__init();
+    pthread_mutex_lock(&proc__g.lock);
+    struct proc *cur = proc__current_locked();
+    pthread_mutex_unlock(&proc__g.lock);
     return cur;
 }
 
 proc_t *proc_parent(void)
 {
-    proc_g_init();
-    pthread_mutex_lock(&proc_g.lock);
-    struct proc *par = proc_g.have_parent ? &proc_g.parent_obj : NULL;
-    pthread_mutex_unlock(&proc_g.lock);
+    proc__init();
+    pthread_mutex_lock(&proc__g.lock);
+    struct proc *par = proc__g.have_parent ? &proc__g.parent_obj : NULL;
+    pthread_mutex_unlock(&proc__g.lock);
     return par;
 }
 
@@ -262,20 +146,20 @@ size_t proc_active_children(proc_t **out, size_t cap)
 {
     if (!out)
         cap = 0;
-    proc_g_init();
+    proc__init();
     size_t n = 0;
-    pthread_mutex_lock(&proc_g.lock);
-    proc_reaper_collect_locked();
-    for (struct proc *c = proc_g.children; c; c = c->next) {
+    pthread_mutex_lock(&proc__g.lock);
+    proc__reaper_collect_locked();
+    for (struct proc *c = proc__g.children; c; c = c->next) {
         /* Collected just now; proc_is_alive() would take the lock again. */
         int state = atomic_load(&c->state);
-        if (state != PROC_RUNNING && state != PROC_ENDED)
+        if (state != PROC__RUNNING && state != PROC__ENDED)
             continue;
         if (n < cap)
             out[n] = c;
         n++;
     }
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     return n;
 }
 
@@ -305,25 +189,25 @@ int proc_cpu_count(void)
 
 static proc_t *new_object(void)
 {
-    proc_g_init();
+    proc__init();
     struct proc *p = calloc(1, sizeof *p);
     if (!p) {
         errno = ENOMEM;
         return NULL;
     }
-    p->kind = PROC_KIND_CHILD;
+    p->kind = PROC__KIND_CHILD;
     p->pidfd = p->pipe_r = p->pipe_w = -1;
     for (int i = 0; i < 3; i++) {
         p->stdio_how[i] = PROC_STDIO_INHERIT;
         p->stdio_parent[i] = -1;
     }
-    atomic_store(&p->state, PROC_NEW);
+    atomic_store(&p->state, PROC__NEW);
     atomic_store(&p->exitcode, PROC_EXITCODE_NONE);
 
-    pthread_mutex_lock(&proc_g.lock);
-    struct proc *cur = proc_ensure_current_locked();
-    unsigned long n = ++proc_g.counter;
-    const char *prefix = proc_g.identity;
+    pthread_mutex_lock(&proc__g.lock);
+    struct proc *cur = proc__current_locked();
+    unsigned long n = ++proc__g.counter;
+    const char *prefix = proc__g.identity;
     char ident[256];
     snprintf(ident, sizeof ident, "%s%s%lu", prefix, *prefix ? ":" : "", n);
     if (cur) {
@@ -333,12 +217,12 @@ static proc_t *new_object(void)
             p->authkey_len = cur->authkey_len;
         }
     }
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
 
     char name[sizeof ident + 16];
     snprintf(name, sizeof name, "Process-%s", ident);
     p->identity = strdup(ident);
-    struct proc_name_node *node = name_node(name);
+    struct proc__name_node *node = name_node(name);
     atomic_store(&p->name, node);
     if (!cur || !p->authkey || !p->identity || !node) {
         proc_close(p);
@@ -390,28 +274,15 @@ static int check_configurable(const proc_t *p)
     return 0;
 }
 
-/*
- * Takes the lock if p may still be configured: proc_start moves p out of
- * PROC_NEW under the same lock, so a setter never changes what a start reads.
- */
-bool proc_lock_configurable(proc_t *p)
-{
-    pthread_mutex_lock(&proc_g.lock);
-    if (!is_started(p))
-        return true;
-    pthread_mutex_unlock(&proc_g.lock);
-    return false;
-}
-
 static int set_flag(proc_t *p, bool *flag, bool value)
 {
     int r = check_configurable(p);
     if (r < 0)
         return r;
-    if (!proc_lock_configurable(p))
+    if (!proc__lock_configurable(p))
         return -EBUSY;
     *flag = value;
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     return 0;
 }
 
@@ -433,13 +304,13 @@ int proc_set_env(proc_t *p, const char *const envp[])
     char **copy = NULL;
     if (envp && !(copy = copy_strv(envp)))
         return -ENOMEM;
-    if (!proc_lock_configurable(p)) {
+    if (!proc__lock_configurable(p)) {
         free_strv(copy);
         return -EBUSY;
     }
     char **old = p->envp;
     p->envp = copy;
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     free_strv(old);
     return 0;
 }
@@ -454,13 +325,13 @@ int proc_set_cwd(proc_t *p, const char *dir)
     char *copy = NULL;
     if (dir && !(copy = strdup(dir)))
         return -ENOMEM;
-    if (!proc_lock_configurable(p)) {
+    if (!proc__lock_configurable(p)) {
         free(copy);
         return -EBUSY;
     }
     char *old = p->cwd;
     p->cwd = copy;
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     free(old);
     return 0;
 }
@@ -472,21 +343,21 @@ int proc_on_exit(proc_t *p, proc_exit_fn *cb, void *arg)
         return r;
     if (!cb)
         return -EINVAL;
-    struct proc_exit_cb *node = malloc(sizeof *node);
+    struct proc__exit_cb *node = malloc(sizeof *node);
     if (!node)
         return -ENOMEM;
     node->next = NULL;
     node->fn = cb;
     node->arg = arg;
-    if (!proc_lock_configurable(p)) {
+    if (!proc__lock_configurable(p)) {
         free(node);
         return -EBUSY;
     }
-    struct proc_exit_cb **tail = &p->callbacks;
+    struct proc__exit_cb **tail = &p->callbacks;
     while (*tail)
         tail = &(*tail)->next;
     *tail = node;
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     return 0;
 }
 
@@ -501,14 +372,14 @@ int proc_set_authkey(proc_t *p, const void *key, size_t len)
     if (!copy)
         return -ENOMEM;
     memcpy(copy, key, len);
-    if (!proc_lock_configurable(p)) {
+    if (!proc__lock_configurable(p)) {
         free(copy);
         return -EBUSY;
     }
     unsigned char *old = p->authkey;
     p->authkey = copy;
     p->authkey_len = len;
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     free(old);
     return 0;
 }
@@ -519,11 +390,11 @@ int proc_set_name(proc_t *p, const char *name)
 {
     if (!p || !name || !*name)
         return -EINVAL;
-    struct proc_name_node *node = name_node(name);
+    struct proc__name_node *node = name_node(name);
     if (!node)
         return -ENOMEM;
     /* Keep the older names reachable: another thread may still be reading one. */
-    struct proc_name_node *old = atomic_load(&p->name);
+    struct proc__name_node *old = atomic_load(&p->name);
     do {
         node->older = old;
     } while (!atomic_compare_exchange_weak(&p->name, &old, node));
@@ -536,7 +407,7 @@ const char *proc_name(const proc_t *p)
         errno = EINVAL;
         return NULL;
     }
-    struct proc_name_node *node = atomic_load(&((proc_t *)p)->name);
+    struct proc__name_node *node = atomic_load(&((proc_t *)p)->name);
     return node ? node->text : NULL;
 }
 
@@ -562,7 +433,7 @@ int proc_sentinel(const proc_t *p)
     if (!p || !is_child_object(p))
         return -EINVAL;
     int state = atomic_load(&((proc_t *)p)->state);
-    if (state == PROC_NEW || state == PROC_STARTING || p->owner != atomic_load(&proc_g.self))
+    if (state == PROC__NEW || state == PROC__STARTING || p->owner != proc__self_pid())
         return -EINVAL;
     /* The pipe, where there is one, turns readable when the child is joinable;
      * a pidfd at the exit, which is the same moment only without callbacks. */
@@ -584,59 +455,48 @@ const unsigned char *proc_authkey(const proc_t *p, size_t *len)
     return p->authkey;
 }
 
-/* ------------------------------------------------------------------- close */
-
-void proc_fd_close_locked(int *fd)
-{
-    if (*fd >= 0) {
-        proc_fd_untrack_locked(*fd);
-        close(*fd);
-        *fd = -1;
-    }
-}
-
 int proc_close(proc_t *p)
 {
     if (!p)
         return 0;
     if (!is_child_object(p))
         return -EINVAL;
-    proc_g_init();
-    pthread_mutex_lock(&proc_g.lock);
-    if (p == proc_g.current) {
-        pthread_mutex_unlock(&proc_g.lock);
+    proc__init();
+    pthread_mutex_lock(&proc__g.lock);
+    if (p == proc__g.current) {
+        pthread_mutex_unlock(&proc__g.lock);
         return -EINVAL;
     }
     int state = atomic_load(&p->state);
-    bool mine = p->owner == atomic_load(&proc_g.self);
-    if (state == PROC_STARTING || (mine && (state == PROC_RUNNING || state == PROC_ENDED))) {
-        pthread_mutex_unlock(&proc_g.lock);
+    bool mine = p->owner == proc__self_pid();
+    if (state == PROC__STARTING || (mine && (state == PROC__RUNNING || state == PROC__ENDED))) {
+        pthread_mutex_unlock(&proc__g.lock);
         return -EBUSY;
     }
-    if (mine && state == PROC_DONE)
-        proc_registry_remove_locked(p);
+    if (mine && state == PROC__DONE)
+        proc__registry_remove_locked(p);
     /*
      * Closed under the lock: a fork in between would otherwise hand the fds of
      * an unregistered object to the child. A copy inherited through fork owns
      * no fds: the fork handler closed the numbers it still holds.
      */
     if (mine) {
-        proc_stdio_close_all_locked(p);
-        proc_fd_close_locked(&p->pidfd);
-        proc_fd_close_locked(&p->pipe_r);
-        proc_fd_close_locked(&p->pipe_w);
+        proc__stdio_close_all_locked(p);
+        proc__fd_close_locked(&p->pidfd);
+        proc__fd_close_locked(&p->pipe_r);
+        proc__fd_close_locked(&p->pipe_w);
     }
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     free_strv(p->argv);
     free_strv(p->envp);
     free(p->cwd);
     free(p->authkey);
     free(p->identity);
-    for (struct proc_exit_cb *cb = p->callbacks, *next; cb; cb = next) {
+    for (struct proc__exit_cb *cb = p->callbacks, *next; cb; cb = next) {
         next = cb->next;
         free(cb);
     }
-    for (struct proc_name_node *n = atomic_load(&p->name), *older; n; n = older) {
+    for (struct proc__name_node *n = atomic_load(&p->name), *older; n; n = older) {
         older = n->older;
         free(n);
     }

@@ -15,7 +15,7 @@
  * not reached the marking store (the state is untouched; its half-copied
  * bytes lie in free space) or reached it (the next locker, which gets
  * EOWNERDEAD, applies the journal again: idempotent). task_done is a single
- * counter store. Waiters are woken before the commit (see ipc_internal.h),
+ * counter store. Waiters are woken before the commit (see ipc_lock.h),
  * and repair wakes every channel.
  *
  * Memory. The ring is reserved with MAP_NORESERVE and touched lazily. When
@@ -24,7 +24,7 @@
  * has left behind to the system (MADV_REMOVE), so resident memory follows
  * the queue's contents rather than its history.
  */
-#include "ipc_internal.h"
+#include "ipc_lock.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -54,7 +54,7 @@ struct qstate {
 #define Q_LINE 64
 struct proc_queue {
     _Alignas(Q_LINE) pthread_mutex_t mutex;
-    _Alignas(Q_LINE) struct ipc_chan not_empty, not_full, all_done;
+    _Alignas(Q_LINE) struct proc__ipc_chan not_empty, not_full, all_done;
     /* fixed at creation */
     _Alignas(Q_LINE) size_t map_len;
     size_t ring_off;    /* page-aligned offset of the ring in the mapping */
@@ -143,9 +143,9 @@ static void repair(void *obj)
     proc_queue_t *q = obj;
     if (atomic_load(&q->jnl_valid))
         apply_journal(q);
-    ipc_wake_force(&q->not_empty);
-    ipc_wake_force(&q->not_full);
-    ipc_wake_force(&q->all_done);
+    proc__ipc_wake_force(&q->not_empty);
+    proc__ipc_wake_force(&q->not_full);
+    proc__ipc_wake_force(&q->all_done);
 }
 
 /* ------------------------------------------------------------ giving memory back */
@@ -224,7 +224,7 @@ proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg)
     size_t off = (sizeof(proc_queue_t) + page - 1) / page * page;
     proc_queue_t *q;
     for (;;) {
-        q = ipc_map(off + (size_t)len, true);
+        q = proc__ipc_map(off + (size_t)len, true);
         if (q)
             break;
         /* Less address space than RAM (e.g. a ulimit -v): an unbounded queue takes less. */
@@ -234,9 +234,9 @@ proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg)
         }
         len = len / 2 & ~(uint64_t)7;
     }
-    int r = ipc_mutex_init(&q->mutex);
+    int r = proc__ipc_mutex_init(&q->mutex);
     if (r < 0) {
-        ipc_unmap(q, off + (size_t)len);
+        proc__ipc_unmap(q, off + (size_t)len);
         errno = -r;
         return NULL;
     }
@@ -251,34 +251,34 @@ proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg)
 
 int proc_queue_put(proc_queue_t *q, const void *msg, size_t len, int timeout_ms)
 {
-    struct ipc_deadline d;
-    if (!q || (!msg && len > 0) || ipc_deadline_init(&d, timeout_ms) < 0)
+    struct proc__deadline d;
+    if (!q || (!msg && len > 0) || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
     if (len > q->max_msg)
         return -EMSGSIZE;
     uint64_t need = slot_len(len);
     struct qvals v = {0, 0, 0, 0};
     bool spun = false;
-    int r = ipc_enter(&q->mutex, &d, repair, q);
+    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
     while (r == 0) {
         v = load_state(q);
         if (v.used + need <= q->ring_len && (q->max_items == 0 || v.nput - v.nget < q->max_items))
             break;
         if (q->max_items == 0) {
-            ipc_leave(&q->mutex);
+            proc__ipc_leave(&q->mutex);
             return -ENOMEM;
         }
         if (!spun) {
             /* A consumer is usually about to make room: spin before sleeping. */
             spun = true;
-            ipc_leave(&q->mutex);
-            if (ipc_spin_while(&q->st.nget, v.nget, &d) || d.timeout_ms != 0) {
-                r = ipc_enter(&q->mutex, &d, repair, q);
+            proc__ipc_leave(&q->mutex);
+            if (proc__ipc_spin_while(&q->st.nget, v.nget, &d) || d.timeout_ms != 0) {
+                r = proc__ipc_enter(&q->mutex, &d, repair, q);
                 continue;
             }
             return -ETIMEDOUT;
         }
-        r = ipc_wait(&q->not_full, &q->mutex, &d, repair, q);
+        r = proc__ipc_wait(&q->not_full, &q->mutex, &d, repair, q);
     }
     if (r < 0)
         return r;
@@ -286,21 +286,21 @@ int proc_queue_put(proc_queue_t *q, const void *msg, size_t len, int timeout_ms)
     uint64_t off = ring_add(q, v.roff, v.used), hdr = len;
     memcpy(ring(q) + off, &hdr, Q_HDR); /* 8-aligned and ring_len % 8 == 0: never split */
     ring_write(q, ring_add(q, off, Q_HDR), msg, len);
-    ipc_wake(&q->not_empty);
+    proc__ipc_wake(&q->not_empty);
     v.used += need;
     v.nput++;
     commit(q, &v);
-    ipc_leave(&q->mutex);
+    proc__ipc_leave(&q->mutex);
     return 0;
 }
 
 ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms)
 {
-    struct ipc_deadline d;
-    if (!q || (!buf && cap > 0) || ipc_deadline_init(&d, timeout_ms) < 0)
+    struct proc__deadline d;
+    if (!q || (!buf && cap > 0) || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
     bool spun = false;
-    int r = ipc_enter(&q->mutex, &d, repair, q);
+    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
     while (r == 0) {
         uint64_t put = atomic_load(&q->st.nput);
         if (put != atomic_load(&q->st.nget))
@@ -308,14 +308,14 @@ ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms)
         if (!spun) {
             /* A producer is usually about to put: spin before sleeping. */
             spun = true;
-            ipc_leave(&q->mutex);
-            if (ipc_spin_while(&q->st.nput, put, &d) || d.timeout_ms != 0) {
-                r = ipc_enter(&q->mutex, &d, repair, q);
+            proc__ipc_leave(&q->mutex);
+            if (proc__ipc_spin_while(&q->st.nput, put, &d) || d.timeout_ms != 0) {
+                r = proc__ipc_enter(&q->mutex, &d, repair, q);
                 continue;
             }
             return -ETIMEDOUT;
         }
-        r = ipc_wait(&q->not_empty, &q->mutex, &d, repair, q);
+        r = proc__ipc_wait(&q->not_empty, &q->mutex, &d, repair, q);
     }
     if (r < 0)
         return r;
@@ -324,16 +324,16 @@ ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms)
     uint64_t len;
     memcpy(&len, ring(q) + v.roff, Q_HDR);
     if (len > q->max_msg || slot_len(len) > v.used) {
-        ipc_leave(&q->mutex); /* cannot happen unless someone scribbled over the ring */
+        proc__ipc_leave(&q->mutex); /* cannot happen unless someone scribbled over the ring */
         return -EIO;
     }
     if (len > cap) {
-        ipc_leave(&q->mutex);
+        proc__ipc_leave(&q->mutex);
         return -EMSGSIZE;
     }
     ring_read(q, ring_add(q, v.roff, Q_HDR), buf, len);
     if (q->max_items > 0)
-        ipc_wake(&q->not_full);
+        proc__ipc_wake(&q->not_full);
     uint64_t from = v.roff, taken = slot_len(len);
     v.roff = ring_add(q, v.roff, taken);
     v.used -= taken;
@@ -342,7 +342,7 @@ ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms)
         v.roff = 0;
     commit(q, &v);
     trim(q, from, taken, &v);
-    ipc_leave(&q->mutex);
+    proc__ipc_leave(&q->mutex);
     return (ssize_t)len;
 }
 
@@ -356,11 +356,11 @@ size_t proc_queue_size(proc_queue_t *q)
 
 int proc_queue_task_done(proc_queue_t *q)
 {
-    struct ipc_deadline d;
+    struct proc__deadline d;
     if (!q)
         return -EINVAL;
-    ipc_deadline_init(&d, PROC_WAIT_FOREVER);
-    int r = ipc_enter(&q->mutex, &d, repair, q);
+    proc__deadline_init(&d, PROC_WAIT_FOREVER);
+    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
     if (r < 0)
         return r;
     uint64_t done = atomic_load(&q->ndone), put = atomic_load(&q->st.nput);
@@ -368,29 +368,29 @@ int proc_queue_task_done(proc_queue_t *q)
         r = -EINVAL;
     } else {
         if (done + 1 == put)
-            ipc_wake(&q->all_done);
+            proc__ipc_wake(&q->all_done);
         atomic_store(&q->ndone, done + 1);
     }
-    ipc_leave(&q->mutex);
+    proc__ipc_leave(&q->mutex);
     return r;
 }
 
 int proc_queue_join(proc_queue_t *q, int timeout_ms)
 {
-    struct ipc_deadline d;
-    if (!q || ipc_deadline_init(&d, timeout_ms) < 0)
+    struct proc__deadline d;
+    if (!q || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
-    int r = ipc_enter(&q->mutex, &d, repair, q);
+    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
     while (r == 0 && atomic_load(&q->ndone) != atomic_load(&q->st.nput))
-        r = ipc_wait(&q->all_done, &q->mutex, &d, repair, q);
+        r = proc__ipc_wait(&q->all_done, &q->mutex, &d, repair, q);
     if (r == 0)
-        ipc_leave(&q->mutex);
+        proc__ipc_leave(&q->mutex);
     return r;
 }
 
 int proc_queue_free(proc_queue_t *q)
 {
     if (q)
-        ipc_unmap(q, q->map_len);
+        proc__ipc_unmap(q, q->map_len);
     return 0;
 }

@@ -1,19 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared memory: Value/Array (proc_shared_alloc) and the mappings behind the IPC objects. */
-#include "ipc_internal.h"
+#include "ipc_lock.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <sys/mman.h>
 
-void *ipc_map(size_t len, bool noreserve)
+void *proc__ipc_map(size_t len, bool noreserve)
 {
     int flags = MAP_SHARED | MAP_ANONYMOUS | (noreserve ? MAP_NORESERVE : 0);
     void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, -1, 0);
     return mem == MAP_FAILED ? NULL : mem;
 }
 
-void ipc_unmap(void *mem, size_t len)
+void proc__ipc_unmap(void *mem, size_t len)
 {
     if (mem)
         munmap(mem, len);
@@ -37,7 +37,7 @@ void *proc_shared_alloc(size_t size)
         return NULL;
     }
     size_t len = size + SHM_HEADER;
-    unsigned char *base = ipc_map(len, false);
+    unsigned char *base = proc__ipc_map(len, false);
     if (!base)
         return NULL;
     *(size_t *)base = len;
@@ -49,5 +49,5 @@ void proc_shared_free(void *mem)
     if (!mem)
         return;
     unsigned char *base = (unsigned char *)mem - SHM_HEADER;
-    ipc_unmap(base, *(size_t *)base);
+    proc__ipc_unmap(base, *(size_t *)base);
 }

@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Starting children: the fork path (callback mode) and the exec paths. */
-#include "internal.h"
+/*
+ * One start in the calling thread: the fork path (callback mode, and exec mode
+ * where posix_spawn cannot do it) and posix_spawn, with the exec plan made
+ * before either (PATH lookup in the parent, so the child only calls execve).
+ */
+#include "core.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,7 +51,7 @@ static const char *child_path(const proc_t *p)
  * with proc_set_cwd() the candidate is looked up as <cwd>/<entry>/<file>, and
  * <entry>/<file> is what the child executes after its chdir.
  */
-static int plan_exec(struct proc_start_ctx *plan, const proc_t *p)
+int proc__spawn_plan_exec(struct proc__start_ctx *plan, const proc_t *p)
 {
     const char *file = p->argv[0];
     plan->envp = p->envp ? p->envp : environ;
@@ -108,13 +112,13 @@ static void write_errno_and_exit(int fd, int err)
 static void become_daemon_of(pid_t parent)
 {
     /* Cannot fail for SIGKILL on Linux; where unsupported there is no watch at all. */
-    (void)proc_sys_set_pdeathsig(SIGKILL);
+    (void)proc__sys_set_pdeathsig(SIGKILL);
     if (getppid() != parent)
         raise(SIGKILL); /* the parent died before the prctl took effect */
 }
 
 /* The child's ends of its standard streams; all are >= 3, so no dup2 undoes another. */
-static void dup_stdio(const struct proc_start_ctx *ctx)
+static void dup_stdio(const struct proc__start_ctx *ctx)
 {
     for (int i = 0; i < 3; i++)
         if (ctx->child_fd[i] >= 0)
@@ -122,10 +126,10 @@ static void dup_stdio(const struct proc_start_ctx *ctx)
 }
 
 /* Callback mode. Python runs arbitrary code after fork too; this is that exception. */
-static void child_run_target(proc_t *p, const struct proc_start_ctx *ctx, pid_t parent,
+static void child_run_target(proc_t *p, const struct proc__start_ctx *ctx, pid_t parent,
                              proc_t *old_current, int status_w)
 {
-    proc_child_became(p, parent, old_current);
+    proc__child_became(p, parent, old_current);
     if (p->daemon)
         become_daemon_of(parent);
     if (p->new_group)
@@ -143,13 +147,13 @@ static void child_run_target(proc_t *p, const struct proc_start_ctx *ctx, pid_t 
     if (p->envp)
         environ = p->envp;
     int ret = p->target ? p->target(p->arg) : 0;
-    proc_lifecycle_exit_work();
+    proc__exit_work();
     fflush(NULL);
     _exit(ret & 0xff);
 }
 
 /* Exec mode after a real fork: only async-signal-safe calls until execve. */
-static void child_exec(const proc_t *p, const struct proc_start_ctx *plan, pid_t parent,
+static void child_exec(const proc_t *p, const struct proc__start_ctx *plan, pid_t parent,
                        int status_w, const sigset_t *mask)
 {
     /* Handlers of the parent must not run here: reset the caught ones. */
@@ -193,54 +197,35 @@ static void reap_failed(pid_t pid)
         ;
 }
 
-static void inflight_link(struct proc_inflight *f)
-{
-    pthread_mutex_lock(&proc_g.lock);
-    f->next = proc_g.inflight;
-    proc_g.inflight = f;
-    pthread_mutex_unlock(&proc_g.lock);
-}
-
-static void inflight_unlink(struct proc_inflight *f)
-{
-    pthread_mutex_lock(&proc_g.lock);
-    struct proc_inflight **pp = &proc_g.inflight;
-    while (*pp && *pp != f)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = f->next;
-    pthread_mutex_unlock(&proc_g.lock);
-}
-
 /*
  * The status pipe is created and registered as in flight in one locked
  * section, and its ends leave that list as they are closed, so no fork by
  * another thread can catch an unregistered end.
  */
-static int status_pipe_open(struct proc_inflight *f, int fds[2])
+static int status_pipe_open(struct proc__inflight *f, int fds[2])
 {
-    pthread_mutex_lock(&proc_g.lock);
+    pthread_mutex_lock(&proc__g.lock);
     int r = pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
     if (r == 0) {
         f->fds[f->n++] = fds[0];
         f->fds[f->n++] = fds[1];
     }
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     return r;
 }
 
-static void status_pipe_close(struct proc_inflight *f, int *fd)
+static void status_pipe_close(struct proc__inflight *f, int *fd)
 {
-    pthread_mutex_lock(&proc_g.lock);
+    pthread_mutex_lock(&proc__g.lock);
     for (int i = 0; i < f->n; i++)
         if (f->fds[i] == *fd)
             f->fds[i] = -1;
     close(*fd);
     *fd = -1;
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
 }
 
-static pid_t fork_and_report(proc_t *p, struct proc_start_ctx *ctx)
+static pid_t fork_and_report(proc_t *p, struct proc__start_ctx *ctx)
 {
     bool exec_mode = p->argv != NULL;
     int fds[2] = {-1, -1};
@@ -253,11 +238,11 @@ static pid_t fork_and_report(proc_t *p, struct proc_start_ctx *ctx)
 
     sigset_t all, old;
     sigfillset(&all);
-    pid_t parent = atomic_load(&proc_g.self);
-    proc_t *old_current = proc_g.current;
+    pid_t parent = proc__self_pid();
+    proc_t *old_current = proc__g.current;
     if (exec_mode) /* no handler of the parent may run in the child before execve */
         pthread_sigmask(SIG_SETMASK, &all, &old);
-    proc_forking = &ctx->inflight;
+    proc__forking = &ctx->inflight;
     pid_t pid = fork();
     if (pid == 0) {
         if (fds[0] >= 0)
@@ -267,7 +252,7 @@ static pid_t fork_and_report(proc_t *p, struct proc_start_ctx *ctx)
         child_run_target(p, ctx, parent, old_current, fds[1]);
     }
     int fork_err = errno;
-    proc_forking = NULL;
+    proc__forking = NULL;
     if (exec_mode)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (fds[1] >= 0)
@@ -315,7 +300,7 @@ static short reset_internal_signals(posix_spawnattr_t *attr)
 }
 
 /* vfork-style start whose cost does not grow with the parent's memory. */
-static pid_t posix_spawn_exec(const proc_t *p, const struct proc_start_ctx *plan)
+static pid_t posix_spawn_exec(const proc_t *p, const struct proc__start_ctx *plan)
 {
     const sigset_t *mask = plan->mask;
     posix_spawnattr_t attr;
@@ -349,7 +334,7 @@ static pid_t posix_spawn_exec(const proc_t *p, const struct proc_start_ctx *plan
 }
 #endif
 
-pid_t proc_spawn_now(proc_t *p, struct proc_start_ctx *ctx)
+pid_t proc__spawn_now(proc_t *p, struct proc__start_ctx *ctx)
 {
 #ifdef LIBPROC_HAVE_ADDCHDIR_NP
     /* posix_spawn cannot set PDEATHSIG, so daemons take the fork path. */
@@ -359,179 +344,9 @@ pid_t proc_spawn_now(proc_t *p, struct proc_start_ctx *ctx)
     return fork_and_report(p, ctx);
 }
 
-/* ----------------------------------------------------------------- spawner */
-
-/*
- * PR_SET_PDEATHSIG fires when the thread that forked ends, so a daemon asked
- * for by a short-lived thread is forked here instead: a thread that lives as
- * long as the process and runs no user code, so it is always free to fork.
- * Its child runs the target with the requester's signal mask, on a copy of
- * this thread's stack (default size) and thread-local storage.
- */
-static void *spawner_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&proc_g.lock);
-    for (;;) {
-        while (!proc_g.requests)
-            pthread_cond_wait(&proc_g.cond, &proc_g.lock);
-        struct proc_spawn_req *req = proc_g.requests;
-        proc_g.requests = NULL;
-        pthread_mutex_unlock(&proc_g.lock);
-        while (req) {
-            struct proc_spawn_req *next = req->next;
-            pid_t pid = proc_spawn_now(req->p, req->ctx);
-            pthread_mutex_lock(&proc_g.lock);
-            req->result = pid;
-            req->done = true;
-            pthread_cond_broadcast(&proc_g.cond);
-            pthread_mutex_unlock(&proc_g.lock);
-            req = next;
-        }
-        pthread_mutex_lock(&proc_g.lock);
-    }
-    return NULL;
-}
-
-static int spawner_ensure_locked(void)
-{
-    if (proc_g.spawner_running)
-        return 0;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t tid;
-    int r = pthread_create(&tid, &attr, spawner_main, NULL);
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (r != 0)
-        return -r;
-    proc_g.spawner_running = true;
-    return 0;
-}
-
-static pid_t spawner_delegate(proc_t *p, struct proc_start_ctx *ctx)
-{
-    struct proc_spawn_req req = {.p = p, .ctx = ctx};
-    int cancel;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-    pthread_mutex_lock(&proc_g.lock);
-    pid_t r = spawner_ensure_locked();
-    if (r == 0) {
-        req.next = proc_g.requests;
-        proc_g.requests = &req;
-        pthread_cond_broadcast(&proc_g.cond);
-        while (!req.done)
-            pthread_cond_wait(&proc_g.cond, &proc_g.lock);
-        r = req.result;
-    }
-    pthread_mutex_unlock(&proc_g.lock);
-    pthread_setcancelstate(cancel, NULL);
-    return r;
-}
-
-/* ------------------------------------------------------------------- start */
-
-static bool on_main_thread(void)
-{
-    return proc_sys_gettid() == atomic_load(&proc_g.self);
-}
-
-static void kill_unregistered(pid_t pid)
+/* A child that started but cannot be registered: taken back rather than lost. */
+void proc__spawn_take_back(pid_t pid)
 {
     kill(pid, SIGKILL);
     reap_failed(pid);
-}
-
-int proc_start(proc_t *p)
-{
-    if (!p)
-        return -EINVAL;
-    if (p->kind != PROC_KIND_CHILD)
-        return -EBUSY;
-    proc_g_init();
-
-    pthread_mutex_lock(&proc_g.lock);
-    int r = 0;
-    proc_t *cur = proc_ensure_current_locked();
-    if (atomic_load(&p->state) != PROC_NEW)
-        r = -EBUSY;
-    else if (proc_g.init_err)
-        r = proc_g.init_err;
-    else if (!cur)
-        r = -ENOMEM;
-    else if (cur->daemon)
-        r = -EPERM;
-    else if (proc_g.exiting)
-        r = -ESHUTDOWN;
-    else
-        r = proc_reaper_ensure_locked();
-    if (r < 0) {
-        pthread_mutex_unlock(&proc_g.lock);
-        return r;
-    }
-    atomic_store(&p->state, PROC_STARTING);
-    proc_g.starting++;
-    pthread_mutex_unlock(&proc_g.lock);
-
-    struct proc_start_ctx ctx = {.child_fd = {-1, -1, -1}};
-    sigset_t mask;
-    inflight_link(&ctx.inflight);
-    pid_t pid = p->argv ? plan_exec(&ctx, p) : 0;
-    if (pid == 0)
-        pid = proc_stdio_prepare(p, &ctx);
-    if (pid == 0) {
-        /* Nothing buffered in the parent may be written again by the child. */
-        fflush(NULL);
-        if (p->daemon && !on_main_thread()) {
-            /* PDEATHSIG follows the forking thread: fork from the long-lived spawner. */
-            pthread_sigmask(SIG_SETMASK, NULL, &mask);
-            if (proc_on_reaper_thread())
-                sigemptyset(&mask);
-            ctx.mask = &mask;
-            pid = spawner_delegate(p, &ctx);
-        } else {
-            if (proc_on_reaper_thread()) {
-                /* From an exit callback: the reaper blocks every signal, the child must not. */
-                sigemptyset(&mask);
-                ctx.mask = &mask;
-            }
-            pid = proc_spawn_now(p, &ctx);
-        }
-        proc_stdio_finish(p, &ctx, pid > 0);
-    }
-    inflight_unlink(&ctx.inflight);
-    free(ctx.path);
-
-    pthread_mutex_lock(&proc_g.lock);
-    proc_g.starting--;
-    if (pid > 0) {
-        atomic_store(&p->pid, pid);
-        r = proc_reaper_watch_locked(p);
-    } else {
-        r = pid;
-    }
-    if (r < 0) {
-        atomic_store(&p->state, PROC_NEW);
-        proc_stdio_close_all_locked(p); /* the pipes of a child taken back below */
-    }
-    pthread_mutex_unlock(&proc_g.lock);
-    if (r < 0 && pid > 0) {
-        /* No sentinel, no tracking: take the child back rather than lose it. */
-        kill_unregistered(pid);
-        atomic_store(&p->pid, 0);
-    }
-    if (proc_g.host_ignores_chld)
-        proc_reaper_wake();
-    return r;
-}
-
-int proc_run(proc_t *p)
-{
-    if (!p || p->argv)
-        return -EINVAL;
-    return p->target ? p->target(p->arg) : 0;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The child's standard streams: inherited, /dev/null, a pipe to the parent, or a given fd. */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,16 +15,16 @@ int proc_set_stdio(proc_t *p, int stream, int how)
 {
     if (!p)
         return -EINVAL;
-    if (p->kind != PROC_KIND_CHILD || atomic_load(&p->state) != PROC_NEW)
+    if (p->kind != PROC__KIND_CHILD || atomic_load(&p->state) != PROC__NEW)
         return -EBUSY;
     if (!valid_stream(stream) || how < PROC_STDIO_NULL)
         return -EINVAL;
     if (how >= 0 && fcntl(how, F_GETFD) < 0)
         return -EBADF;
-    if (!proc_lock_configurable(p))
+    if (!proc__lock_configurable(p))
         return -EBUSY;
     p->stdio_how[stream] = how;
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     return 0;
 }
 
@@ -33,38 +33,38 @@ int proc_stdio_fd(const proc_t *p, int stream)
     if (!p || !valid_stream(stream))
         return -EINVAL;
     int fd = p->stdio_parent[stream];
-    return fd >= 0 && p->owner == atomic_load(&proc_g.self) ? fd : -EBADF;
+    return fd >= 0 && p->owner == proc__self_pid() ? fd : -EBADF;
 }
 
 int proc_stdio_close(proc_t *p, int stream)
 {
     if (!p || !valid_stream(stream))
         return -EINVAL;
-    pthread_mutex_lock(&proc_g.lock);
+    pthread_mutex_lock(&proc__g.lock);
     int fd = p->stdio_parent[stream];
     int r = -EBADF;
-    if (fd >= 0 && p->owner == atomic_load(&proc_g.self)) {
-        proc_fd_untrack_locked(fd);
+    if (fd >= 0 && p->owner == proc__self_pid()) {
+        proc__fd_untrack_locked(fd);
         close(fd);
         p->stdio_parent[stream] = -1;
         r = 0;
     }
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     return r;
 }
 
-void proc_stdio_close_all_locked(proc_t *p)
+void proc__stdio_close_all_locked(proc_t *p)
 {
     for (int i = 0; i < 3; i++) {
         if (p->stdio_parent[i] >= 0) {
-            proc_fd_untrack_locked(p->stdio_parent[i]);
+            proc__fd_untrack_locked(p->stdio_parent[i]);
             close(p->stdio_parent[i]);
             p->stdio_parent[i] = -1;
         }
     }
 }
 
-static void inflight_push(struct proc_start_ctx *ctx, int fd)
+static void inflight_push(struct proc__start_ctx *ctx, int fd)
 {
     ctx->inflight.fds[ctx->inflight.n++] = fd;
 }
@@ -77,10 +77,10 @@ static void inflight_push(struct proc_start_ctx *ctx, int fd)
  * end that landed on 0..2 is moved up, so that the child's dup2s cannot
  * overwrite one another (a 0<->1 swap included).
  */
-int proc_stdio_prepare(proc_t *p, struct proc_start_ctx *ctx)
+int proc__stdio_prepare(proc_t *p, struct proc__start_ctx *ctx)
 {
     int r = 0;
-    pthread_mutex_lock(&proc_g.lock);
+    pthread_mutex_lock(&proc__g.lock);
     for (int i = 0; i < 3 && r == 0; i++) {
         int how = p->stdio_how[i], child = -1;
         /* An fd equal to i is dup'd like any other: dup2 onto i then clears
@@ -100,7 +100,7 @@ int proc_stdio_prepare(proc_t *p, struct proc_start_ctx *ctx)
             } else {
                 int parent = i == 0 ? fds[1] : fds[0];
                 child = i == 0 ? fds[0] : fds[1];
-                r = proc_fd_track_locked(parent, p);
+                r = proc__fd_track_locked(parent, p);
                 if (r < 0) {
                     close(parent);
                     close(child);
@@ -126,16 +126,16 @@ int proc_stdio_prepare(proc_t *p, struct proc_start_ctx *ctx)
             inflight_push(ctx, child);
         ctx->child_fd[i] = child;
     }
-    pthread_mutex_unlock(&proc_g.lock);
+    pthread_mutex_unlock(&proc__g.lock);
     if (r < 0)
-        proc_stdio_finish(p, ctx, false);
+        proc__stdio_finish(p, ctx, false);
     return r;
 }
 
 /* After the start: the child's ends are the child's now; a failed start drops the pipes too. */
-void proc_stdio_finish(proc_t *p, struct proc_start_ctx *ctx, bool started)
+void proc__stdio_finish(proc_t *p, struct proc__start_ctx *ctx, bool started)
 {
-    pthread_mutex_lock(&proc_g.lock);
+    pthread_mutex_lock(&proc__g.lock);
     for (int i = 0; i < 3; i++) {
         if (ctx->child_fd[i] >= 0)
             close(ctx->child_fd[i]);
@@ -143,6 +143,6 @@ void proc_stdio_finish(proc_t *p, struct proc_start_ctx *ctx, bool started)
     }
     ctx->inflight.n = 0;
     if (!started)
-        proc_stdio_close_all_locked(p);
-    pthread_mutex_unlock(&proc_g.lock);
+        proc__stdio_close_all_locked(p);
+    pthread_mutex_unlock(&proc__g.lock);
 }

@@ -2,7 +2,7 @@
 /*
  * Lock, Semaphore and Event across processes. Each object is one shared page:
  * a robust process-shared mutex, and for the semaphore and the event a value
- * and a futex wait channel (see ipc_internal.h for the waiting protocol).
+ * and a futex wait channel (see ipc_lock.h for the waiting protocol).
  *
  * Lock: the robust mutex itself; a dead holder's lock goes to the next
  * acquirer with -EOWNERDEAD. Semaphore and event: every change is a single
@@ -10,8 +10,8 @@
  * killed at any point has made it entirely or not at all, and repair only has
  * to wake everybody.
  */
-#include "internal.h"
-#include "ipc_internal.h"
+#include "ipc_lock.h"
+#include "sys.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -24,14 +24,14 @@ struct proc_lock {
 
 struct proc_sem {
     pthread_mutex_t mutex;
-    struct ipc_chan chan;
+    struct proc__ipc_chan chan;
     _Atomic uint32_t value;
     size_t map_len;
 };
 
 struct proc_event {
     pthread_mutex_t mutex;
-    struct ipc_chan chan;
+    struct proc__ipc_chan chan;
     _Atomic uint32_t flag;
     size_t map_len;
 };
@@ -39,14 +39,14 @@ struct proc_event {
 /* A zeroed shared mapping for an object of size bytes whose first member is its mutex. */
 static void *object_new(size_t size)
 {
-    pthread_mutex_t *m = ipc_map(size, false);
+    pthread_mutex_t *m = proc__ipc_map(size, false);
     if (!m) {
         errno = ENOMEM;
         return NULL;
     }
-    int r = ipc_mutex_init(m);
+    int r = proc__ipc_mutex_init(m);
     if (r < 0) {
-        ipc_unmap(m, size);
+        proc__ipc_unmap(m, size);
         errno = -r;
         return NULL;
     }
@@ -56,16 +56,16 @@ static void *object_new(size_t size)
 /* ---------------------------------------------------------------------- lock */
 
 /*
- * The calling thread's id, cached per thread. libproc's fork handler renews
- * proc_g.self in every child, which renews the cache there (the forking
+ * The calling thread's id, cached per thread. The cached process id is
+ * renewed in every fork child, which renews this cache there (the forking
  * thread gets a new id).
  */
 static pid_t self_tid(void)
 {
     static _Thread_local pid_t tid, tid_pid;
-    pid_t pid = atomic_load(&proc_g.self);
+    pid_t pid = proc__self_pid();
     if (tid_pid != pid) {
-        tid = proc_sys_gettid();
+        tid = proc__sys_gettid();
         tid_pid = pid;
     }
     return tid;
@@ -73,7 +73,6 @@ static pid_t self_tid(void)
 
 proc_lock_t *proc_lock_new(void)
 {
-    proc_g_init(); /* proc_g.self and the fork handler that renews it */
     proc_lock_t *l = object_new(sizeof *l);
     if (l)
         l->map_len = sizeof *l;
@@ -88,13 +87,13 @@ proc_lock_t *proc_lock_new(void)
  */
 int proc_lock_acquire(proc_lock_t *l, int timeout_ms)
 {
-    struct ipc_deadline d;
-    if (!l || ipc_deadline_init(&d, timeout_ms) < 0)
+    struct proc__deadline d;
+    if (!l || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
     pid_t me = self_tid();
     if (atomic_load(&l->holder) == me)
         return -EDEADLK;
-    int r = ipc_mutex_lock(&l->mutex, &d);
+    int r = proc__ipc_mutex_lock(&l->mutex, &d);
     if (r == -EOWNERDEAD)
         pthread_mutex_consistent(&l->mutex); /* the caller holds it and learns of the death */
     if (r == 0 || r == -EOWNERDEAD)
@@ -116,7 +115,7 @@ int proc_lock_free(proc_lock_t *l)
 {
     /* Not pthread_mutex_destroy: other processes may still use the mutex. */
     if (l)
-        ipc_unmap(l, l->map_len);
+        proc__ipc_unmap(l, l->map_len);
     return 0;
 }
 
@@ -124,7 +123,7 @@ int proc_lock_free(proc_lock_t *l)
 
 static void sem_repair(void *obj)
 {
-    ipc_wake_force(&((proc_sem_t *)obj)->chan);
+    proc__ipc_wake_force(&((proc_sem_t *)obj)->chan);
 }
 
 proc_sem_t *proc_sem_new(unsigned value)
@@ -143,42 +142,42 @@ proc_sem_t *proc_sem_new(unsigned value)
 
 int proc_sem_acquire(proc_sem_t *s, int timeout_ms)
 {
-    struct ipc_deadline d;
-    if (!s || ipc_deadline_init(&d, timeout_ms) < 0)
+    struct proc__deadline d;
+    if (!s || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
-    int r = ipc_enter(&s->mutex, &d, sem_repair, s);
+    int r = proc__ipc_enter(&s->mutex, &d, sem_repair, s);
     while (r == 0 && atomic_load(&s->value) == 0)
-        r = ipc_wait(&s->chan, &s->mutex, &d, sem_repair, s);
+        r = proc__ipc_wait(&s->chan, &s->mutex, &d, sem_repair, s);
     if (r < 0)
         return r;
     atomic_fetch_sub(&s->value, 1);
-    ipc_leave(&s->mutex);
+    proc__ipc_leave(&s->mutex);
     return 0;
 }
 
 int proc_sem_release(proc_sem_t *s)
 {
-    struct ipc_deadline d;
+    struct proc__deadline d;
     if (!s)
         return -EINVAL;
-    ipc_deadline_init(&d, PROC_WAIT_FOREVER);
-    int r = ipc_enter(&s->mutex, &d, sem_repair, s);
+    proc__deadline_init(&d, PROC_WAIT_FOREVER);
+    int r = proc__ipc_enter(&s->mutex, &d, sem_repair, s);
     if (r < 0)
         return r;
     if (atomic_load(&s->value) >= INT_MAX) {
         r = -EOVERFLOW;
     } else {
-        ipc_wake(&s->chan);
+        proc__ipc_wake(&s->chan);
         atomic_fetch_add(&s->value, 1);
     }
-    ipc_leave(&s->mutex);
+    proc__ipc_leave(&s->mutex);
     return r;
 }
 
 int proc_sem_free(proc_sem_t *s)
 {
     if (s)
-        ipc_unmap(s, s->map_len);
+        proc__ipc_unmap(s, s->map_len);
     return 0;
 }
 
@@ -186,7 +185,7 @@ int proc_sem_free(proc_sem_t *s)
 
 static void event_repair(void *obj)
 {
-    ipc_wake_force(&((proc_event_t *)obj)->chan);
+    proc__ipc_wake_force(&((proc_event_t *)obj)->chan);
 }
 
 proc_event_t *proc_event_new(void)
@@ -199,20 +198,20 @@ proc_event_t *proc_event_new(void)
 
 int proc_event_set(proc_event_t *e)
 {
-    struct ipc_deadline d;
+    struct proc__deadline d;
     if (!e)
         return -EINVAL;
     if (atomic_load(&e->flag))
         return 0;
-    ipc_deadline_init(&d, PROC_WAIT_FOREVER);
-    int r = ipc_enter(&e->mutex, &d, event_repair, e);
+    proc__deadline_init(&d, PROC_WAIT_FOREVER);
+    int r = proc__ipc_enter(&e->mutex, &d, event_repair, e);
     if (r < 0)
         return r;
     if (!atomic_load(&e->flag)) {
-        ipc_wake(&e->chan);
+        proc__ipc_wake(&e->chan);
         atomic_store(&e->flag, 1);
     }
-    ipc_leave(&e->mutex);
+    proc__ipc_leave(&e->mutex);
     return 0;
 }
 
@@ -231,24 +230,24 @@ bool proc_event_is_set(proc_event_t *e)
 
 int proc_event_wait(proc_event_t *e, int timeout_ms)
 {
-    struct ipc_deadline d;
-    if (!e || ipc_deadline_init(&d, timeout_ms) < 0)
+    struct proc__deadline d;
+    if (!e || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
     if (atomic_load(&e->flag))
         return 0;
     if (timeout_ms == 0)
         return -ETIMEDOUT;
-    int r = ipc_enter(&e->mutex, &d, event_repair, e);
+    int r = proc__ipc_enter(&e->mutex, &d, event_repair, e);
     while (r == 0 && !atomic_load(&e->flag))
-        r = ipc_wait(&e->chan, &e->mutex, &d, event_repair, e);
+        r = proc__ipc_wait(&e->chan, &e->mutex, &d, event_repair, e);
     if (r == 0)
-        ipc_leave(&e->mutex);
+        proc__ipc_leave(&e->mutex);
     return r;
 }
 
 int proc_event_free(proc_event_t *e)
 {
     if (e)
-        ipc_unmap(e, e->map_len);
+        proc__ipc_unmap(e, e->map_len);
     return 0;
 }

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Thin wrappers over Linux-only system calls, each with a portable fallback. */
-#include "internal.h"
+#include "sys.h"
+
+#include <libproc/proc.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +27,7 @@
 /* 1 = pidfds work, 0 = not, -1 = not probed. The probe result never changes. */
 static _Atomic int have_pidfd = -1;
 
-bool proc_sys_have_pidfd(void)
+bool proc__sys_have_pidfd(void)
 {
     int v = atomic_load_explicit(&have_pidfd, memory_order_relaxed);
     if (v >= 0)
@@ -53,7 +57,7 @@ bool proc_sys_have_pidfd(void)
     return v;
 }
 
-int proc_sys_pidfd_open(pid_t pid)
+int proc__sys_pidfd_open(pid_t pid)
 {
 #ifdef SYS_pidfd_open
     /* pidfds are always close-on-exec. */
@@ -65,7 +69,7 @@ int proc_sys_pidfd_open(pid_t pid)
 #endif
 }
 
-int proc_sys_pidfd_signal(int pidfd, int sig)
+int proc__sys_pidfd_signal(int pidfd, int sig)
 {
 #ifdef SYS_pidfd_send_signal
     return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
@@ -81,7 +85,7 @@ int proc_sys_pidfd_signal(int pidfd, int sig)
 #define PIDFD_SIGNAL_PROCESS_GROUP (1U << 2)
 #endif
 
-int proc_sys_pidfd_signal_group(int pidfd, int sig)
+int proc__sys_pidfd_signal_group(int pidfd, int sig)
 {
 #ifdef SYS_pidfd_send_signal
     long r = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP);
@@ -93,7 +97,7 @@ int proc_sys_pidfd_signal_group(int pidfd, int sig)
 #endif
 }
 
-int proc_sys_waitid_pidfd(int pidfd, siginfo_t *info, int options)
+int proc__sys_waitid_pidfd(int pidfd, siginfo_t *info, int options)
 {
     int r;
     do {
@@ -102,7 +106,7 @@ int proc_sys_waitid_pidfd(int pidfd, siginfo_t *info, int options)
     return r < 0 ? -errno : 0;
 }
 
-int proc_sys_random(void *buf, size_t len)
+int proc__sys_random(void *buf, size_t len)
 {
     unsigned char *out = buf;
     size_t got = 0;
@@ -137,7 +141,33 @@ int proc_sys_random(void *buf, size_t len)
     return 0;
 }
 
-pid_t proc_sys_gettid(void)
+void proc__sys_close_range(unsigned first, unsigned last)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, first, last, 0) == 0)
+        return;
+#endif
+    for (unsigned fd = first; fd <= last; fd++)
+        close((int)fd);
+}
+
+int proc__sys_futex_wait(_Atomic uint32_t *word, uint32_t val, const struct timespec *at,
+                         bool shared)
+{
+    /* The bitset form takes an absolute CLOCK_MONOTONIC time: a signal that
+     * interrupts the wait does not stretch it. */
+    int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    long r = syscall(SYS_futex, (uint32_t *)word, op, val, at, NULL, FUTEX_BITSET_MATCH_ANY);
+    return r < 0 ? -errno : 0;
+}
+
+void proc__sys_futex_wake(_Atomic uint32_t *word, int n, bool shared)
+{
+    int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    syscall(SYS_futex, (uint32_t *)word, op, n, NULL, NULL, 0);
+}
+
+pid_t proc__sys_gettid(void)
 {
 #ifdef SYS_gettid
     return (pid_t)syscall(SYS_gettid);
@@ -146,7 +176,7 @@ pid_t proc_sys_gettid(void)
 #endif
 }
 
-int proc_sys_set_pdeathsig(int sig)
+int proc__sys_set_pdeathsig(int sig)
 {
 #ifdef PR_SET_PDEATHSIG
     return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) < 0 ? -errno : 0;
@@ -156,14 +186,14 @@ int proc_sys_set_pdeathsig(int sig)
 #endif
 }
 
-int proc_sys_decode_siginfo(const siginfo_t *info)
+int proc__sys_decode_siginfo(const siginfo_t *info)
 {
     if (info->si_code == CLD_EXITED)
         return info->si_status & 0xff;
     return -info->si_status; /* CLD_KILLED, CLD_DUMPED */
 }
 
-int proc_sys_decode_status(int status)
+int proc__sys_decode_status(int status)
 {
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
@@ -177,7 +207,7 @@ int proc_sys_decode_status(int status)
  * cannot be read. Without pidfds, it tells a child from a newer process that
  * got its pid after a host reaped the child.
  */
-unsigned long long proc_sys_start_time(pid_t pid)
+unsigned long long proc__sys_start_time(pid_t pid)
 {
     char path[48], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -199,4 +229,29 @@ unsigned long long proc_sys_start_time(pid_t pid)
     for (int field = 3; field < 22 && s; field++) /* the field after ')' is the 3rd */
         s = strchr(s + 1, ' ');
     return s ? strtoull(s + 1, NULL, 10) : 0;
+}
+
+/* ---------------------------------------------------------------- identity */
+
+static _Atomic pid_t self_pid;
+static _Atomic bool self_tracked; /* the fork handler is in place */
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+void proc__self_refresh(void)
+{
+    atomic_store_explicit(&self_pid, getpid(), memory_order_relaxed);
+}
+
+static void self_init(void)
+{
+    proc__self_refresh();
+    atomic_store(&self_tracked, pthread_atfork(NULL, NULL, proc__self_refresh) == 0);
+}
+
+pid_t proc__self_pid(void)
+{
+    pthread_once(&self_once, self_init);
+    if (!atomic_load_explicit(&self_tracked, memory_order_relaxed))
+        return getpid(); /* no handler (out of memory): ask every time */
+    return atomic_load_explicit(&self_pid, memory_order_relaxed);
 }

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* Waiting for the IPC objects: deadlines, robust process-shared mutexes, futex channels. */
-#include "ipc_internal.h"
+/* Waiting for the IPC objects: robust process-shared mutexes, futex channels, spins, plocks. */
+#include "ipc_lock.h"
+#include "sys.h"
+#include "thread.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <sched.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 /*
@@ -44,60 +44,9 @@
 
 #define NSEC 1000000000LL
 
-/* ---------------------------------------------------------------- deadlines */
-
-static long long ns_until(const struct timespec *at)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long long)(at->tv_sec - now.tv_sec) * NSEC + (at->tv_nsec - now.tv_nsec);
-}
-
-static void add_ns(struct timespec *ts, long long ns)
-{
-    ts->tv_sec += (time_t)(ns / NSEC);
-    ts->tv_nsec += (long)(ns % NSEC);
-    if (ts->tv_nsec >= NSEC) {
-        ts->tv_sec++;
-        ts->tv_nsec -= NSEC;
-    }
-}
-
-int ipc_deadline_init(struct ipc_deadline *d, int timeout_ms)
-{
-    if (timeout_ms < -1)
-        return -EINVAL;
-    d->timeout_ms = timeout_ms;
-    d->at.tv_sec = 0;
-    d->at.tv_nsec = 0;
-    if (timeout_ms > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &d->at);
-        add_ns(&d->at, (long long)timeout_ms * 1000000LL);
-    }
-    return 0;
-}
-
-int ipc_deadline_left_ms(const struct ipc_deadline *d)
-{
-    if (d->timeout_ms <= 0)
-        return d->timeout_ms;
-    long long ns = ns_until(&d->at);
-    if (ns <= 0)
-        return 0;
-    long long ms = (ns + 999999) / 1000000;
-    return ms > INT_MAX ? INT_MAX : (int)ms;
-}
-
-bool ipc_deadline_passed(const struct ipc_deadline *d)
-{
-    if (d->timeout_ms <= 0)
-        return d->timeout_ms == 0;
-    return ns_until(&d->at) <= 0;
-}
-
 /* -------------------------------------------------------- robust mutexes */
 
-int ipc_mutex_init(pthread_mutex_t *m)
+int proc__ipc_mutex_init(pthread_mutex_t *m)
 {
     pthread_mutexattr_t attr;
     int r = pthread_mutexattr_init(&attr);
@@ -121,7 +70,7 @@ static int lock_until(pthread_mutex_t *m, const struct timespec *at)
     return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, at);
 #else
     for (;;) {
-        long long left = ns_until(at);
+        long long left = proc__ns_until(at);
         if (left <= 0) {
             int r = pthread_mutex_trylock(m);
             return r == EBUSY ? ETIMEDOUT : r;
@@ -130,7 +79,7 @@ static int lock_until(pthread_mutex_t *m, const struct timespec *at)
             left = NSEC / 4;
         struct timespec rt;
         clock_gettime(CLOCK_REALTIME, &rt);
-        add_ns(&rt, left);
+        proc__timespec_add_ns(&rt, left);
         int r = pthread_mutex_timedlock(m, &rt);
         TSAN_NOTE_OWNERDEAD(m, r);
         if (r != ETIMEDOUT)
@@ -158,7 +107,7 @@ static int lock_by(pthread_mutex_t *m, const struct timespec *at)
     for (;;) {
         struct timespec slice;
         clock_gettime(CLOCK_MONOTONIC, &slice);
-        add_ns(&slice, (long long)IPC_SLICE_MS * 1000000LL);
+        proc__timespec_add_ns(&slice, (long long)IPC_SLICE_MS * 1000000LL);
         bool last = at && !before(&slice, at);
         int r = lock_until(m, last ? at : &slice);
         if (r != ETIMEDOUT || last)
@@ -166,7 +115,7 @@ static int lock_by(pthread_mutex_t *m, const struct timespec *at)
     }
 }
 
-int ipc_mutex_lock(pthread_mutex_t *m, const struct ipc_deadline *d)
+int proc__ipc_mutex_lock(pthread_mutex_t *m, const struct proc__deadline *d)
 {
     int r = pthread_mutex_trylock(m);
     if (r == EBUSY)
@@ -174,21 +123,12 @@ int ipc_mutex_lock(pthread_mutex_t *m, const struct ipc_deadline *d)
     return -r;
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
 /* Between two reads of a word another process is about to change. */
 #define IPC_SPIN_PAUSES 8
 
 /*
  * The internal mutexes are held only for a short copy, so a contended locker
- * retries for up to IPC_SPIN_NS before it sleeps in the kernel, which spares
+ * retries for up to PROC__IPC_SPIN_NS before it sleeps in the kernel, which spares
  * both it and the unlocker (FUTEX_WAKE) a syscall. It retries every
  * IPC_BACKOFF_NS, not at once: a producer and a consumer that both hammer the
  * mutex keep its cache line (and the state's) bouncing between their CPUs on
@@ -196,7 +136,7 @@ static inline void cpu_relax(void)
  * in a row (this doubled a queue's throughput). The pauses read only the
  * clock; after each failed try it yields the CPU, which the holder may be
  * waiting for when more processes are runnable than there are CPUs. Positive
- * errno; EBUSY once IPC_SPIN_NS has passed.
+ * errno; EBUSY once PROC__IPC_SPIN_NS has passed.
  */
 #define IPC_BACKOFF_NS 2000
 static int trylock_spin(pthread_mutex_t *m)
@@ -204,13 +144,13 @@ static int trylock_spin(pthread_mutex_t *m)
     struct timespec now, until;
     clock_gettime(CLOCK_MONOTONIC, &now);
     until = now;
-    add_ns(&until, IPC_SPIN_NS);
+    proc__timespec_add_ns(&until, PROC__IPC_SPIN_NS);
     for (;;) {
         struct timespec retry = now;
-        add_ns(&retry, IPC_BACKOFF_NS);
+        proc__timespec_add_ns(&retry, IPC_BACKOFF_NS);
         do {
             for (int k = 0; k < IPC_SPIN_PAUSES; k++)
-                cpu_relax();
+                proc__cpu_relax();
             clock_gettime(CLOCK_MONOTONIC, &now);
         } while (before(&now, &retry));
         int r = pthread_mutex_trylock(m);
@@ -222,7 +162,8 @@ static int trylock_spin(pthread_mutex_t *m)
     }
 }
 
-int ipc_enter(pthread_mutex_t *m, const struct ipc_deadline *d, ipc_repair_fn *repair, void *obj)
+int proc__ipc_enter(pthread_mutex_t *m, const struct proc__deadline *d, proc__ipc_repair_fn *repair,
+                    void *obj)
 {
     int r = pthread_mutex_trylock(m);
     if (r == EBUSY)
@@ -233,7 +174,7 @@ int ipc_enter(pthread_mutex_t *m, const struct ipc_deadline *d, ipc_repair_fn *r
         } else {
             struct timespec at;
             clock_gettime(CLOCK_MONOTONIC, &at);
-            add_ns(&at, (long long)IPC_GRACE_MS * 1000000LL);
+            proc__timespec_add_ns(&at, (long long)PROC__IPC_GRACE_MS * 1000000LL);
             if (d->timeout_ms > 0 && before(&at, &d->at))
                 at = d->at;
             r = lock_by(m, &at);
@@ -246,84 +187,117 @@ int ipc_enter(pthread_mutex_t *m, const struct ipc_deadline *d, ipc_repair_fn *r
     return -r;
 }
 
-void ipc_leave(pthread_mutex_t *m)
+void proc__ipc_leave(pthread_mutex_t *m)
 {
     pthread_mutex_unlock(m);
 }
 
 /* ------------------------------------------------------------- wait channels */
 
-/* Shared (not FUTEX_PRIVATE_FLAG): the word lives in MAP_SHARED memory. */
-static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *at)
+int proc__ipc_wait(struct proc__ipc_chan *ch, pthread_mutex_t *m, const struct proc__deadline *d,
+                   proc__ipc_repair_fn *repair, void *obj)
 {
-    return syscall(SYS_futex, (uint32_t *)word, op, val, at, NULL, FUTEX_BITSET_MATCH_ANY);
-}
-
-int ipc_wait(struct ipc_chan *ch, pthread_mutex_t *m, const struct ipc_deadline *d,
-             ipc_repair_fn *repair, void *obj)
-{
-    if (ipc_deadline_passed(d)) {
+    if (proc__deadline_passed(d)) {
         pthread_mutex_unlock(m);
         return -ETIMEDOUT;
     }
     atomic_store(&ch->waiting, 1);
     uint32_t seq = atomic_load(&ch->seq);
     pthread_mutex_unlock(m);
-    /* An absolute CLOCK_MONOTONIC deadline: EINTR does not restart the wait. */
-    if (futex(&ch->seq, FUTEX_WAIT_BITSET, seq, d->timeout_ms > 0 ? &d->at : NULL) < 0) {
-        if (errno == ETIMEDOUT)
-            return -ETIMEDOUT;
-        if (errno != EAGAIN && errno != EINTR)
-            return -errno;
-    }
-    return ipc_enter(m, d, repair, obj);
+    /* Shared: the word lives in MAP_SHARED memory. EINTR does not restart
+     * the wait, whose deadline is absolute. */
+    int r = proc__sys_futex_wait(&ch->seq, seq, d->timeout_ms > 0 ? &d->at : NULL, true);
+    if (r == -ETIMEDOUT)
+        return -ETIMEDOUT;
+    if (r < 0 && r != -EAGAIN && r != -EINTR)
+        return r;
+    return proc__ipc_enter(m, d, repair, obj);
 }
 
-void ipc_wake_force(struct ipc_chan *ch)
+void proc__ipc_wake_force(struct proc__ipc_chan *ch)
 {
     atomic_store(&ch->waiting, 0);
     atomic_fetch_add(&ch->seq, 1);
-    futex(&ch->seq, FUTEX_WAKE, INT_MAX, NULL);
+    proc__sys_futex_wake(&ch->seq, INT_MAX, true);
 }
 
-bool ipc_spin_while(const _Atomic uint64_t *word, uint64_t val, const struct ipc_deadline *d)
+bool proc__ipc_spin_while(const _Atomic uint64_t *word, uint64_t val,
+                          const struct proc__deadline *d)
 {
-    if (ipc_deadline_passed(d))
+    if (proc__deadline_passed(d))
         return false;
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
-    add_ns(&until, IPC_SPIN_NS);
+    proc__timespec_add_ns(&until, PROC__IPC_SPIN_NS);
     for (;;) {
         for (int i = 0; i < 16; i++) {
             if (atomic_load_explicit(word, memory_order_relaxed) != val)
                 return true;
             for (int k = 0; k < IPC_SPIN_PAUSES; k++)
-                cpu_relax();
+                proc__cpu_relax();
         }
-        if (ns_until(&until) <= 0)
+        if (proc__ns_until(&until) <= 0)
             return false;
         sched_yield();
     }
 }
 
-bool ipc_spin_more(struct ipc_spin *s, const struct ipc_deadline *d)
+bool proc__ipc_spin_more(struct proc__ipc_spin *s, const struct proc__deadline *d)
 {
-    if (ipc_deadline_passed(d))
+    if (proc__deadline_passed(d))
         return false;
     if (!s->started) {
         s->started = true;
         clock_gettime(CLOCK_MONOTONIC, &s->until);
-        add_ns(&s->until, IPC_SPIN_NS);
+        proc__timespec_add_ns(&s->until, PROC__IPC_SPIN_NS);
         return true;
     }
-    if (ns_until(&s->until) <= 0)
+    if (proc__ns_until(&s->until) <= 0)
         return false;
     sched_yield();
     return true;
 }
 
-void ipc_wake(struct ipc_chan *ch)
+void proc__ipc_wake(struct proc__ipc_chan *ch)
 {
     if (atomic_load_explicit(&ch->waiting, memory_order_relaxed))
-        ipc_wake_force(ch);
+        proc__ipc_wake_force(ch);
+}
+
+/* ------------------------------------------------- process-private handles */
+
+#define PLOCK_WAITERS 0x80000000u /* pids are below 2^22 */
+
+/* A word naming another process was copied by fork() while a thread of the
+ * parent held it: in this process nobody holds it. */
+void proc__ipc_plock_lock(proc__ipc_plock *l)
+{
+    uint32_t self = (uint32_t)proc__self_pid(), v = 0;
+    if (atomic_compare_exchange_strong(l, &v, self))
+        return;
+    for (;;) {
+        if (v == 0) {
+            if (atomic_compare_exchange_strong(l, &v, self | PLOCK_WAITERS))
+                return;
+            continue;
+        }
+        if ((v & ~PLOCK_WAITERS) != self) {
+            if (atomic_compare_exchange_strong(l, &v, self))
+                return;
+            continue;
+        }
+        if (!(v & PLOCK_WAITERS)) {
+            if (!atomic_compare_exchange_strong(l, &v, v | PLOCK_WAITERS))
+                continue;
+            v |= PLOCK_WAITERS;
+        }
+        proc__sys_futex_wait(l, v, NULL, false);
+        v = atomic_load(l);
+    }
+}
+
+void proc__ipc_plock_unlock(proc__ipc_plock *l)
+{
+    if (atomic_exchange(l, 0) & PLOCK_WAITERS)
+        proc__sys_futex_wake(l, 1, false);
 }

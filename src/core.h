@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The process core: the state shared by the files that implement <libproc/proc.h>
+ * (see docs/ARCHITECTURE.md for who may call whom), and the functions that
+ * cross those files, grouped by the file that defines them. Built on the base
+ * layer (clock.h, sys.h, thread.h). Nothing here is exported.
+ */
+#ifndef LIBPROC_CORE_H
+#define LIBPROC_CORE_H
+
+#include "clock.h"
+#include "sys.h"
+
+#include <libproc/ipc.h>
+#include <libproc/proc.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Life of an object, in order. Stored atomically so that readers need no lock. */
+enum proc__state {
+    PROC__NEW,      /* configurable */
+    PROC__STARTING, /* proc_start in progress: a second start sees -EBUSY */
+    PROC__RUNNING,  /* started, not yet reaped */
+    PROC__ENDED,    /* reaped, exit code set, exit callbacks running */
+    PROC__DONE,     /* callbacks ran; joiners return */
+};
+
+enum proc__kind {
+    PROC__KIND_CHILD,  /* made by proc_new / proc_new_exec */
+    PROC__KIND_SELF,   /* proc_current(): the calling process itself */
+    PROC__KIND_PARENT, /* proc_parent() inside a child */
+};
+
+/* Names may change while other threads read them, so old ones live until close. */
+struct proc__name_node {
+    struct proc__name_node *older;
+    char text[];
+};
+
+struct proc__exit_cb {
+    struct proc__exit_cb *next;
+    proc_exit_fn *fn;
+    void *arg;
+};
+
+struct proc {
+    enum proc__kind kind;
+    proc_target_fn *target;
+    void *arg;
+    char **argv; /* exec mode: NULL-terminated copy; NULL in callback mode */
+    char **envp; /* NULL: inherit */
+    char *cwd;
+    bool daemon;
+    bool new_group;
+    unsigned char *authkey;
+    size_t authkey_len;
+    struct proc__exit_cb *callbacks;
+    _Atomic(struct proc__name_node *) name;
+    char *identity; /* "1:2" for Process-1:2; names children of this child */
+
+    _Atomic int state; /* enum proc__state */
+    _Atomic pid_t pid;
+    _Atomic int exitcode;
+    pid_t owner;         /* the process that started it */
+    int pidfd;           /* sentinel on Linux; -1 without pidfd */
+    int joiners;         /* threads polling pidfd in proc_join: the reaper leaves p to them */
+    int stdio_how[3];    /* PROC_STDIO_* or an fd of the caller's, for 0, 1, 2 */
+    int stdio_parent[3]; /* the parent's ends of PROC_STDIO_PIPE streams, or -1 */
+    int pipe_r, pipe_w;  /* sentinel without pidfd: the reaper closes pipe_w */
+    unsigned long long start_time; /* without pidfd: the kernel's start time of pid, or 0 */
+    struct proc *prev, *next;      /* the owner's registry of started, unclosed children */
+    struct proc *ended_next;       /* reaper's batch of children whose callbacks are due */
+};
+
+/* Process-wide state. Guarded by lock unless the field says otherwise. */
+struct proc__global {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* broadcast when a child reaches PROC__DONE or a request completes */
+
+    struct proc *children; /* registry head */
+    struct proc **fdtab;   /* fd number -> object owning it, for every fd libproc owns */
+    size_t fdcap;
+    size_t live;           /* children in PROC__RUNNING */
+    size_t unwatched;      /* running children without a pidfd: reaper polls them */
+    size_t starting;       /* starts between fork and registration */
+    bool broadcast_due;    /* a child finished; joiners must be woken */
+    unsigned long counter; /* for default names */
+    const char *identity;  /* "" in a root process */
+    struct proc *current;
+    struct proc main_obj;
+    struct proc parent_obj;
+    bool have_parent;
+    int init_err; /* the fork and exit handlers could not be registered */
+    bool exiting; /* at-exit work has begun in this process: no new starts */
+
+    /* reaper */
+    bool reaper_running;
+    pthread_t reaper_tid;
+    int epfd;
+    _Atomic int wakefd;        /* eventfd; also written by the SIGCHLD handler */
+    _Atomic bool sigchld_wake; /* the handler must wake the reaper (no pidfds to watch) */
+    bool handler_installed;    /* per process image: dispositions survive fork */
+    bool host_ignores_chld;    /* SIGCHLD was SIG_IGN before us: we reap the host's children */
+    struct sigaction old_chld;
+    struct proc *pending; /* reaped outside the event loop, callbacks still due */
+
+    /* the spawner: a long-lived thread that forks daemons asked for by other threads */
+    bool spawner_running;
+    struct proc__spawn_req *requests;
+    struct proc__inflight *inflight; /* write ends of status pipes of starts in progress */
+};
+
+extern struct proc__global proc__g;
+
+/* A start the spawner thread performs for another thread (long-lived parent for PDEATHSIG). */
+struct proc__spawn_req {
+    struct proc__spawn_req *next;
+    struct proc *p;
+    struct proc__start_ctx *ctx;
+    pid_t result; /* pid, or negative errno */
+    bool done;
+};
+
+/*
+ * The child-side fds of a start in progress (status pipe, stdio ends), known
+ * to the fork handler: a process forked meanwhile by another thread closes
+ * them, or a start would wait for that process instead of its own child, and
+ * a child's stdin would never see EOF.
+ */
+#define PROC__INFLIGHT_MAX 8
+struct proc__inflight {
+    struct proc__inflight *next;
+    int fds[PROC__INFLIGHT_MAX];
+    int n;
+};
+
+/* The record whose fds the calling thread's fork must keep (its own start). */
+extern _Thread_local struct proc__inflight *proc__forking;
+
+/* Everything a start prepares before the fork: nothing is allocated after it. */
+struct proc__start_ctx {
+    char *path;           /* exec mode: argv[0] resolved through PATH */
+    char **envp;          /* exec mode: the child's environment */
+    int child_fd[3];      /* dup2'd onto 0, 1, 2 in the child; -1 keeps the parent's */
+    const sigset_t *mask; /* the child's signal mask; NULL: the forking thread's */
+    struct proc__inflight inflight;
+};
+
+/* init.c: the one-time setup every public entry point runs first. */
+void proc__init(void);
+
+/* registry.c: the global state, the registry of children, the fd table, the tree */
+bool proc__lock_configurable(struct proc *p);
+struct proc *proc__current_locked(void);
+void proc__registry_add_locked(struct proc *p);
+void proc__registry_remove_locked(struct proc *p);
+int proc__fd_track_locked(int fd, struct proc *p);
+void proc__fd_untrack_locked(int fd);
+/* Untracks and closes *fd if it is open, and sets it to -1. */
+void proc__fd_close_locked(int *fd);
+struct proc *proc__fd_owner_locked(int fd);
+void proc__fd_close_inherited(void);
+void proc__child_became(struct proc *p, pid_t parent_pid, struct proc *old_current);
+
+/* fork.c: fork handlers, the fresh state of a fork child, starts in flight */
+int proc__fork_handlers_install(void);
+void proc__inflight_link(struct proc__inflight *f);
+void proc__inflight_unlink(struct proc__inflight *f);
+
+/* stdio.c */
+int proc__stdio_prepare(struct proc *p, struct proc__start_ctx *ctx);
+void proc__stdio_finish(struct proc *p, struct proc__start_ctx *ctx, bool started);
+void proc__stdio_close_all_locked(struct proc *p);
+
+/* spawn.c: one fork or posix_spawn, in the calling thread */
+/* Exec mode: resolves argv[0] along the child's PATH into plan->path. 0 or -errno. */
+int proc__spawn_plan_exec(struct proc__start_ctx *plan, const struct proc *p);
+/* The child's pid, or -errno (exec and chdir errors of the child included). */
+pid_t proc__spawn_now(struct proc *p, struct proc__start_ctx *ctx);
+/* SIGKILLs and reaps a started child that cannot be registered. */
+void proc__spawn_take_back(pid_t pid);
+
+/* spawner.c: the same, on the long-lived spawner thread (daemons' PDEATHSIG) */
+pid_t proc__spawner_delegate(struct proc *p, struct proc__start_ctx *ctx);
+
+/* reaper.c */
+int proc__reaper_ensure_locked(void);
+void proc__reaper_wake(void);
+int proc__reaper_watch_locked(struct proc *p);
+bool proc__on_reaper_thread(void);
+void proc__reaper_collect_locked(void);
+/* Reaps p in the calling thread if it has ended; its callbacks go to the reaper. */
+void proc__reaper_reap_now_locked(struct proc *p);
+/* Without callbacks: true once p (whose pidfd is out of epoll) was reaped and finished. */
+bool proc__reaper_try_finish_locked(struct proc *p);
+/* Takes p's pidfd out of the reaper's epoll (a joiner waits on it) or back in. */
+void proc__reaper_arm_locked(struct proc *p, bool on);
+/* How often waits that do not rely on the reaper thread alone look again. */
+#define PROC__POLL_TICK_MS 100
+
+/* wait.c: joining, and the work at exit */
+/* As proc__cond_wait on proc__g.cond, but also reaps ended children every tick. */
+int proc__wait_polling_locked(const struct proc__deadline *d);
+void proc__exit_work(void);
+
+/* signal.c */
+int proc__signal_send_locked(struct proc *p, int sig);
+
+#endif /* LIBPROC_CORE_H */

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/* Fork handlers, the fresh state of a fork child, and the starts in flight it must not keep. */
+#include "core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+_Thread_local struct proc__inflight *proc__forking;
+
+/*
+ * Fork handlers: nobody forks while another thread is inside a libproc section.
+ * They can end up registered twice in one process: when a fork() happens while
+ * another thread runs libproc's one-time initialisation after its
+ * pthread_atfork(), glibc's pthread_once() runs that initialisation again in
+ * the child, which registers them a second time. The forking thread's depth
+ * makes every registration after the first a no-op (a second lock of
+ * proc__g.lock would deadlock the child's next fork).
+ */
+static _Thread_local unsigned fork_depth;
+
+static void atfork_prepare(void)
+{
+    if (fork_depth++ == 0)
+        pthread_mutex_lock(&proc__g.lock);
+}
+
+static void atfork_parent(void)
+{
+    if (--fork_depth == 0)
+        pthread_mutex_unlock(&proc__g.lock);
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+/*
+ * In any fork child: the parent's children, reaper thread and fds are not
+ * ours. Copies of the parent's objects stay in memory but become inert, since
+ * their owner is not this process.
+ */
+static void reset_child(void)
+{
+    proc__self_refresh();
+    pid_t self = proc__self_pid();
+    pthread_mutex_init(&proc__g.lock, NULL);
+    proc__cond_init(&proc__g.cond);
+    proc__fd_close_inherited();
+    proc__g.children = NULL;
+    proc__g.live = 0;
+    proc__g.unwatched = 0;
+    proc__g.starting = 0;
+    proc__g.requests = NULL;
+    proc__g.spawner_running = false;
+    proc__g.pending = NULL;
+    proc__g.exiting = false;
+    /* Other threads' starts in progress: their child-side fds are not for us. */
+    for (struct proc__inflight *f = proc__g.inflight; f; f = f->next)
+        if (f != proc__forking)
+            for (int i = 0; i < f->n; i++)
+                close(f->fds[i]);
+    proc__g.inflight = NULL;
+    proc__g.reaper_running = false;
+    int wakefd = atomic_exchange(&proc__g.wakefd, -1);
+    if (wakefd >= 0)
+        close(wakefd);
+    close_fd(&proc__g.epfd);
+    if (proc__g.current && proc__g.current->kind == PROC__KIND_SELF)
+        atomic_store(&proc__g.current->pid, self);
+}
+
+static void atfork_child(void)
+{
+    if (--fork_depth == 0)
+        reset_child();
+}
+
+void proc__inflight_link(struct proc__inflight *f)
+{
+    pthread_mutex_lock(&proc__g.lock);
+    f->next = proc__g.inflight;
+    proc__g.inflight = f;
+    pthread_mutex_unlock(&proc__g.lock);
+}
+
+void proc__inflight_unlink(struct proc__inflight *f)
+{
+    pthread_mutex_lock(&proc__g.lock);
+    struct proc__inflight **pp = &proc__g.inflight;
+    while (*pp && *pp != f)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = f->next;
+    pthread_mutex_unlock(&proc__g.lock);
+}
+
+int proc__fork_handlers_install(void)
+{
+    return -pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}

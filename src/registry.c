@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The process core's global state (proc__g), the registry of started
+ * children, and the fd table: every fd libproc owns for its children, by
+ * number.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct proc__global proc__g = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .epfd = -1,
+    .wakefd = -1,
+    .identity = "",
+};
+
+void proc__registry_add_locked(struct proc *p)
+{
+    p->prev = NULL;
+    p->next = proc__g.children;
+    if (proc__g.children)
+        proc__g.children->prev = p;
+    proc__g.children = p;
+}
+
+void proc__registry_remove_locked(struct proc *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else if (proc__g.children == p)
+        proc__g.children = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+}
+
+/*
+ * Every fd libproc owns for its children, indexed by number. The reaper maps
+ * epoll events back to objects through it, so an event fetched just before
+ * its object was closed finds NULL (or the object now using that number, which
+ * it checks), never freed memory. Fork children close all of them without
+ * writing to the objects, which would copy every page that holds one.
+ */
+int proc__fd_track_locked(int fd, struct proc *p)
+{
+    if ((size_t)fd >= proc__g.fdcap) {
+        size_t cap = proc__g.fdcap ? proc__g.fdcap : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        struct proc **tab = realloc(proc__g.fdtab, cap * sizeof *tab);
+        if (!tab)
+            return -ENOMEM;
+        memset(tab + proc__g.fdcap, 0, (cap - proc__g.fdcap) * sizeof *tab);
+        proc__g.fdtab = tab;
+        proc__g.fdcap = cap;
+    }
+    proc__g.fdtab[fd] = p;
+    return 0;
+}
+
+void proc__fd_untrack_locked(int fd)
+{
+    if (fd >= 0 && (size_t)fd < proc__g.fdcap)
+        proc__g.fdtab[fd] = NULL;
+}
+
+struct proc *proc__fd_owner_locked(int fd)
+{
+    return fd >= 0 && (size_t)fd < proc__g.fdcap ? proc__g.fdtab[fd] : NULL;
+}
+
+/* In a fork child: the parent's pidfds and sentinel pipes are not ours. */
+void proc__fd_close_inherited(void)
+{
+    size_t fd = 0;
+    while (fd < proc__g.fdcap) {
+        if (!proc__g.fdtab[fd]) {
+            fd++;
+            continue;
+        }
+        size_t last = fd;
+        while (last + 1 < proc__g.fdcap && proc__g.fdtab[last + 1])
+            last++;
+        proc__sys_close_range((unsigned)fd, (unsigned)last);
+        memset(proc__g.fdtab + fd, 0, (last - fd + 1) * sizeof *proc__g.fdtab);
+        fd = last + 1;
+    }
+}
+
+void proc__fd_close_locked(int *fd)
+{
+    if (*fd >= 0) {
+        proc__fd_untrack_locked(*fd);
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+/* ---------------------------------------------------------- configuration */
+
+/*
+ * Takes the lock if p may still be configured: proc_start moves p out of
+ * PROC__NEW under the same lock, so a setter never changes what a start reads.
+ */
+bool proc__lock_configurable(proc_t *p)
+{
+    pthread_mutex_lock(&proc__g.lock);
+    if (atomic_load(&p->state) == PROC__NEW)
+        return true;
+    pthread_mutex_unlock(&proc__g.lock);
+    return false;
+}
