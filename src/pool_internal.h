@@ -1,137 +1,205 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Worker pools: what the parent side (pool.c) and the worker side
- * (pool_worker.c) agree on. Nothing here is exported.
- *
- * Each worker has a SOCK_SEQPACKET socketpair to the parent for small
- * fixed-size messages, and an arena: a memfd mapped by both sides. The
- * parent writes a chunk's inputs into the arena and sends POOL_MSG_TASK;
- * the worker runs the items, writing each return value and output into the
- * arena and bumping hdr->done after each, then sends POOL_MSG_RESULT. If the
- * worker dies, hdr->busy and hdr->done tell the parent which items finished
- * and which one was running.
- *
- * Fast jobs skip the dispatcher: the thread that called apply or map borrows
- * the idle workers, copies the inputs into the pool's fast region (one memfd
- * mapped by every worker), sends each POOL_MSG_FAST and sleeps on a futex in
- * the region. The workers claim fixed chunks from a shared counter, run them
- * in place and mark each finished chunk; the last one to leave wakes the
- * caller. A worker's slot names the chunk it is in, so a death blames
- * exactly the item that was running (see struct pool_fast_slot).
+ * Worker pools, the parent side: the pool, its jobs and its workers as the
+ * files of the pool see them, and the functions that cross those files,
+ * grouped by the file that defines them. Layers, bottom up: pool_job.c,
+ * pool_fast.c, pool_worker.c, pool_dispatch.c, pool.c (the API). The pool is
+ * built on the public API (proc_t for its workers) and the base layer only.
+ * Nothing here is exported.
  */
 #ifndef LIBPROC_POOL_INTERNAL_H
 #define LIBPROC_POOL_INTERNAL_H
 
 #include "clock.h"
+#include "pool_proto.h"
 #include "sys.h"
 #include "thread.h"
 
 #include <libproc/pool.h>
+#include <libproc/proc.h>
 
-#include <signal.h>
-#include <stdatomic.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <time.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/mman.h>
 
-enum pool_msg_type {
-    POOL_MSG_TASK = 1,   /* parent -> worker: run a chunk */
-    POOL_MSG_READY = 2,  /* worker -> parent: the initializer has returned */
-    POOL_MSG_RESULT = 3, /* worker -> parent: the chunk is done */
-    POOL_MSG_ERROR = 4,  /* worker -> parent: chunk not run; err is a positive errno */
-    POOL_MSG_FAST = 5,   /* caller -> worker: claim chunks of the fast job seq, in slot count;
-                            arena_size is the fast region's length; err 1: the worker is
-                            bound to the caller's CPU */
+enum { PROC__LOST_NO, PROC__LOST_CRASH, PROC__LOST_KILLED };
+
+/* Every apply, map and submit is one job; submit hands it out as a proc_future. */
+struct proc__job {
+    _Atomic int refs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;   /* under mu; result and outputs are final once set */
+    int result;  /* 0, or the value of the first failing item */
+    bool ran;    /* n == 1: the item returned, so its output is valid */
+    bool future; /* in and out point into this allocation */
+
+    proc_task_fn *fn;
+    const unsigned char *in;
+    unsigned char *out;
+    size_t in_size, out_size, n;
+    size_t chunk; /* items per chunk */
+
+    /* dispatcher only */
+    size_t next;      /* first item never handed out */
+    size_t remaining; /* items not yet finished or failed */
+    size_t fail_idx;  /* first failing item so far, SIZE_MAX if none */
+    int fail_rc;
+    struct proc__range *retry;
+    struct proc__job *qprev, *qnext;
+    bool queued;
+    struct proc__job *inext; /* the pool's incoming list, under pool->mu */
 };
 
-struct pool_msg {
-    uint32_t type;
-    int32_t err;
+/* What proc_pool_submit hands out: a job the caller holds a reference to. */
+struct proc_future {
+    struct proc__job job;
+};
+
+struct proc__range {
+    struct proc__range *next;
+    size_t start, count;
+};
+
+enum proc__worker_state {
+    PROC__W_INIT, /* started, initializer not yet done */
+    PROC__W_IDLE,
+    PROC__W_BUSY, /* has a chunk */
+};
+
+struct proc__worker {
+    proc_t *proc;
+    int fd;       /* parent's end of the socketpair */
+    int memfd;    /* the arena */
+    int sentinel; /* proc_sentinel(proc) */
+    unsigned char *arena;
+    size_t arena_size;
+    enum proc__worker_state state;
+    bool leaving; /* spent its max_tasks budget: exits on its own, gets nothing */
+    bool told;    /* the parent shut its end: the worker exits */
+    bool eof;     /* its socket reached end of file: poll only the sentinel */
+    bool lent;    /* lent to a fast job when assign() last looked: gets no chunk */
+    int cpu;      /* the CPU it is bound to, -1: none */
+    long budget;  /* tasks it may still run; -1 unlimited */
+    /* the chunk it runs (PROC__W_BUSY) */
+    struct proc__job *job;
+    size_t start, count;
     uint64_t seq;
-    proc_task_fn *fn;
-    uint64_t count;
-    uint64_t in_size, out_size;
-    uint64_t rc_off, in_off, out_off; /* offsets into the arena */
-    uint64_t arena_size;              /* the arena's current length */
+    size_t rc_off, out_off;
 };
 
-/* At offset 0 of the arena. */
-struct pool_arena_hdr {
-    _Atomic uint64_t busy; /* index + 1 of the item running, 0 before the first */
-    _Atomic uint64_t done; /* items of the chunk that have returned */
-};
-
-/*
- * A worker's place in a fast job, in the fast region. Before running chunk
- * [start, start + count) the worker zeroes busy and done, then publishes
- * start; busy = i + 1 while item i of the chunk runs, done = i + 1 once it
- * returned. A chunk whose state byte is set is finished whatever the slot
- * says; a claimed chunk whose start never reached the slot was not begun.
- */
-struct pool_fast_slot {
-    _Atomic uint64_t start; /* UINT64_MAX: no chunk yet */
-    _Atomic uint64_t busy;
-    _Atomic uint64_t done;
-    _Atomic uint64_t fail; /* first failing item + 1 (job index) among the items it ran */
-    int64_t fail_rc;
-    _Atomic uint64_t left; /* the job's seq once the worker has left it */
-    uint64_t pad[2];       /* a cache line per slot */
-};
-
-/* At offset 0 of the fast region; the slots follow at POOL_FAST_SLOTS. */
-struct pool_fast {
-    _Atomic uint32_t ring;    /* futex word: bumped by every worker that leaves the job */
-    _Atomic uint32_t waiting; /* the caller sleeps on ring: leaving workers wake it */
-    _Atomic uint64_t active;  /* (seq << 32) | workers still in the job: a worker late
-                                 to leave job seq cannot touch the next job's count */
-    uint32_t pad0[12];
-    _Atomic uint64_t next; /* first item nobody claimed yet */
-    uint64_t pad1[7];
-    _Atomic uint64_t copied;      /* items whose inputs are in place: the caller copies
-                                     while the workers on other CPUs start */
-    _Atomic uint32_t copied_gen;  /* futex word: bumped with every store of copied */
-    _Atomic uint32_t copy_waiter; /* a worker sleeps on copied_gen */
-    uint64_t pad2[6];
-    uint64_t seq, n, chunk, in_size, out_size;
-    uint64_t state_off, in_off, out_off; /* state: a byte per chunk, 1 once it is finished */
-    proc_task_fn *fn;
-};
-
-/* What the caller's copy of outputs out of the fast region is assumed to
- * reach, in bytes per ns (measured: 12-16 on the benchmark machine). */
-#define POOL_COPY_BYTES_PER_NS 12
-
-/* The workers still in job seq according to f->active. */
-static inline uint32_t pool_fast_active(const struct pool_fast *f, uint64_t seq)
-{
-    uint64_t v = atomic_load_explicit(&f->active, memory_order_acquire);
-    return (uint32_t)(v >> 32) == (uint32_t)seq ? (uint32_t)v : 0;
-}
-
-#define POOL_FAST_SLOTS ((sizeof(struct pool_fast) + 63) / 64 * 64)
-
-static inline struct pool_fast_slot *pool_fast_slot(unsigned char *region, uint64_t i)
-{
-    return (struct pool_fast_slot *)(void *)(region + POOL_FAST_SLOTS +
-                                             i * sizeof(struct pool_fast_slot));
-}
-
-/* What a worker gets from its parent; read in the child only. */
-struct pool_boot {
-    int fd;            /* the worker's end of the socketpair */
-    int memfd;         /* the arena */
-    int fastfd;        /* the pool's fast region */
-    int cpu;           /* the CPU it runs on, -1: any */
-    size_t arena_size; /* its length at the fork */
-    long max_tasks;    /* 0: unlimited */
+struct proc_pool {
+    pid_t owner;
+    int nworkers;
+    int max_tasks;
+    int max_init_deaths;
     void (*init)(void *arg);
     void *initarg;
-    sigset_t mask;        /* the signal mask of the thread that created the pool */
-    const int *close_fds; /* the pool's other fds, copies the worker must not keep */
-    size_t nclose;
+    sigset_t mask;
+    int wakefd;
+    pthread_t thread;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;                   /* broadcast when finished is set */
+    struct proc__job *in_head, *in_tail; /* submitted, not yet seen by the dispatcher */
+    bool closed;                         /* close or terminate was called */
+    bool terminating;                    /* terminate was called */
+    bool finished;                       /* every worker is gone, the dispatcher is done */
+    bool sleeping;                       /* the dispatcher is (about to be) in poll() */
+    /* fast jobs: idle workers the dispatcher offers, those a caller took
+     * (index = slot; NULL once dead), and lost[slot] set when one died:
+     * PROC__LOST_CRASH, or PROC__LOST_KILLED when terminate killed it */
+    bool fast_busy;     /* a caller runs a fast job: it owns the region */
+    bool fast_returned; /* a fast job gave its workers back: look at the queue again */
+    bool fast_skipped;  /* assign() passed over lent workers */
+    struct proc__worker **lendable, **lent;
+    size_t nlendable, nlent; /* at most nworkers each */
+    uint64_t offer_gen;      /* bumped whenever the dispatcher redoes or takes back the offer */
+    _Atomic int *lost;
+    bool *sent;    /* the fast job's owner only: slot i got its message */
+    int *slot_cpu; /* and the CPU slot i's worker is bound to (-1: none) */
+    bool fast_off; /* LIBPROC_POOL_FAST=0: every job takes the queue */
+    int fastfd;
+    unsigned char *fast; /* the region's mapping; written by the owner, before lending */
+    size_t fast_size;
+    uint64_t fast_seq;
+
+    /* the dispatcher's (and proc_pool_new's, before the thread exists) */
+    struct proc__worker **w;
+    size_t nw, wcap;
+    struct proc__job *qhead, *qtail;
+    uint64_t seq;
+    int init_deaths; /* workers in a row that died (or failed to fork) before READY */
+    int *cpus;       /* the CPUs workers are spread over; ncpus 0: not bound */
+    int ncpus;
+    int cpu_next; /* where the search for the least used CPU starts */
+    bool broken;  /* no more workers are started */
+    unsigned long names;
+    int64_t spawn_after_ms;
 };
 
-/* The target of every worker process. */
-int proc_pool_worker_main(void *arg);
+static inline size_t proc__align_up(size_t v, size_t a)
+{
+    return (v + a - 1) / a * a;
+}
+
+static inline bool proc__add_ok(size_t a, size_t b, size_t *r)
+{
+    return !__builtin_add_overflow(a, b, r);
+}
+
+static inline bool proc__mul_ok(size_t a, size_t b, size_t *r)
+{
+    return !__builtin_mul_overflow(a, b, r);
+}
+
+/* The parent's view of an arena is not copied into processes it forks later
+ * (other workers, the host's children): each worker maps its own arena. */
+static inline void proc__dontfork(void *addr, size_t len)
+{
+#ifdef MADV_DONTFORK
+    madvise(addr, len, MADV_DONTFORK);
+#else
+    (void)addr;
+    (void)len;
+#endif
+}
+
+/* pool_job.c: jobs, the queue, the inbox */
+int proc__pool_wait_flag(pthread_cond_t *cv, pthread_mutex_t *mu, const bool *flag, int timeout_ms);
+int proc__pool_sync_init(pthread_mutex_t *mu, pthread_cond_t *cv);
+void proc__pool_wake_dispatcher(struct proc_pool *pool);
+struct proc__job *proc__job_alloc(size_t extra);
+void proc__job_unref(struct proc__job *j);
+void proc__job_discard(struct proc__job *j);
+size_t proc__job_chunk(const struct proc_pool *pool, size_t n, size_t in_size, size_t out_size);
+void proc__job_note_fail(struct proc__job *j, size_t idx, int rc);
+void proc__job_settle(struct proc__job *j);
+void proc__queue_push_back(struct proc_pool *pool, struct proc__job *j);
+void proc__queue_push_front(struct proc_pool *pool, struct proc__job *j);
+size_t proc__job_carve(struct proc_pool *pool, struct proc__job *j, size_t max, size_t *start);
+void proc__queue_cancel_all(struct proc_pool *pool, int err);
+int proc__pool_enqueue(struct proc_pool *pool, struct proc__job *j);
+void proc__pool_inbox_add_locked(struct proc_pool *pool, struct proc__job *j);
+
+/* pool_fast.c: fast jobs */
+void proc__fast_reclaim(struct proc_pool *pool);
+void proc__fast_offer_locked(struct proc_pool *pool);
+void proc__fast_forget(struct proc_pool *pool, const struct proc__worker *w, int why);
+void proc__fast_free(struct proc_pool *pool);
+int proc__fast_run(struct proc_pool *pool, struct proc__job *j);
+
+/* pool_worker.c: the parent's view of workers */
+int proc__worker_bind_plan(struct proc_pool *pool);
+int proc__worker_spawn(struct proc_pool *pool);
+void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, struct proc__job *j,
+                             size_t start, size_t cnt);
+void proc__worker_read(struct proc_pool *pool, struct proc__worker *w);
+void proc__worker_exited(struct proc_pool *pool, struct proc__worker *w);
+void proc__workers_kill(struct proc_pool *pool, int err);
+
+/* pool_dispatch.c: the dispatcher thread */
+void proc__dispatch_init(void);
+void *proc__dispatcher_main(void *arg);
 
 #endif /* LIBPROC_POOL_INTERNAL_H */

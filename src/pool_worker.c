@@ -1,239 +1,441 @@
 /* SPDX-License-Identifier: MIT */
-/* Worker pools: the loop that runs in every worker process. */
+/*
+ * Worker pools: the parent's view of its workers. Starting one (socketpair,
+ * arena, optional CPU binding), handing it a chunk, reading its replies,
+ * settling its chunk when it dies, killing them all.
+ */
 #include "pool_internal.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int send_msg(int fd, const struct pool_msg *m)
-{
-    for (;;) {
-        ssize_t r = send(fd, m, sizeof *m, MSG_NOSIGNAL);
-        if (r == (ssize_t)sizeof *m)
-            return 0;
-        if (r < 0 && errno == EINTR)
-            continue;
-        return -1;
-    }
-}
+/* Arena length of a new worker; it grows on demand. */
+#define POOL_ARENA_INIT ((size_t)256 << 10)
+/* An arena grown past this is shrunk again when a smaller chunk comes. */
+#define POOL_ARENA_KEEP ((size_t)16 << 20)
+/* Where the return values start in the arena; the header is before. */
+#define POOL_ARENA_HDR ((size_t)64)
 
-/* 1 for a whole message, 0 for end of file or any failure. */
-static int recv_msg(int fd, struct pool_msg *m)
-{
-    for (;;) {
-        ssize_t r = recv(fd, m, sizeof *m, 0);
-        if (r == (ssize_t)sizeof *m)
-            return 1;
-        if (r < 0 && errno == EINTR)
-            continue;
-        return 0;
-    }
-}
+static atomic_uint pool_cpu_rotor; /* successive pools start on different CPUs */
 
-static void run_chunk(unsigned char *arena, const struct pool_msg *m)
-{
-    struct pool_arena_hdr *hdr = (struct pool_arena_hdr *)arena;
-    int *rc = (int *)(arena + m->rc_off);
-    const unsigned char *in = arena + m->in_off;
-    unsigned char *out = arena + m->out_off;
-    if (m->out_size)
-        memset(out, 0, m->count * m->out_size); /* every output starts zeroed */
-    for (uint64_t i = 0; i < m->count; i++) {
-        void *o = m->out_size ? out + i * m->out_size : NULL;
-        atomic_store_explicit(&hdr->busy, i + 1, memory_order_release);
-        rc[i] = m->fn(m->in_size ? in + i * m->in_size : NULL, o);
-        atomic_store_explicit(&hdr->done, i + 1, memory_order_release);
-    }
-}
+/* ------------------------------------------------------------------- workers */
 
-/* Until the caller has copied the inputs of items below need: it copies at
- * memory speed, so spin a little, then sleep (it may be stopped, or share
- * our CPU under a scheduler that yields nothing to it). */
-static void wait_copied(struct pool_fast *f, uint64_t need)
+static struct proc__arena_hdr *arena_hdr(const struct proc__worker *w)
 {
-    for (unsigned spin = 1; atomic_load_explicit(&f->copied, memory_order_acquire) < need; spin++) {
-        if (spin < 4096) {
-            if (spin % 64 == 0)
-                sched_yield();
-            else
-                proc__cpu_relax();
-            continue;
-        }
-        atomic_store_explicit(&f->copy_waiter, 1, memory_order_seq_cst);
-        uint32_t gen = atomic_load_explicit(&f->copied_gen, memory_order_seq_cst);
-        if (atomic_load_explicit(&f->copied, memory_order_seq_cst) >= need)
-            break;
-        struct timespec tick; /* a bound, not a clock */
-        clock_gettime(CLOCK_MONOTONIC, &tick);
-        proc__timespec_add_ns(&tick, 100000000L);
-        proc__sys_futex_wait(&f->copied_gen, gen, &tick, true);
-    }
+    return (struct proc__arena_hdr *)(void *)w->arena;
 }
 
 /*
- * Claims and runs chunks of the fast job until none is left. The region's
- * length was checked against the job's offsets by the caller that wrote them;
- * the worker checks again, as a bad job must not crash it.
+ * Ends w's chunk. Items [0, done) returned: their values and outputs are
+ * taken. If blame is not 0, item done (if any) fails with blame. The items
+ * after that are put back on the queue when rest_err is 0, else fail with
+ * rest_err. The job may be settled (and freed) here.
  */
-static void run_fast(unsigned char *region, size_t len, const struct pool_msg *m)
+static void chunk_finish(struct proc_pool *pool, struct proc__worker *w, uint64_t done, int blame,
+                         int rest_err)
 {
-    struct pool_fast *f = (struct pool_fast *)(void *)region;
-    struct pool_fast_slot *s = pool_fast_slot(region, m->count);
-    uint64_t n = f->n, chunk = f->chunk, isz = f->in_size, osz = f->out_size;
-    if (chunk == 0 || f->state_off + (n + chunk - 1) / chunk > len || f->in_off + n * isz > len ||
-        f->out_off + n * osz > len)
-        return;
-    _Atomic unsigned char *state = (_Atomic unsigned char *)(region + f->state_off);
-    const unsigned char *in = region + f->in_off;
-    unsigned char *out = region + f->out_off;
-    proc_task_fn *fn = f->fn;
-    int64_t per_chunk = -1; /* ns, of our last chunk */
-    for (;;) {
-        if (m->err == 1 && per_chunk >= 0 && osz) {
-            /* We share the caller's CPU. Once the other workers can run what
-             * is left in the time the caller needs to copy out what is done,
-             * leave it to them: the caller then copies while they end. */
-            uint64_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
-            uint32_t in_job = pool_fast_active(f, m->seq);
-            uint32_t others = in_job > 0 ? in_job - 1 : 0;
-            if (next < n && others > 0) {
-                uint64_t left = (n - next + chunk - 1) / chunk;
-                uint64_t finish = left * (uint64_t)per_chunk / others;
-                if (finish <= next * osz / POOL_COPY_BYTES_PER_NS)
-                    return;
+    struct proc__job *j = w->job;
+    size_t start = w->start, count = w->count;
+    w->job = NULL;
+    w->state = PROC__W_IDLE;
+    if (done > count)
+        done = count;
+    size_t settled = (size_t)done;
+    if (done > 0) {
+        const int *rc = (const int *)(void *)(w->arena + w->rc_off);
+        for (size_t i = 0; i < done; i++)
+            if (rc[i] != 0) {
+                proc__job_note_fail(j, start + i, rc[i]);
+                break;
             }
-        }
-        uint64_t k = atomic_fetch_add_explicit(&f->next, chunk, memory_order_relaxed);
-        if (k >= n)
-            return;
-        int64_t t0 = m->err == 1 ? proc__now_ns() : 0;
-        uint64_t cnt = n - k < chunk ? n - k : chunk;
-        wait_copied(f, k + cnt);
-        atomic_store_explicit(&s->busy, 0, memory_order_relaxed);
-        atomic_store_explicit(&s->done, 0, memory_order_relaxed);
-        atomic_store_explicit(&s->start, k, memory_order_release);
-        if (osz)
-            memset(out + k * osz, 0, cnt * osz); /* every output starts zeroed */
-        for (uint64_t i = 0; i < cnt; i++) {
-            uint64_t x = k + i;
-            atomic_store_explicit(&s->busy, i + 1, memory_order_release);
-            int rc = fn(isz ? in + x * isz : NULL, osz ? out + x * osz : NULL);
-            if (rc != 0 && atomic_load_explicit(&s->fail, memory_order_relaxed) == 0) {
-                s->fail_rc = rc;
-                atomic_store_explicit(&s->fail, x + 1, memory_order_release);
-            }
-            atomic_store_explicit(&s->done, i + 1, memory_order_release);
-        }
-        atomic_store_explicit(&state[k / chunk], 1, memory_order_release);
-        if (m->err == 1)
-            per_chunk = proc__now_ns() - t0;
+        if (j->out_size)
+            memcpy(j->out + start * j->out_size, w->arena + w->out_off, done * j->out_size);
+        if (j->n == 1)
+            j->ran = true;
     }
+    size_t next = done;
+    if (blame && next < count) {
+        proc__job_note_fail(j, start + next, blame);
+        next++;
+        settled++;
+    }
+    if (next < count) {
+        if (rest_err == 0) {
+            struct proc__range *r = malloc(sizeof *r);
+            if (r) {
+                r->start = start + next;
+                r->count = count - next;
+                r->next = j->retry;
+                j->retry = r;
+                if (!j->queued)
+                    proc__queue_push_front(pool, j);
+            } else {
+                rest_err = -ENOMEM;
+            }
+        }
+        if (rest_err) {
+            proc__job_note_fail(j, start + next, rest_err);
+            settled += count - next;
+        }
+    }
+    j->remaining -= settled;
+    if (j->remaining == 0)
+        proc__job_settle(j);
 }
 
-/*
- * Says the fast job seq is over for this worker and wakes the caller if it
- * sleeps. The count in f->active only changes while it is tagged with seq.
- */
-static void fast_leave(unsigned char *region, uint64_t slot, uint64_t seq)
+/* Makes w's arena at least need bytes long (and shrinks a huge one). */
+static int arena_fit(struct proc__worker *w, size_t need)
 {
-    struct pool_fast *f = (struct pool_fast *)(void *)region;
-    uint64_t v = atomic_load_explicit(&f->active, memory_order_relaxed);
-    while ((uint32_t)(v >> 32) == (uint32_t)seq && (uint32_t)v > 0 &&
-           !atomic_compare_exchange_weak_explicit(&f->active, &v, v - 1, memory_order_acq_rel,
-                                                  memory_order_relaxed)) {
-    }
-    atomic_store_explicit(&pool_fast_slot(region, slot)->left, seq, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&f->ring, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&f->waiting, memory_order_seq_cst))
-        proc__sys_futex_wake(&f->ring, INT_MAX, true);
-}
-
-/*
- * Leaves (returning ends the process) when the parent closes its end or
- * sends something unexpected, and after max_tasks task calls. A parent that
- * dies kills its daemonic workers (PR_SET_PDEATHSIG) anyway.
- */
-int proc_pool_worker_main(void *arg)
-{
-    const struct pool_boot *b = arg;
-    for (size_t i = 0; i < b->nclose; i++)
-        close(b->close_fds[i]);
-    pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
-    if (b->cpu >= 0) {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(b->cpu, &one);
-        sched_setaffinity(0, sizeof one, &one); /* a failure leaves it where it was */
-    }
-    int fd = b->fd;
-    int memfd = b->memfd;
-    int fastfd = b->fastfd;
-    long left = b->max_tasks;
-    size_t mapped = b->arena_size;
-    unsigned char *arena = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    if (arena == MAP_FAILED) {
-        arena = NULL;
-        mapped = 0;
-    }
-
-    if (b->init)
-        b->init(b->initarg);
-
-    struct pool_msg m = {.type = POOL_MSG_READY};
-    if (send_msg(fd, &m) < 0)
-        return 0;
-    unsigned char *fast = NULL;
-    size_t fast_len = 0;
-    while (recv_msg(fd, &m)) {
-        if (m.type == POOL_MSG_FAST) {
-            if (m.arena_size > fast_len) {
-                if (fast)
-                    munmap(fast, fast_len);
-                fast_len = (size_t)m.arena_size;
-                fast = mmap(NULL, fast_len, PROT_READ | PROT_WRITE, MAP_SHARED, fastfd, 0);
-                if (fast == MAP_FAILED)
-                    return 0; /* our death tells the caller: the job goes on without us */
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    if (need > SIZE_MAX - pg)
+        return -ENOMEM;
+    size_t size = proc__align_up(need, pg);
+    if (size > w->arena_size) {
+        if (ftruncate(w->memfd, (off_t)size) < 0)
+            return -errno;
+        void *a = mremap(w->arena, w->arena_size, size, MREMAP_MAYMOVE);
+        if (a == MAP_FAILED) {
+            int e = errno;
+            if (ftruncate(w->memfd, (off_t)w->arena_size) < 0) {
+                /* the file stays longer than the mapping: harmless */
             }
-            if (fast_len < POOL_FAST_SLOTS ||
-                m.count >= (fast_len - POOL_FAST_SLOTS) / sizeof(struct pool_fast_slot))
-                return 0;
-            run_fast(fast, fast_len, &m);
-            fast_leave(fast, m.count, m.seq);
-            continue;
+            return -e;
         }
-        if (m.type != POOL_MSG_TASK)
-            return 0;
-        if (m.arena_size > mapped) {
-            if (arena)
-                munmap(arena, mapped);
-            mapped = (size_t)m.arena_size;
-            arena = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-            if (arena == MAP_FAILED) {
-                arena = NULL;
-                mapped = 0;
+        w->arena = a;
+        w->arena_size = size;
+        proc__dontfork(a, size);
+    } else if (w->arena_size > POOL_ARENA_KEEP && size <= POOL_ARENA_KEEP) {
+        if (size < POOL_ARENA_INIT)
+            size = POOL_ARENA_INIT;
+        void *a = mremap(w->arena, w->arena_size, size, 0);
+        if (a != MAP_FAILED) {
+            w->arena = a;
+            w->arena_size = size;
+            /* frees the pages; the worker's longer mapping is never touched past it */
+            if (ftruncate(w->memfd, (off_t)size) < 0) {
+                /* the pages stay allocated until the worker ends */
             }
-        }
-        uint64_t count = m.count;
-        if (arena) {
-            run_chunk(arena, &m);
-            m.type = POOL_MSG_RESULT;
-        } else {
-            m.type = POOL_MSG_ERROR;
-            m.err = ENOMEM;
-        }
-        if (send_msg(fd, &m) < 0)
-            return 0;
-        if (arena && left > 0) {
-            left -= (long)count;
-            if (left <= 0)
-                return 0;
         }
     }
     return 0;
+}
+
+/* Hands items [start, start + cnt) of j to the idle worker w. */
+void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, struct proc__job *j,
+                             size_t start, size_t cnt)
+{
+    w->job = j;
+    w->start = start;
+    w->count = cnt;
+    w->state = PROC__W_BUSY;
+    if (w->budget > 0)
+        w->budget -= (long)cnt;
+
+    /* header, return values, inputs, outputs; each part 64-byte aligned */
+    size_t in_bytes = 0, out_bytes = 0, in_off = 0, out_off = 0, need = 0;
+    size_t rc_off = POOL_ARENA_HDR;
+    bool ok = proc__mul_ok(cnt, j->in_size, &in_bytes) &&
+              proc__mul_ok(cnt, j->out_size, &out_bytes) &&
+              proc__add_ok(rc_off, cnt * sizeof(int), &in_off) && in_off < SIZE_MAX - 64;
+    in_off = proc__align_up(in_off, 64);
+    ok = ok && proc__add_ok(in_off, in_bytes, &out_off) && out_off < SIZE_MAX - 64;
+    out_off = proc__align_up(out_off, 64);
+    ok = ok && proc__add_ok(out_off, out_bytes, &need);
+    int rc = ok ? arena_fit(w, need) : -ENOMEM;
+    if (rc < 0) {
+        chunk_finish(pool, w, 0, 0, rc);
+        return;
+    }
+    if (in_bytes)
+        memcpy(w->arena + in_off, j->in + start * j->in_size, in_bytes);
+    struct proc__arena_hdr *hdr = arena_hdr(w);
+    atomic_store_explicit(&hdr->busy, 0, memory_order_relaxed);
+    atomic_store_explicit(&hdr->done, 0, memory_order_relaxed);
+    w->seq = ++pool->seq;
+    w->rc_off = rc_off;
+    w->out_off = out_off;
+    struct proc__msg_task m = {
+        .type = PROC__MSG_TASK,
+        .seq = w->seq,
+        .fn = j->fn,
+        .count = cnt,
+        .in_size = j->in_size,
+        .out_size = j->out_size,
+        .rc_off = rc_off,
+        .in_off = in_off,
+        .out_off = out_off,
+        .arena_size = w->arena_size,
+    };
+    ssize_t r;
+    do {
+        r = send(w->fd, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (r < 0 && errno == EINTR);
+    if (r != (ssize_t)sizeof m) {
+        /* Gone or unusable (at most one message is ever queued, so never
+         * full): make sure it dies; its death puts the chunk back. */
+        proc_kill(w->proc);
+    }
+}
+
+static void worker_free(struct proc__worker *w)
+{
+    if (w->proc) {
+        proc_join(w->proc, PROC_WAIT_FOREVER);
+        proc_close(w->proc);
+    }
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->memfd >= 0)
+        close(w->memfd);
+    if (w->arena)
+        munmap(w->arena, w->arena_size);
+    free(w);
+}
+
+/* why: PROC__LOST_CRASH or PROC__LOST_KILLED, for a fast job that borrowed w */
+static void worker_remove(struct proc_pool *pool, struct proc__worker *w, int why)
+{
+    proc__fast_forget(pool, w, why);
+    for (size_t i = 0; i < pool->nw; i++)
+        if (pool->w[i] == w) {
+            pool->w[i] = pool->w[--pool->nw];
+            break;
+        }
+    worker_free(w);
+}
+
+/*
+ * Workers are bound one per CPU, spread over the CPUs the creating thread may
+ * run on: a scheduler that packs wakeups onto busy CPUs (as some hypervisors'
+ * guests do) would otherwise queue the workers of one job behind each other.
+ * LIBPROC_POOL_BIND=0, or a single allowed CPU, leaves them unbound.
+ */
+int proc__worker_bind_plan(struct proc_pool *pool)
+{
+    const char *env = getenv("LIBPROC_POOL_BIND");
+    cpu_set_t set;
+    if ((env && strcmp(env, "0") == 0) || sched_getaffinity(0, sizeof set, &set) < 0 ||
+        CPU_COUNT(&set) < 2)
+        return 0;
+    pool->cpus = calloc((size_t)CPU_COUNT(&set), sizeof *pool->cpus);
+    if (!pool->cpus)
+        return -ENOMEM;
+    for (int cpu = 0; cpu < CPU_SETSIZE && pool->ncpus < CPU_COUNT(&set); cpu++)
+        if (CPU_ISSET(cpu, &set))
+            pool->cpus[pool->ncpus++] = cpu;
+    pool->cpu_next = (int)(atomic_fetch_add(&pool_cpu_rotor, 1) % (unsigned)pool->ncpus);
+    return 0;
+}
+
+/* The CPU for a new worker: the one with the fewest of the pool's workers. */
+static int pick_cpu(struct proc_pool *pool)
+{
+    if (pool->ncpus == 0)
+        return -1;
+    int best = -1, best_use = INT_MAX;
+    for (int k = 0; k < pool->ncpus; k++) {
+        int cpu = pool->cpus[(pool->cpu_next + k) % pool->ncpus], use = 0;
+        for (size_t i = 0; i < pool->nw; i++)
+            use += pool->w[i]->cpu == cpu && !pool->w[i]->leaving && !pool->w[i]->told;
+        if (use < best_use) {
+            best = cpu;
+            best_use = use;
+        }
+    }
+    pool->cpu_next = (pool->cpu_next + 1) % pool->ncpus;
+    return best;
+}
+
+/* Starts one worker and adds it to pool->w: 0 or a negative errno. */
+/* w's socketpair and arena; the worker's end of the pair in *child_fd. 0 or -errno. */
+static int worker_channels(struct proc__worker *w, int *child_fd)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    w->fd = sv[0];
+    *child_fd = sv[1];
+    w->memfd = memfd_create("libproc-pool", MFD_CLOEXEC);
+    if (w->memfd < 0 || ftruncate(w->memfd, (off_t)POOL_ARENA_INIT) < 0)
+        return -errno;
+    w->arena = mmap(NULL, POOL_ARENA_INIT, PROT_READ | PROT_WRITE, MAP_SHARED, w->memfd, 0);
+    if (w->arena == MAP_FAILED) {
+        w->arena = NULL;
+        return -errno;
+    }
+    w->arena_size = POOL_ARENA_INIT;
+    proc__dontfork(w->arena, w->arena_size);
+    return 0;
+}
+
+/* The pool's fds a new worker must not keep: its own end's peer (else it
+ * never sees EOF), the other workers' sockets and arenas. NULL if no memory. */
+static int *worker_fds_to_close(const struct proc_pool *pool, const struct proc__worker *w,
+                                size_t *n)
+{
+    int *fds = malloc((2 * pool->nw + 2) * sizeof *fds);
+    if (!fds)
+        return NULL;
+    *n = 0;
+    fds[(*n)++] = w->fd;
+    if (pool->wakefd >= 0)
+        fds[(*n)++] = pool->wakefd;
+    for (size_t i = 0; i < pool->nw; i++) {
+        fds[(*n)++] = pool->w[i]->fd;
+        fds[(*n)++] = pool->w[i]->memfd;
+    }
+    return fds;
+}
+
+/* Starts w's process (a daemonic libproc child): 0 or -errno. */
+static int worker_start(struct proc_pool *pool, struct proc__worker *w, int child_fd)
+{
+    size_t nfds;
+    int *fds = worker_fds_to_close(pool, w, &nfds);
+    if (!fds)
+        return -ENOMEM;
+    struct proc__worker_boot boot = {
+        .fd = child_fd,
+        .memfd = w->memfd,
+        .fastfd = pool->fastfd,
+        .cpu = w->cpu,
+        .arena_size = w->arena_size,
+        .max_tasks = pool->max_tasks,
+        .init = pool->init,
+        .initarg = pool->initarg,
+        .mask = pool->mask,
+        .close_fds = fds,
+        .nclose = nfds,
+    };
+    int rc = 0;
+    proc_t *p = proc_new(proc__pool_child_main, &boot);
+    if (!p)
+        rc = -errno;
+    char name[48];
+    snprintf(name, sizeof name, "PoolWorker-%lu", ++pool->names);
+    if (rc == 0 && ((rc = proc_set_daemon(p, true)) < 0 || (rc = proc_set_name(p, name)) < 0 ||
+                    (rc = proc_start(p)) < 0)) {
+        proc_close(p);
+        p = NULL;
+    }
+    free(fds);
+    w->proc = p;
+    return rc;
+}
+
+int proc__worker_spawn(struct proc_pool *pool)
+{
+    if (pool->nw == pool->wcap) {
+        size_t cap = pool->wcap ? pool->wcap * 2 : 8;
+        struct proc__worker **a = realloc(pool->w, cap * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        pool->w = a;
+        pool->wcap = cap;
+    }
+    struct proc__worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->fd = w->memfd = -1;
+    w->cpu = pick_cpu(pool);
+    int child_fd = -1;
+    int rc = worker_channels(w, &child_fd);
+    if (rc == 0)
+        rc = worker_start(pool, w, child_fd);
+    if (child_fd >= 0)
+        close(child_fd);
+    if (rc < 0) {
+        worker_free(w);
+        return rc;
+    }
+    w->sentinel = proc_sentinel(w->proc);
+    w->state = PROC__W_INIT;
+    w->budget = pool->max_tasks > 0 ? pool->max_tasks : -1;
+    pool->w[pool->nw++] = w;
+    return 0;
+}
+
+/* Takes the messages w sent (also after its death: they stay queued). */
+void proc__worker_read(struct proc_pool *pool, struct proc__worker *w)
+{
+    while (!w->eof) {
+        union proc__msg u;
+        ssize_t r = recv(w->fd, &u, sizeof u, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (r < (ssize_t)sizeof u.type || (size_t)r != proc__msg_size(u.type) ||
+            r != (ssize_t)sizeof u.reply) {
+            w->eof = true; /* end of file, error, or garbage: wait for the sentinel */
+            return;
+        }
+        const struct proc__msg_reply *m = &u.reply;
+        switch (m->type) {
+        case PROC__MSG_READY:
+            if (w->state == PROC__W_INIT) {
+                w->state = PROC__W_IDLE;
+                pool->init_deaths = 0;
+            }
+            break;
+        case PROC__MSG_RESULT:
+        case PROC__MSG_ERROR:
+            if (w->state == PROC__W_BUSY && m->seq == w->seq) {
+                if (m->type == PROC__MSG_RESULT)
+                    chunk_finish(pool, w, w->count, 0, 0);
+                else
+                    chunk_finish(pool, w, 0, 0, m->err > 0 ? -m->err : -EIO);
+                if (w->budget == 0)
+                    w->leaving = true; /* exits after this result */
+            }
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* w's process ended: settle its chunk, reap it, forget it. */
+void proc__worker_exited(struct proc_pool *pool, struct proc__worker *w)
+{
+    proc__worker_read(pool, w);
+    if (w->state == PROC__W_INIT && !w->told) {
+        if (++pool->init_deaths >= pool->max_init_deaths)
+            pool->broken = true;
+    } else if (w->state == PROC__W_BUSY) {
+        struct proc__arena_hdr *hdr = arena_hdr(w);
+        uint64_t done = atomic_load_explicit(&hdr->done, memory_order_acquire);
+        uint64_t busy = atomic_load_explicit(&hdr->busy, memory_order_acquire);
+        chunk_finish(pool, w, done, busy > done ? -ECHILD : 0, 0);
+    }
+    worker_remove(pool, w, PROC__LOST_CRASH);
+}
+
+/* Kills every worker and reaps it. Chunks they ran: finished items are
+ * kept, the others fail with err. */
+void proc__workers_kill(struct proc_pool *pool, int err)
+{
+    for (size_t i = 0; i < pool->nw; i++)
+        proc_kill(pool->w[i]->proc);
+    while (pool->nw > 0) {
+        struct proc__worker *w = pool->w[pool->nw - 1];
+        proc_join(w->proc, PROC_WAIT_FOREVER);
+        proc__worker_read(pool, w);
+        if (w->state == PROC__W_BUSY) {
+            struct proc__arena_hdr *hdr = arena_hdr(w);
+            uint64_t done = atomic_load_explicit(&hdr->done, memory_order_acquire);
+            chunk_finish(pool, w, done, 0, err);
+        }
+        /* one that had died on its own before our SIGKILL crashed */
+        int code = proc_exitcode(w->proc);
+        bool crashed = code != -SIGKILL && code != PROC_EXITCODE_UNKNOWN;
+        worker_remove(pool, w, crashed ? PROC__LOST_CRASH : PROC__LOST_KILLED);
+    }
 }

@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: MIT */
+/* Worker pools: the loop that runs in every worker process. */
+#include "clock.h"
+#include "pool_proto.h"
+#include "sys.h"
+#include "thread.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int send_reply(int fd, uint32_t type, int err, uint64_t seq)
+{
+    struct proc__msg_reply m = {.type = type, .err = err, .seq = seq};
+    for (;;) {
+        ssize_t r = send(fd, &m, sizeof m, MSG_NOSIGNAL);
+        if (r == (ssize_t)sizeof m)
+            return 0;
+        if (r < 0 && errno == EINTR)
+            continue;
+        return -1;
+    }
+}
+
+/* 1 for a whole message of a type the parent sends, 0 for end of file or anything else. */
+static int recv_msg(int fd, union proc__msg *m)
+{
+    for (;;) {
+        ssize_t r = recv(fd, m, sizeof *m, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < (ssize_t)sizeof m->type || (size_t)r != proc__msg_size(m->type))
+            return 0;
+        return m->type == PROC__MSG_TASK || m->type == PROC__MSG_FAST;
+    }
+}
+
+static void run_chunk(unsigned char *arena, const struct proc__msg_task *m)
+{
+    struct proc__arena_hdr *hdr = (struct proc__arena_hdr *)arena;
+    int *rc = (int *)(arena + m->rc_off);
+    const unsigned char *in = arena + m->in_off;
+    unsigned char *out = arena + m->out_off;
+    if (m->out_size)
+        memset(out, 0, m->count * m->out_size); /* every output starts zeroed */
+    for (uint64_t i = 0; i < m->count; i++) {
+        void *o = m->out_size ? out + i * m->out_size : NULL;
+        atomic_store_explicit(&hdr->busy, i + 1, memory_order_release);
+        rc[i] = m->fn(m->in_size ? in + i * m->in_size : NULL, o);
+        atomic_store_explicit(&hdr->done, i + 1, memory_order_release);
+    }
+}
+
+/* Until the caller has copied the inputs of items below need: it copies at
+ * memory speed, so spin a little, then sleep (it may be stopped, or share
+ * our CPU under a scheduler that yields nothing to it). */
+static void wait_copied(struct proc__fast_region *f, uint64_t need)
+{
+    for (unsigned spin = 1; atomic_load_explicit(&f->copied, memory_order_acquire) < need; spin++) {
+        if (spin < 4096) {
+            if (spin % 64 == 0)
+                sched_yield();
+            else
+                proc__cpu_relax();
+            continue;
+        }
+        atomic_store_explicit(&f->copy_waiter, 1, memory_order_seq_cst);
+        uint32_t gen = atomic_load_explicit(&f->copied_gen, memory_order_seq_cst);
+        if (atomic_load_explicit(&f->copied, memory_order_seq_cst) >= need)
+            break;
+        struct timespec tick; /* a bound, not a clock */
+        clock_gettime(CLOCK_MONOTONIC, &tick);
+        proc__timespec_add_ns(&tick, 100000000L);
+        proc__sys_futex_wait(&f->copied_gen, gen, &tick, true);
+    }
+}
+
+/*
+ * Claims and runs chunks of the fast job until none is left. The region's
+ * length was checked against the job's offsets by the caller that wrote them;
+ * the worker checks again, as a bad job must not crash it.
+ */
+static void run_fast(unsigned char *region, size_t len, const struct proc__msg_fast *m)
+{
+    struct proc__fast_region *f = (struct proc__fast_region *)(void *)region;
+    struct proc__fast_slot *s = proc__fast_slot_at(region, m->slot);
+    uint64_t n = f->n, chunk = f->chunk, isz = f->in_size, osz = f->out_size;
+    if (chunk == 0 || f->state_off + (n + chunk - 1) / chunk > len || f->in_off + n * isz > len ||
+        f->out_off + n * osz > len)
+        return;
+    _Atomic unsigned char *state = (_Atomic unsigned char *)(region + f->state_off);
+    const unsigned char *in = region + f->in_off;
+    unsigned char *out = region + f->out_off;
+    proc_task_fn *fn = f->fn;
+    int64_t per_chunk = -1; /* ns, of our last chunk */
+    for (;;) {
+        if (m->shares_cpu && per_chunk >= 0 && osz) {
+            /* We share the caller's CPU. Once the other workers can run what
+             * is left in the time the caller needs to copy out what is done,
+             * leave it to them: the caller then copies while they end. */
+            uint64_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
+            uint32_t in_job = proc__fast_active(f, m->seq);
+            uint32_t others = in_job > 0 ? in_job - 1 : 0;
+            if (next < n && others > 0) {
+                uint64_t left = (n - next + chunk - 1) / chunk;
+                uint64_t finish = left * (uint64_t)per_chunk / others;
+                if (finish <= next * osz / POOL_COPY_BYTES_PER_NS)
+                    return;
+            }
+        }
+        uint64_t k = atomic_fetch_add_explicit(&f->next, chunk, memory_order_relaxed);
+        if (k >= n)
+            return;
+        int64_t t0 = m->shares_cpu ? proc__now_ns() : 0;
+        uint64_t cnt = n - k < chunk ? n - k : chunk;
+        wait_copied(f, k + cnt);
+        atomic_store_explicit(&s->busy, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->done, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->start, k, memory_order_release);
+        if (osz)
+            memset(out + k * osz, 0, cnt * osz); /* every output starts zeroed */
+        for (uint64_t i = 0; i < cnt; i++) {
+            uint64_t x = k + i;
+            atomic_store_explicit(&s->busy, i + 1, memory_order_release);
+            int rc = fn(isz ? in + x * isz : NULL, osz ? out + x * osz : NULL);
+            if (rc != 0 && atomic_load_explicit(&s->fail, memory_order_relaxed) == 0) {
+                s->fail_rc = rc;
+                atomic_store_explicit(&s->fail, x + 1, memory_order_release);
+            }
+            atomic_store_explicit(&s->done, i + 1, memory_order_release);
+        }
+        atomic_store_explicit(&state[k / chunk], 1, memory_order_release);
+        if (m->shares_cpu)
+            per_chunk = proc__now_ns() - t0;
+    }
+}
+
+/*
+ * Says the fast job seq is over for this worker and wakes the caller if it
+ * sleeps. The count in f->active only changes while it is tagged with seq.
+ */
+static void fast_leave(unsigned char *region, uint64_t slot, uint64_t seq)
+{
+    struct proc__fast_region *f = (struct proc__fast_region *)(void *)region;
+    uint64_t v = atomic_load_explicit(&f->active, memory_order_relaxed);
+    while ((uint32_t)(v >> 32) == (uint32_t)seq && (uint32_t)v > 0 &&
+           !atomic_compare_exchange_weak_explicit(&f->active, &v, v - 1, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+    }
+    atomic_store_explicit(&proc__fast_slot_at(region, slot)->left, seq, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&f->ring, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&f->waiting, memory_order_seq_cst))
+        proc__sys_futex_wake(&f->ring, INT_MAX, true);
+}
+
+/* What a worker keeps between messages. */
+struct child {
+    int fd, memfd, fastfd;
+    long left; /* task calls it may still make; <= 0 unlimited */
+    unsigned char *arena, *fast;
+    size_t arena_len, fast_len;
+};
+
+/* Maps len bytes of fd in place of *map (of *mapped bytes); false if it cannot. */
+static bool remap(int fd, unsigned char **map, size_t *mapped, size_t len)
+{
+    if (*map)
+        munmap(*map, *mapped);
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    *map = m == MAP_FAILED ? NULL : m;
+    *mapped = *map ? len : 0;
+    return *map != NULL;
+}
+
+/* A fast job; false when the worker must leave (our death tells the caller). */
+static bool handle_fast(struct child *c, const struct proc__msg_fast *m)
+{
+    if (m->region_size > c->fast_len && !remap(c->fastfd, &c->fast, &c->fast_len, m->region_size))
+        return false;
+    if (c->fast_len < PROC__FAST_SLOTS ||
+        m->slot >= (c->fast_len - PROC__FAST_SLOTS) / sizeof(struct proc__fast_slot))
+        return false;
+    run_fast(c->fast, c->fast_len, m);
+    fast_leave(c->fast, m->slot, m->seq);
+    return true;
+}
+
+/* A chunk in the arena; false when the worker must leave. */
+static bool handle_task(struct child *c, const struct proc__msg_task *m)
+{
+    if (m->arena_size > c->arena_len)
+        remap(c->memfd, &c->arena, &c->arena_len, m->arena_size);
+    if (!c->arena)
+        return send_reply(c->fd, PROC__MSG_ERROR, ENOMEM, m->seq) == 0;
+    run_chunk(c->arena, m);
+    if (send_reply(c->fd, PROC__MSG_RESULT, 0, m->seq) < 0)
+        return false;
+    if (c->left > 0) {
+        c->left -= (long)m->count;
+        if (c->left <= 0)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Leaves (returning ends the process) when the parent closes its end or
+ * sends something unexpected, and after max_tasks task calls. A parent that
+ * dies kills its daemonic workers (PR_SET_PDEATHSIG) anyway.
+ */
+int proc__pool_child_main(void *arg)
+{
+    const struct proc__worker_boot *b = arg;
+    for (size_t i = 0; i < b->nclose; i++)
+        close(b->close_fds[i]);
+    pthread_sigmask(SIG_SETMASK, &b->mask, NULL);
+    if (b->cpu >= 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(b->cpu, &one);
+        sched_setaffinity(0, sizeof one, &one); /* a failure leaves it where it was */
+    }
+    struct child c = {.fd = b->fd, .memfd = b->memfd, .fastfd = b->fastfd, .left = b->max_tasks};
+    remap(c.memfd, &c.arena, &c.arena_len, b->arena_size);
+    if (b->init)
+        b->init(b->initarg);
+    if (send_reply(c.fd, PROC__MSG_READY, 0, 0) < 0)
+        return 0;
+    union proc__msg m;
+    while (recv_msg(c.fd, &m)) {
+        bool go_on = m.type == PROC__MSG_FAST ? handle_fast(&c, &m.fast) : handle_task(&c, &m.task);
+        if (!go_on)
+            break;
+    }
+    return 0;
+}
