@@ -47,8 +47,12 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     proc_pool_opts_t o = {0};
     if (opts)
         o = *opts;
-    if (o.workers < 0 || o.max_tasks_per_child < 0) {
+    if (o.workers < 0 || o.max_tasks_per_child < 0 || o.task_timeout_ms < 0) {
         errno = EINVAL;
+        return NULL;
+    }
+    if (o.task_timeout_ms > 0 || o.max_memory_per_child > 0) {
+        errno = ENOTSUP; /* API 4.4, not in this version yet */
         return NULL;
     }
     proc_t *self = proc_current(); /* also sets up libproc (and its at-exit work) */
@@ -79,9 +83,10 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     pool->init = o.initializer;
     pool->initarg = o.initarg;
     pthread_sigmask(SIG_SETMASK, NULL, &pool->mask);
+    /* Test hook (documented in pool.h): every job through the queue. */
     const char *env = getenv("LIBPROC_POOL_FAST");
     pool->fast_off = env && strcmp(env, "0") == 0;
-    if ((rc = proc__worker_bind_plan(pool)) < 0)
+    if (o.bind_cpus && (rc = proc__worker_bind_plan(pool)) < 0)
         goto fail;
     pool->fastfd = memfd_create("libproc-pool-fast", MFD_CLOEXEC);
     pool->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -94,8 +99,7 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     pool->lent = calloc(nw, sizeof *pool->lent);
     pool->lost = calloc(nw, sizeof *pool->lost);
     pool->sent = calloc(nw, sizeof *pool->sent);
-    pool->slot_cpu = calloc(nw, sizeof *pool->slot_cpu);
-    if (!pool->lendable || !pool->lent || !pool->lost || !pool->sent || !pool->slot_cpu) {
+    if (!pool->lendable || !pool->lent || !pool->lost || !pool->sent) {
         rc = -ENOMEM;
         goto fail;
     }

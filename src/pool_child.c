@@ -56,17 +56,22 @@ static void run_chunk(unsigned char *arena, const struct proc__msg_task *m)
     }
 }
 
+/* How long a worker spins for inputs still being copied in: a whole job's
+ * inputs (at most 4 MiB) are copied in well under a millisecond, and a
+ * caller that takes longer was probably descheduled. Bounds the CPU burnt,
+ * not the wait. */
+#define POOL_COPY_SPIN_NS 50000
+
 /* Until the caller has copied the inputs of items below need: it copies at
- * memory speed, so spin a little, then sleep (it may be stopped, or share
- * our CPU under a scheduler that yields nothing to it). */
+ * memory speed, so spin a little (yielding: it may need this CPU), then
+ * sleep (it may be stopped, or descheduled for a while). */
 static void wait_copied(struct proc__fast_region *f, uint64_t need)
 {
-    for (unsigned spin = 1; atomic_load_explicit(&f->copied, memory_order_acquire) < need; spin++) {
-        if (spin < 4096) {
-            if (spin % 64 == 0)
-                sched_yield();
-            else
-                proc__cpu_relax();
+    int64_t spin_end = proc__now_ns() + POOL_COPY_SPIN_NS;
+    while (atomic_load_explicit(&f->copied, memory_order_acquire) < need) {
+        if (proc__now_ns() < spin_end) {
+            proc__cpu_relax();
+            sched_yield(); /* the caller may be waiting for this CPU */
             continue;
         }
         atomic_store_explicit(&f->copy_waiter, 1, memory_order_seq_cst);
@@ -97,26 +102,10 @@ static void run_fast(unsigned char *region, size_t len, const struct proc__msg_f
     const unsigned char *in = region + f->in_off;
     unsigned char *out = region + f->out_off;
     proc_task_fn *fn = f->fn;
-    int64_t per_chunk = -1; /* ns, of our last chunk */
     for (;;) {
-        if (m->shares_cpu && per_chunk >= 0 && osz) {
-            /* We share the caller's CPU. Once the other workers can run what
-             * is left in the time the caller needs to copy out what is done,
-             * leave it to them: the caller then copies while they end. */
-            uint64_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
-            uint32_t in_job = proc__fast_active(f, m->seq);
-            uint32_t others = in_job > 0 ? in_job - 1 : 0;
-            if (next < n && others > 0) {
-                uint64_t left = (n - next + chunk - 1) / chunk;
-                uint64_t finish = left * (uint64_t)per_chunk / others;
-                if (finish <= next * osz / POOL_COPY_BYTES_PER_NS)
-                    return;
-            }
-        }
         uint64_t k = atomic_fetch_add_explicit(&f->next, chunk, memory_order_relaxed);
         if (k >= n)
             return;
-        int64_t t0 = m->shares_cpu ? proc__now_ns() : 0;
         uint64_t cnt = n - k < chunk ? n - k : chunk;
         wait_copied(f, k + cnt);
         atomic_store_explicit(&s->busy, 0, memory_order_relaxed);
@@ -135,8 +124,6 @@ static void run_fast(unsigned char *region, size_t len, const struct proc__msg_f
             atomic_store_explicit(&s->done, i + 1, memory_order_release);
         }
         atomic_store_explicit(&state[k / chunk], 1, memory_order_release);
-        if (m->shares_cpu)
-            per_chunk = proc__now_ns() - t0;
     }
 }
 

@@ -21,12 +21,11 @@
 
 /* Fast jobs: at most this many bytes of region (bigger jobs take the queue),
  * chunks per worker (small enough that a late worker still gets its share),
- * how often a waiting caller looks again without a wakeup, and how long it
- * spins for the last workers once its own CPU is free. */
+ * and how often a waiting caller looks again without a wakeup (a bound on a
+ * lost wakeup, not a clock). */
 #define POOL_FAST_MAX ((size_t)4 << 20)
 #define POOL_FAST_PARTS 16
 #define POOL_FAST_TICK_NS 100000000L
-#define POOL_FAST_SPIN_NS 200000L
 
 /* Takes back the workers offered to fast jobs; marks those a caller has. */
 void proc__fast_reclaim(struct proc_pool *pool)
@@ -118,7 +117,6 @@ void proc__fast_free(struct proc_pool *pool)
     free(pool->lent);
     free(pool->lost);
     free(pool->sent);
-    free(pool->slot_cpu);
 }
 
 /* Makes the fast region at least need bytes long (it never shrinks). */
@@ -223,8 +221,7 @@ static void fast_copy_out(const struct proc__job *j, const unsigned char *out, s
  * crashed, the rest requeued (fast_return() fails them if the pool is
  * terminating).
  */
-static void fast_settle(struct proc_pool *pool, struct proc__job *j, size_t nslots,
-                        size_t copied_chunks)
+static void fast_settle(struct proc_pool *pool, struct proc__job *j, size_t nslots)
 {
     unsigned char *region = pool->fast;
     struct proc__fast_region *f = (struct proc__fast_region *)(void *)region;
@@ -238,7 +235,7 @@ static void fast_settle(struct proc_pool *pool, struct proc__job *j, size_t nslo
         if (fail && fail <= n)
             proc__job_note_fail(j, (size_t)fail - 1, (int)s->fail_rc);
     }
-    size_t settled = 0, run = copied_chunks * chunk; /* [run, k): finished, not yet copied */
+    size_t settled = 0, run = 0; /* [run, k): finished, not yet copied */
     if (run > n)
         run = n;
     for (size_t c = 0; c < nchunks; c++) {
@@ -293,7 +290,6 @@ static size_t fast_send(struct proc_pool *pool, uint64_t seq, size_t nslots, int
         if (!w || (here >= 0 && w->cpu >= 0 && w->cpu != here) != remote)
             continue;
         m.slot = i;
-        m.shares_cpu = here >= 0 && w->cpu == here;
         ssize_t r;
         do {
             r = send(w->fd, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -314,30 +310,17 @@ static bool fast_in_job(struct proc_pool *pool, size_t i, uint64_t seq)
            atomic_load_explicit(&pool->lost[i], memory_order_acquire) == PROC__LOST_NO;
 }
 
-/*
- * Waits until every worker that got job seq has left it or died. While no
- * worker of the job is bound to the caller's CPU, that CPU would only idle:
- * the caller then copies out the chunks finished so far and spins for the
- * last ones (a sleeping vCPU can take longer to wake than a chunk to run).
- * Returns how many leading chunks it copied out.
- */
-static size_t fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslots, uint64_t seq)
+/* Waits until every worker that got job seq has left it or died. */
+static void fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslots, uint64_t seq)
 {
     struct proc__fast_region *f = (struct proc__fast_region *)(void *)pool->fast;
-    _Atomic unsigned char *state = (_Atomic unsigned char *)(pool->fast + f->state_off);
-    const unsigned char *out = pool->fast + f->out_off;
-    size_t chunk = (size_t)f->chunk, nchunks = (j->n + chunk - 1) / chunk, copied = 0;
-    int64_t spin_end = -1;
     bool stopped = false;
     for (;;) {
         uint32_t ring = atomic_load_explicit(&f->ring, memory_order_seq_cst);
-        bool all = true, mine = false;
-        int cpu = sched_getcpu();
+        bool all = true;
         for (size_t i = 0; i < nslots; i++) {
-            if (fast_in_job(pool, i, seq)) {
+            if (fast_in_job(pool, i, seq))
                 all = false;
-                mine = mine || pool->slot_cpu[i] < 0 || pool->slot_cpu[i] == cpu;
-            }
             if (!stopped &&
                 atomic_load_explicit(&pool->lost[i], memory_order_acquire) != PROC__LOST_NO) {
                 /* A worker died: nobody claims more. The chunks left take the
@@ -348,21 +331,7 @@ static size_t fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslo
         }
         if (all) {
             atomic_store_explicit(&f->waiting, 0, memory_order_relaxed);
-            return copied;
-        }
-        int64_t now = proc__now_ns();
-        if (!mine && spin_end < 0)
-            spin_end = now + POOL_FAST_SPIN_NS;
-        if (!mine && now < spin_end) {
-            atomic_store_explicit(&f->waiting, 0, memory_order_relaxed);
-            while (copied < nchunks &&
-                   atomic_load_explicit(&state[copied], memory_order_acquire) == 1) {
-                size_t k = copied * chunk, end = k + chunk < j->n ? k + chunk : j->n;
-                fast_copy_out(j, out, k, end);
-                copied++;
-            }
-            proc__cpu_relax();
-            continue;
+            return;
         }
         /* Leaving workers wake us only while this is set; one that left
          * after ring was read above makes the wait return at once. */
@@ -458,7 +427,6 @@ static size_t fast_borrow(struct proc_pool *pool, size_t nchunks, int here)
             pool->lendable[i] = pool->lendable[--pool->nlendable];
             pool->lent[nslots] = w;
             pool->sent[nslots] = false;
-            pool->slot_cpu[nslots] = w->cpu;
             atomic_store_explicit(&pool->lost[nslots], PROC__LOST_NO, memory_order_relaxed);
             nslots++;
         }
@@ -528,7 +496,7 @@ int proc__fast_run(struct proc_pool *pool, struct proc__job *j)
         fast_return(pool, j, gen); /* every one of them was dying */
         return 0;
     }
-    size_t copied = fast_wait(pool, j, nslots, seq);
-    fast_settle(pool, j, nslots, copied);
+    fast_wait(pool, j, nslots, seq);
+    fast_settle(pool, j, nslots);
     return fast_return(pool, j, gen);
 }

@@ -117,7 +117,6 @@ struct proc_pool {
     uint64_t offer_gen;      /* bumped whenever the dispatcher redoes or takes back the offer */
     _Atomic int *lost;
     bool *sent;    /* the fast job's owner only: slot i got its message */
-    int *slot_cpu; /* and the CPU slot i's worker is bound to (-1: none) */
     bool fast_off; /* LIBPROC_POOL_FAST=0: every job takes the queue */
     int fastfd;
     unsigned char *fast; /* the region's mapping; written by the owner, before lending */

@@ -56,7 +56,7 @@ struct proc__msg_task {
 /* Claim chunks of fast job seq, working in slot `slot` of the fast region. */
 struct proc__msg_fast {
     uint32_t type;
-    uint32_t shares_cpu; /* 1: the worker is bound to the caller's CPU */
+    uint32_t pad;
     uint64_t seq;
     uint64_t slot;
     uint64_t region_size; /* the fast region's current length */
@@ -134,10 +134,6 @@ struct proc__fast_region {
     uint64_t state_off, in_off, out_off; /* state: a byte per chunk, 1 once it is finished */
     proc_task_fn *fn;
 };
-
-/* What the caller's copy of outputs out of the fast region is assumed to
- * reach, in bytes per ns (measured: 12-16 on the benchmark machine). */
-#define POOL_COPY_BYTES_PER_NS 12
 
 /* The workers still in job seq according to f->active. */
 static inline uint32_t proc__fast_active(const struct proc__fast_region *f, uint64_t seq)

@@ -212,17 +212,13 @@ static void worker_remove(struct proc_pool *pool, struct proc__worker *w, int wh
 }
 
 /*
- * Workers are bound one per CPU, spread over the CPUs the creating thread may
- * run on: a scheduler that packs wakeups onto busy CPUs (as some hypervisors'
- * guests do) would otherwise queue the workers of one job behind each other.
- * LIBPROC_POOL_BIND=0, or a single allowed CPU, leaves them unbound.
+ * bind_cpus: workers are bound one per CPU, spread over the CPUs the creating
+ * thread may run on (a single allowed CPU leaves them unbound).
  */
 int proc__worker_bind_plan(struct proc_pool *pool)
 {
-    const char *env = getenv("LIBPROC_POOL_BIND");
     cpu_set_t set;
-    if ((env && strcmp(env, "0") == 0) || sched_getaffinity(0, sizeof set, &set) < 0 ||
-        CPU_COUNT(&set) < 2)
+    if (sched_getaffinity(0, sizeof set, &set) < 0 || CPU_COUNT(&set) < 2)
         return 0;
     pool->cpus = calloc((size_t)CPU_COUNT(&set), sizeof *pool->cpus);
     if (!pool->cpus)

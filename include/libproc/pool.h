@@ -30,17 +30,17 @@
  * a bigger job, a second concurrent fast job, futures, max_tasks_per_child)
  * the job joins the pool's queue and the pool's own thread hands it out in
  * chunks of n / (4 * workers). Work queued while a fast job runs starts when
- * it ends. LIBPROC_POOL_FAST=0 in the environment (read by proc_pool_new())
- * turns fast jobs off for that pool.
+ * it ends. (Test hook: LIBPROC_POOL_FAST=0 in the environment, read by
+ * proc_pool_new(), turns fast jobs off for that pool, so that a test suite
+ * can run every job through the queue.)
  *
- * Workers are bound one per CPU, spread over the CPUs the thread calling
- * proc_pool_new() may run on (its affinity mask; a pool of more workers than
- * CPUs puts several on a CPU). Schedulers that place a woken process on a
- * busy CPU (as some virtual machines' do) would otherwise run the workers of
- * one job after another. LIBPROC_POOL_BIND=0, or a single allowed CPU, leaves
- * them unbound, with the creating thread's mask. Tasks run with the binding:
- * threads or processes a task starts share its one CPU unless the task
- * widens its mask (sched_setaffinity(2)), or the pool is unbound.
+ * Workers keep the CPU affinity of the thread that calls proc_pool_new().
+ * With bind_cpus they are bound one per CPU instead, spread over the CPUs
+ * that thread may run on (a pool of more workers than CPUs puts several on a
+ * CPU; with a single allowed CPU nothing is bound): this can help where the
+ * scheduler places a woken process on a busy CPU, and then tasks run with the
+ * binding (threads or processes a task starts share its one CPU unless the
+ * task widens its mask with sched_setaffinity(2)).
  *
  * Crash safety: a worker that dies while running a task (crash, signal,
  * SIGKILL from outside, _exit() or exit() in the task) fails exactly that
@@ -94,6 +94,12 @@ typedef struct proc_pool_opts {
     /** If not NULL, runs once in each worker, before its first task. */
     void (*initializer)(void *arg);
     void *initarg; /**< argument of initializer */
+    /** Reserved for per-task timeouts (API 4.4); must be 0 in this version. */
+    int task_timeout_ms;
+    /** Reserved for memory caps per worker (API 4.4); must be 0 in this version. */
+    size_t max_memory_per_child;
+    /** false (default): workers keep the creator's CPU affinity; true: one per allowed CPU. */
+    bool bind_cpus;
 } proc_pool_opts_t;
 
 /** A pool of worker processes. Opaque; create with proc_pool_new(), free with proc_pool_free(). */
@@ -107,13 +113,14 @@ typedef struct proc_future proc_future_t;
  * initializer, initargs, maxtasksperchild)). opts NULL means the defaults.
  * max_tasks_per_child counts task calls: with 1, every task runs in a fresh
  * process (a map item is one task, even though items travel in chunks).
- * Workers inherit the signal mask of the calling thread and are bound to its
- * CPUs, one per CPU (see above). The pool keeps a shared region for fast
- * jobs, as large as the biggest one so far (at most about 4 MiB).
- * Returns the pool, or NULL with errno EINVAL (workers < 0 or
- * max_tasks_per_child < 0), EPERM (the caller is a daemonic libproc child),
- * ENOMEM, EMFILE/ENFILE, EAGAIN (a worker could not be forked).
- * Thread-safe.
+ * Workers inherit the signal mask of the calling thread and its CPU
+ * affinity (or, with bind_cpus, are bound one per CPU; see above). The pool
+ * keeps a shared region for fast jobs, as large as the biggest one so far
+ * (at most about 4 MiB). Returns the pool, or NULL with errno EINVAL
+ * (workers < 0, max_tasks_per_child < 0 or task_timeout_ms < 0), ENOTSUP
+ * (task_timeout_ms or max_memory_per_child not 0: not yet supported in this
+ * version), EPERM (the caller is a daemonic libproc child), ENOMEM,
+ * EMFILE/ENFILE, EAGAIN (a worker could not be forked). Thread-safe.
  */
 PROC_API proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts);
 
