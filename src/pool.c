@@ -23,7 +23,10 @@
  * dispatcher never hands a chunk to a borrowed worker, and frees a worker
  * only after proc__fast_forget() has told the job that borrowed it.
  */
-#include "pool_internal.h"
+#include "pool_dispatch.h"
+#include "pool_fast.h"
+#include "pool_job.h"
+#include "pool_worker.h"
 
 #include <errno.h>
 #include <signal.h>

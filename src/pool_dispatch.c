@@ -6,7 +6,10 @@
  * idle workers to fast jobs before it sleeps, and polls every worker's socket
  * and sentinel.
  */
-#include "pool_internal.h"
+#include "pool_dispatch.h"
+#include "pool_fast.h"
+#include "pool_job.h"
+#include "pool_worker.h"
 
 #include <errno.h>
 #include <poll.h>

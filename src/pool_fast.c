@@ -8,7 +8,8 @@
  * and frees a worker only after proc__fast_forget() has told the job that
  * borrowed it.
  */
-#include "pool_internal.h"
+#include "pool_fast.h"
+#include "pool_job.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -5,7 +5,7 @@
  * queue of jobs with items left to hand out, and the inbox through which
  * callers hand jobs to the dispatcher.
  */
-#include "pool_internal.h"
+#include "pool_job.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -4,7 +4,9 @@
  * arena, optional CPU binding), handing it a chunk, reading its replies,
  * settling its chunk when it dies, killing them all.
  */
-#include "pool_internal.h"
+#include "pool_fast.h"
+#include "pool_job.h"
+#include "pool_worker.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Worker pools, the parent side: the pool, its jobs and its workers as the
- * files of the pool see them, and the functions that cross those files,
- * grouped by the file that defines them. Layers, bottom up: pool_job.c,
- * pool_fast.c, pool_worker.c, pool_dispatch.c, pool.c (the API). The pool is
- * built on the public API (proc_t for its workers) and the base layer only.
- * Nothing here is exported.
+ * Worker pools, the parent side: the pool, its jobs and its workers, as the
+ * files of the pool share them. Each file's functions are declared in its
+ * own header (pool_job.h, pool_fast.h, pool_worker.h, pool_dispatch.h);
+ * layers, bottom up: job, fast, worker, dispatch, pool.c (the API). The pool
+ * is built on the public API (proc_t for its workers) and the base layer
+ * only. Nothing here is exported.
  */
-#ifndef LIBPROC_POOL_INTERNAL_H
-#define LIBPROC_POOL_INTERNAL_H
+#ifndef LIBPROC_POOL_TYPES_H
+#define LIBPROC_POOL_TYPES_H
 
 #include "clock.h"
 #include "pool_proto.h"
@@ -164,41 +164,4 @@ static inline void proc__dontfork(void *addr, size_t len)
 #endif
 }
 
-/* pool_job.c: jobs, the queue, the inbox */
-int proc__pool_wait_flag(pthread_cond_t *cv, pthread_mutex_t *mu, const bool *flag, int timeout_ms);
-int proc__pool_sync_init(pthread_mutex_t *mu, pthread_cond_t *cv);
-void proc__pool_wake_dispatcher(struct proc_pool *pool);
-struct proc__job *proc__job_alloc(size_t extra);
-void proc__job_unref(struct proc__job *j);
-void proc__job_discard(struct proc__job *j);
-size_t proc__job_chunk(const struct proc_pool *pool, size_t n, size_t in_size, size_t out_size);
-void proc__job_note_fail(struct proc__job *j, size_t idx, int rc);
-void proc__job_settle(struct proc__job *j);
-void proc__queue_push_back(struct proc_pool *pool, struct proc__job *j);
-void proc__queue_push_front(struct proc_pool *pool, struct proc__job *j);
-size_t proc__job_carve(struct proc_pool *pool, struct proc__job *j, size_t max, size_t *start);
-void proc__queue_cancel_all(struct proc_pool *pool, int err);
-int proc__pool_enqueue(struct proc_pool *pool, struct proc__job *j);
-void proc__pool_inbox_add_locked(struct proc_pool *pool, struct proc__job *j);
-
-/* pool_fast.c: fast jobs */
-void proc__fast_reclaim(struct proc_pool *pool);
-void proc__fast_offer_locked(struct proc_pool *pool);
-void proc__fast_forget(struct proc_pool *pool, const struct proc__worker *w, int why);
-void proc__fast_free(struct proc_pool *pool);
-int proc__fast_run(struct proc_pool *pool, struct proc__job *j);
-
-/* pool_worker.c: the parent's view of workers */
-int proc__worker_bind_plan(struct proc_pool *pool);
-int proc__worker_spawn(struct proc_pool *pool);
-void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, struct proc__job *j,
-                             size_t start, size_t cnt);
-void proc__worker_read(struct proc_pool *pool, struct proc__worker *w);
-void proc__worker_exited(struct proc_pool *pool, struct proc__worker *w);
-void proc__workers_kill(struct proc_pool *pool, int err);
-
-/* pool_dispatch.c: the dispatcher thread */
-void proc__dispatch_init(void);
-void *proc__dispatcher_main(void *arg);
-
-#endif /* LIBPROC_POOL_INTERNAL_H */
+#endif /* LIBPROC_POOL_TYPES_H */

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: MIT */
+/* Worker pools: the parent's view of its workers (pool_worker.c). */
+#ifndef LIBPROC_POOL_WORKER_H
+#define LIBPROC_POOL_WORKER_H
+
+#include "pool_types.h"
+
+/* bind_cpus: the CPUs workers are spread over (none bound with fewer than 2): 0 or -ENOMEM. */
+int proc__worker_bind_plan(struct proc_pool *pool);
+/* Starts one worker and adds it to pool->w: 0 or -errno. */
+int proc__worker_spawn(struct proc_pool *pool);
+/* Hands items [start, start + cnt) of j to the idle worker w. */
+void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, struct proc__job *j,
+                             size_t start, size_t cnt);
+/* Takes the replies w sent (also after its death: they stay queued). */
+void proc__worker_read(struct proc_pool *pool, struct proc__worker *w);
+/* w's process ended: settles its chunk, reaps it, frees it. */
+void proc__worker_exited(struct proc_pool *pool, struct proc__worker *w);
+/* Kills and reaps every worker; the unfinished items of their chunks fail with err. */
+void proc__workers_kill(struct proc_pool *pool, int err);
+
+#endif /* LIBPROC_POOL_WORKER_H */
