@@ -33,16 +33,11 @@ char *true_argv[] = {"true", NULL};
 const char *head_path = "/usr/bin/head";
 char *head_argv[] = {"head", "-c1", NULL};
 
-/* Ends the Python coprocess of 7-9 before 2 and 3 (an entry of its own in the run order). */
-static void stop_python(void)
-{
-    python_stop();
-}
-
 /*
  * In run order: the libuv-free scenarios first. Once libuv has initialized,
  * it keeps a pthread_atfork child handler that makes every later fork child
- * (raw and libproc alike) a little slower. Number 0 is a step, not a scenario.
+ * (raw and libproc alike) a little slower. Number 0 is a step, not a
+ * scenario: it ends the Python coprocess of 7-9 before 2 and 3 (always runs).
  */
 static const struct scenario scenarios[] = {
     {1, "start_join", "1 start+join (fork, exit 0)", "raw", scenario1, NULL},
@@ -52,7 +47,7 @@ static const struct scenario scenarios[] = {
     {7, "pool_map", "7 pool map (running pool)", "loop", scenario7, scenario7_info},
     {8, "queue_throughput", "8 queue throughput", "raw", scenario8, scenario8_info},
     {9, "pipe_round_trip", "9 pipe round trip", "raw", scenario9, scenario9_info},
-    {0, "python_stop", "", "", stop_python, NULL},
+    {0, "python_stop", "", "", python_stop, NULL},
     {2, "exec_true", "2 exec /bin/true", "raw", scenario2, NULL},
     {3, "mass_exit", "3 mass exit (release->joined)", "raw", scenario3, NULL},
 };
