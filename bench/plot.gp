@@ -6,7 +6,8 @@
 #   mkdir -p docs && gnuplot bench/plot.gp          # reads bench.csv
 #   gnuplot -e "csv='other.csv'; out='/tmp/x.png'" bench/plot.gp
 #
-# CSV columns: scenario,name,param,contender,metric,unit,median,ratio,n
+# CSV columns: scenario,name,param,contender,metric,unit,median,ratio,n (after
+# the machine record's leading "#" lines, which gnuplot skips as comments)
 
 if (!exists("csv")) csv = "bench.csv"
 if (!exists("out")) out = "docs/mass_exit.png"

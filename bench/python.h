@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The Python coprocess that serves the Python contenders of scenarios 7-9:
+ * one python3 started once, one command per line, its own timing back.
+ */
+#ifndef PROC_BENCH_PYTHON_H
+#define PROC_BENCH_PYTHON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Starts the coprocess (once per run); false when Python cannot take part. */
+bool python_start(void);
+/* Ends it normally (it must exit with 0); nothing when it does not run. */
+void python_stop(void);
+/* Sends "cmd n" and returns the answer line in buf. */
+void python_cmd(char *buf, size_t cap, const char *cmd, long n);
+/* The answer's first number, which must be a positive time in ns. */
+double python_ns(const char *cmd, long n);
+/* The coprocess's Python version. */
+const char *python_version(void);
+/* Notes that scenario what runs without its Python contender, and why. */
+void python_skipped_note(const char *what);
+
+#endif /* PROC_BENCH_PYTHON_H */
