@@ -164,6 +164,7 @@ void proc__fd_close_locked(int *fd);
 struct proc *proc__fd_owner_locked(int fd);
 void proc__fd_close_inherited(void);
 void proc__child_became(struct proc *p, pid_t parent_pid, struct proc *old_current);
+int proc__check_own_child(const struct proc *p);
 
 /* fork.c: fork handlers, the fresh state of a fork child, starts in flight */
 int proc__fork_handlers_install(void);

@@ -258,21 +258,28 @@ void proc_future_free(proc_future_t *f)
         proc__job_unref(&f->job);
 }
 
-int proc_pool_close(proc_pool_t *pool)
+/* Closes the pool to new work (and with terminate, ends it) once; wakes the dispatcher. */
+static void pool_shut(struct proc_pool *pool, bool terminate)
 {
-    int rc = pool_check(pool);
-    if (rc < 0)
-        return rc;
     pthread_mutex_lock(&pool->mu);
     bool wake = false;
-    if (!pool->closed) {
+    if (terminate ? !pool->terminating && !pool->finished : !pool->closed) {
         pool->closed = true;
+        pool->terminating = pool->terminating || terminate;
         wake = pool->sleeping;
         pool->sleeping = false;
     }
     pthread_mutex_unlock(&pool->mu);
     if (wake)
         proc__pool_wake_dispatcher(pool);
+}
+
+int proc_pool_close(proc_pool_t *pool)
+{
+    int rc = pool_check(pool);
+    if (rc < 0)
+        return rc;
+    pool_shut(pool, false);
     return 0;
 }
 
@@ -281,16 +288,7 @@ int proc_pool_terminate(proc_pool_t *pool)
     int rc = pool_check(pool);
     if (rc < 0)
         return rc;
-    pthread_mutex_lock(&pool->mu);
-    bool wake = false;
-    if (!pool->terminating && !pool->finished) {
-        pool->terminating = pool->closed = true;
-        wake = pool->sleeping;
-        pool->sleeping = false;
-    }
-    pthread_mutex_unlock(&pool->mu);
-    if (wake)
-        proc__pool_wake_dispatcher(pool);
+    pool_shut(pool, true);
     pthread_mutex_lock(&pool->mu);
     proc__pool_wait_flag(&pool->cv, &pool->mu, &pool->finished, PROC_WAIT_FOREVER);
     pthread_mutex_unlock(&pool->mu);

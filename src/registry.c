@@ -114,3 +114,16 @@ bool proc__lock_configurable(proc_t *p)
     pthread_mutex_unlock(&proc__g.lock);
     return false;
 }
+
+/*
+ * For calls on a started child of the caller (p is a PROC__KIND_CHILD): 0,
+ * -EINVAL while it is not started, -ECHILD when another process started it
+ * (this is a copy inherited through fork).
+ */
+int proc__check_own_child(const struct proc *p)
+{
+    int state = atomic_load(&((struct proc *)p)->state);
+    if (state == PROC__NEW || state == PROC__STARTING)
+        return -EINVAL;
+    return p->owner == proc__self_pid() ? 0 : -ECHILD;
+}

@@ -18,12 +18,8 @@ static int check_signal(proc_t *p, int sig)
         return -EINVAL;
     if (p->kind != PROC__KIND_CHILD)
         return -ECHILD;
-    int state = atomic_load(&p->state);
-    if (state == PROC__NEW || state == PROC__STARTING)
-        return -EINVAL;
-    if (p->owner != proc__self_pid())
-        return -ECHILD;
-    return 1;
+    int r = proc__check_own_child(p);
+    return r < 0 ? r : 1;
 }
 
 /*

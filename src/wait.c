@@ -110,12 +110,10 @@ int proc_join(proc_t *p, int timeout_ms)
         return -EDEADLK;
     if (p->kind == PROC__KIND_PARENT)
         return -ECHILD;
-    int state = atomic_load(&p->state);
-    if (state == PROC__NEW || state == PROC__STARTING)
-        return -EINVAL;
-    if (p->owner != proc__self_pid())
-        return -ECHILD;
-    if (state == PROC__DONE)
+    int r = proc__check_own_child(p);
+    if (r < 0)
+        return r;
+    if (atomic_load(&p->state) == PROC__DONE)
         return 0;
     /* The reaper finishes children: waiting on it from its own thread never ends. */
     if (proc__on_reaper_thread())
