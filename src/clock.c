@@ -24,6 +24,12 @@ void proc__timespec_add_ns(struct timespec *ts, long long ns)
     }
 }
 
+void proc__mono_after(struct timespec *ts, long long ns)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    proc__timespec_add_ns(ts, ns);
+}
+
 long long proc__ns_until(const struct timespec *at)
 {
     struct timespec now;
@@ -38,10 +44,8 @@ int proc__deadline_init(struct proc__deadline *d, int timeout_ms)
     d->timeout_ms = timeout_ms;
     d->at.tv_sec = 0;
     d->at.tv_nsec = 0;
-    if (timeout_ms > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &d->at);
-        proc__timespec_add_ns(&d->at, (long long)timeout_ms * 1000000LL);
-    }
+    if (timeout_ms > 0)
+        proc__mono_after(&d->at, (long long)timeout_ms * 1000000LL);
     return 0;
 }
 

@@ -27,6 +27,8 @@ bool proc__deadline_passed(const struct proc__deadline *d);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t proc__now_ns(void);
+/* *ts = the CLOCK_MONOTONIC time ns (>= 0) from now. */
+void proc__mono_after(struct timespec *ts, long long ns);
 /* Adds ns (>= 0) to ts, keeping tv_nsec normalised. */
 void proc__timespec_add_ns(struct timespec *ts, long long ns);
 /* Nanoseconds from now until the monotonic time at (negative once passed). */

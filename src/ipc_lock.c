@@ -106,8 +106,7 @@ static int lock_by(pthread_mutex_t *m, const struct timespec *at)
 {
     for (;;) {
         struct timespec slice;
-        clock_gettime(CLOCK_MONOTONIC, &slice);
-        proc__timespec_add_ns(&slice, (long long)IPC_SLICE_MS * 1000000LL);
+        proc__mono_after(&slice, (long long)IPC_SLICE_MS * 1000000LL);
         bool last = at && !before(&slice, at);
         int r = lock_until(m, last ? at : &slice);
         if (r != ETIMEDOUT || last)
@@ -173,8 +172,7 @@ int proc__ipc_enter(pthread_mutex_t *m, const struct proc__deadline *d, proc__ip
             r = lock_by(m, NULL);
         } else {
             struct timespec at;
-            clock_gettime(CLOCK_MONOTONIC, &at);
-            proc__timespec_add_ns(&at, (long long)PROC__IPC_GRACE_MS * 1000000LL);
+            proc__mono_after(&at, (long long)PROC__IPC_GRACE_MS * 1000000LL);
             if (d->timeout_ms > 0 && before(&at, &d->at))
                 at = d->at;
             r = lock_by(m, &at);
@@ -227,8 +225,7 @@ bool proc__ipc_spin_while(const _Atomic uint64_t *word, uint64_t val,
     if (proc__deadline_passed(d))
         return false;
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    proc__timespec_add_ns(&until, PROC__IPC_SPIN_NS);
+    proc__mono_after(&until, PROC__IPC_SPIN_NS);
     for (;;) {
         for (int i = 0; i < 16; i++) {
             if (atomic_load_explicit(word, memory_order_relaxed) != val)
@@ -248,8 +245,7 @@ bool proc__ipc_spin_more(struct proc__ipc_spin *s, const struct proc__deadline *
         return false;
     if (!s->started) {
         s->started = true;
-        clock_gettime(CLOCK_MONOTONIC, &s->until);
-        proc__timespec_add_ns(&s->until, PROC__IPC_SPIN_NS);
+        proc__mono_after(&s->until, PROC__IPC_SPIN_NS);
         return true;
     }
     if (proc__ns_until(&s->until) <= 0)

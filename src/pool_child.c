@@ -79,8 +79,7 @@ static void wait_copied(struct proc__fast_region *f, uint64_t need)
         if (atomic_load_explicit(&f->copied, memory_order_seq_cst) >= need)
             break;
         struct timespec tick; /* a bound, not a clock */
-        clock_gettime(CLOCK_MONOTONIC, &tick);
-        proc__timespec_add_ns(&tick, 100000000L);
+        proc__mono_after(&tick, 100000000L);
         proc__sys_futex_wait(&f->copied_gen, gen, &tick, true);
     }
 }

@@ -338,8 +338,7 @@ static void fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslots
          * after ring was read above makes the wait return at once. */
         atomic_store_explicit(&f->waiting, 1, memory_order_seq_cst);
         struct timespec tick;
-        clock_gettime(CLOCK_MONOTONIC, &tick);
-        proc__timespec_add_ns(&tick, POOL_FAST_TICK_NS);
+        proc__mono_after(&tick, POOL_FAST_TICK_NS);
         proc__sys_futex_wait(&f->ring, ring, &tick, true);
     }
 }
