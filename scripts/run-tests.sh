@@ -110,7 +110,7 @@ run_lint() {
 
 # The unit tests under valgrind's memcheck (valgrind 3.19 on Debian 12).
 # - --trace-children=yes: some tests run a fresh copy of themselves, which
-#   then runs under memcheck too (tu_self_exe() in tests/testutil.h execs the
+#   then runs under memcheck too (tu_self_exe() in tests/support/testutil.c execs the
 #   real path there: valgrind does not translate /proc/self/exe in execve).
 #   The system's programs that tests exec (sh, sleep, ...) run natively.
 # - Leak errors count for definite leaks only, and only those are listed:

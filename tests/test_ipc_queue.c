@@ -678,16 +678,6 @@ static proc_t *sweep_blocked_child(struct sweep *w, proc_target_fn *fn)
     return p;
 }
 
-/* Checks that `committed` only ever turns on as n grows. */
-static void sweep_monotone(long n, bool committed, long *first)
-{
-    if (committed && *first < 0)
-        *first = n;
-    if (!committed && *first >= 0)
-        fail_msg("killed after %ld instructions the operation had happened, after %ld not", *first,
-                 n);
-}
-
 /*
  * A put is killed after every n of its instructions (near its commit; at a
  * stride elsewhere) while a getter sleeps on the empty queue: the message is
@@ -732,7 +722,7 @@ static void put_killed_at_every_instruction(void **state)
             /* Committed: the getter must wake by itself (else it sleeps 30 s). */
             assert_int_equal(it_finish(getter), 2);
             assert_int_equal(sweep_next(&w, 0), 0);
-            sweep_monotone(n, true, &first);
+            it_sweep_monotone(n, true, &first);
             continue;
         }
         assert_int_equal(proc_queue_put(w.q, w.c, sizeof w.c, IT_BOUND_MS), 0);
@@ -745,7 +735,7 @@ static void put_killed_at_every_instruction(void **state)
         else
             fail_msg("killed after %ld instructions: the getter got %d", n, got);
         assert_int_equal(sweep_next(&w, 0), 0);
-        sweep_monotone(n, got == 2, &first);
+        it_sweep_monotone(n, got == 2, &first);
     }
     assert_true(first >= 0);
     print_message("      put: %ld instructions, visible at %ld, committed from %ld, %ld kill "
@@ -809,7 +799,7 @@ static void get_killed_at_every_instruction(void **state)
         assert_int_equal(sweep_next(&w, 0), 0);
         if (!taken)
             assert_int_equal(it_finish(putter), 0);
-        sweep_monotone(n, head == 2, &first);
+        it_sweep_monotone(n, head == 2, &first);
     }
     assert_true(first >= 0);
     print_message("      get: %ld instructions, visible at %ld, committed from %ld, %ld kill "

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -557,16 +558,6 @@ static void event_timeout_survives_signals(void **state)
 
 /* ------------------------------------------------- killed at every instruction */
 
-/* Checks that `happened` only ever turns on as n grows. */
-static void sweep_monotone(long n, bool happened, long *first)
-{
-    if (happened && *first < 0)
-        *first = n;
-    if (!happened && *first >= 0)
-        fail_msg("killed after %ld instructions the operation had happened, after %ld not", *first,
-                 n);
-}
-
 static void op_event_set(void *arg)
 {
     (void)proc_event_set(((struct ctx *)arg)->event);
@@ -625,7 +616,7 @@ static void event_set_killed_at_every_instruction(void **state)
         if (!set)
             assert_int_equal(proc_event_set(c.event), 0);
         assert_int_equal(it_finish(waiter), 0); /* when set, it woke by itself */
-        sweep_monotone(n, set, &first);
+        it_sweep_monotone(n, set, &first);
     }
     assert_true(first >= 0);
     print_message("      event set: %ld instructions, set from %ld, %ld kill points\n", steps,
@@ -696,7 +687,7 @@ static void lock_sweep(it_op_fn *pre, it_op_fn *op, const char *what)
     long seen = -1;
     for (long n = 0; n <= steps; n++)
         if (done[n] >= 0)
-            sweep_monotone(n, done[n], &seen);
+            it_sweep_monotone(n, done[n], &seen);
     free(done);
     print_message("      %s: %ld instructions, done from %ld, %ld kill points\n", what, steps,
                   first, points);
@@ -713,21 +704,6 @@ static int lock_taker_main(void *arg)
     if (r != 0 && r != -EOWNERDEAD)
         return 1;
     return proc_lock_release(c->lock) == 0 ? 0 : 2;
-}
-
-/* Process state letter from /proc/<pid>/stat, or 0. */
-static char proc_state_of(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *rp = strrchr(buf, ')');
-    return rp && rp[1] == ' ' ? rp[2] : 0;
 }
 
 /*
@@ -766,9 +742,9 @@ static void lock_waiter_killed_right_after_wakeup(void **state)
     }
     assert_int_equal(ptrace(PTRACE_SYSCALL, s.pid, NULL, NULL), 0);
     int64_t t0 = tu_now_ms();
-    while (proc_state_of(s.pid) != 'S' && tu_now_ms() - t0 < IT_BOUND_MS)
+    while (tu_state(s.pid) != 'S' && tu_now_ms() - t0 < IT_BOUND_MS)
         sched_yield();
-    assert_int_equal(proc_state_of(s.pid), 'S');
+    assert_int_equal(tu_state(s.pid), 'S');
 
     /* The second waiter queues up behind it. */
     proc_t *waiter = it_start(lock_taker_main, &c);

@@ -45,49 +45,10 @@
 
 #define CHILD_ALARM_S 30
 
-/* Waits up to timeout_ms for EOF on fd (discarding data). Returns true on EOF. */
-static bool eof_within(int fd, int timeout_ms)
-{
-    int64_t deadline = tu_now_ms() + timeout_ms;
-    for (;;) {
-        int64_t left = deadline - tu_now_ms();
-        if (left < 0)
-            left = 0;
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int pr = poll(&pfd, 1, (int)left);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr <= 0)
-            return false;
-        char buf[64];
-        ssize_t r = read_retry(fd, buf, sizeof buf);
-        if (r == 0)
-            return true;
-        if (r < 0)
-            return false;
-    }
-}
-
-/* State letter of any process pid, or 0 if it does not exist. */
-static char any_state(pid_t pid)
-{
-    char state;
-    pid_t ppid;
-    return tu_proc_state(pid, &state, &ppid) == 0 ? state : 0;
-}
-
 static int no_children_left(void **state)
 {
     (void)state;
-    int64_t deadline = tu_now_ms() + 3000;
-    int n;
-    while ((n = tu_count_children(NULL)) != 0 && tu_now_ms() < deadline)
-        sched_yield();
-    if (n != 0) {
-        print_error("test left %d child process(es) behind\n", n);
-        return -1;
-    }
-    return 0;
+    return check_no_children_left(3000);
 }
 
 /* How many of our fds are libproc-style kernel objects (pidfd, epoll, eventfd,
@@ -278,7 +239,7 @@ static void test_at_exit_waits_for_nondaemonic_children(void **state)
     EQ(proc_exitcode(m), 0);
     EQ(tu_read_full(out[0], &c, 1, 0), 1); /* written before the middle ended */
     EQ(c, 'G');
-    assert_true(eof_within(out[0], 5000));
+    assert_true(tu_eof_within(out[0], 5000));
     EQ(proc_close(m), 0);
     close_fd(&rel[0]);
     close_fd(&rel[1]);
@@ -365,7 +326,7 @@ static void test_at_exit_refuses_restarts(void **state)
     EQ(tu_read_full(report[0], &rc, sizeof rc, 0), (ssize_t)sizeof rc);
     EQ(rc, -ESHUTDOWN);
     EQ(tu_read_full(report[0], &rc, sizeof rc, 0), 0); /* one callback, one refusal */
-    assert_true(eof_within(out[0], 5000));             /* no daemon left */
+    assert_true(tu_eof_within(out[0], 5000));          /* no daemon left */
     EQ(proc_close(m), 0);
     close_fd(&out[0]);
     close_fd(&report[0]);
@@ -444,10 +405,10 @@ static void test_at_exit_terminates_daemons(void **state)
     if (took > 5000)
         fail_msg("the middle process took %lld ms to exit", (long long)took);
     /* the daemon is dead: EOF on the pipe only it held */
-    if (!eof_within(out[0], 3000))
+    if (!tu_eof_within(out[0], 3000))
         fail_msg("daemonic grandchild %d still holds its pipe after its parent exited", (int)dpid);
     /* and it was reaped by its parent, not left as a zombie for init */
-    char st = any_state(dpid);
+    char st = tu_state(dpid);
     if (st == 'Z')
         fail_msg("daemonic grandchild %d left as a zombie", (int)dpid);
     EQ(proc_close(m), 0);
@@ -491,7 +452,7 @@ static void test_parent_death_kills_daemon(void **state)
     EQ(proc_join(m, 10000), 0);
     EQ(proc_exitcode(m), -SIGKILL);
     int64_t t0 = tu_now_ms();
-    if (!eof_within(out[0], 2000))
+    if (!tu_eof_within(out[0], 2000))
         fail_msg("daemonic grandchild %d survived its parent's SIGKILL for 2 s", (int)dpid);
     int64_t took = tu_now_ms() - t0;
     print_message("daemon gone %lld ms after its parent was reaped\n", (long long)took);
@@ -602,7 +563,7 @@ static void test_daemon_from_short_lived_thread(void **state)
     EQ(proc_kill(m), 0);
     EQ(proc_join(m, 10000), 0);
     EQ(proc_exitcode(m), -SIGKILL);
-    if (!eof_within(pong[0], 2000))
+    if (!tu_eof_within(pong[0], 2000))
         fail_msg("daemon %d survived its parent's SIGKILL for 2 s", (int)dpid);
     EQ(proc_close(m), 0);
     close_fd(&ping[1]);
@@ -817,7 +778,7 @@ static void test_grandchild_sees_parent_death(void **state)
     EQ(tu_read_full(rep[0], &r, 1, 10000), 1);
     if (r != '0')
         fail_msg("grandchild's proc_parent() still alive 3 s after the parent was killed");
-    assert_true(eof_within(rep[0], 5000)); /* the grandchild has finished */
+    assert_true(tu_eof_within(rep[0], 5000)); /* the grandchild has finished */
     EQ(proc_close(m), 0);
     close_fd(&rep[0]);
     close_fd(&go[1]);
@@ -914,7 +875,7 @@ static void test_at_exit_of_root_process(void **state)
     EQ(tu_read_full(out[0], &c, 1, 10000), 1);
     EQ(c, 'M');
     /* main has returned: the daemon is terminated ... */
-    if (!eof_within(dmn[0], 3000))
+    if (!tu_eof_within(dmn[0], 3000))
         fail_msg("daemonic child %d still alive 3 s after main returned", (int)dpid);
     /* ... but the process waits for its non-daemonic child */
     EQ(tu_wait_readable(out[0], 300), 0);
@@ -931,7 +892,7 @@ static void test_at_exit_of_root_process(void **state)
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fail_msg("root sub-process: status %#x (exit %d, signal %d)", st,
                  WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-    assert_true(eof_within(out[0], 5000));
+    assert_true(tu_eof_within(out[0], 5000));
     close_fd(&rel[1]);
     close_fd(&out[0]);
     close_fd(&dmn[0]);
@@ -981,24 +942,7 @@ static void test_all_again_without_pidfd(void **state)
     (void)state;
     if (getenv("LIBPROC_DISABLE_PIDFD"))
         skip(); /* this is the re-run */
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        setenv("LIBPROC_DISABLE_PIDFD", "1", 1);
-        execl(tu_self_exe(), "test_lifecycle", (char *)NULL);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    int st;
-    pid_t r;
-    do {
-        r = waitpid(pid, &st, 0);
-    } while (r < 0 && errno == EINTR);
-    EQ(r, pid);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("re-run without pidfd failed: status %#x (exit %d, signal %d)", st,
-                 WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    run_self("test_lifecycle", NULL, true);
 }
 
 /* ----------------------------------------------------------- group setup */

@@ -41,6 +41,7 @@
 #include <libproc/pool.h>
 #include <libproc/proc.h>
 
+#include "testcheck.h"
 #include "testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -325,13 +326,6 @@ static proc_pool_t *new_pool(int workers, int max_tasks, void (*init)(void *))
     return pool;
 }
 
-static void assert_no_children(void)
-{
-    int zombies = -1;
-    assert_int_equal(tu_count_children(&zombies), 0);
-    assert_int_equal(zombies, 0);
-}
-
 static void free_pool(proc_pool_t *pool)
 {
     assert_int_equal(proc_pool_free(pool), 0);
@@ -358,12 +352,7 @@ static int setup_shared(void **state)
 static int kill_leftovers(void **state)
 {
     (void)state;
-    proc_t *left[256];
-    size_t n = proc_active_children(left, 256);
-    for (size_t i = 0; i < n && i < 256; i++) {
-        proc_kill(left[i]);
-        proc_join(left[i], BOUND_MS);
-    }
+    kill_children_left(BOUND_MS);
     atomic_store(&g_shared->inits, 0);
     return 0;
 }

@@ -49,9 +49,7 @@ static int kill_leftovers(void **state)
 static void reap_orphan(pid_t pid)
 {
     int st;
-    pid_t r;
-    while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
-        ;
+    pid_t r = tu_waitpid(pid, &st);
     assert_int_equal(r, pid);
 }
 

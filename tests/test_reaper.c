@@ -51,46 +51,12 @@
  * 30 s under valgrind on a slow machine, and the first ones died of SIGALRM. */
 #define CHILD_ALARM_S 300
 
-/* poll(2) on one fd for POLLIN, retried on EINTR (libproc's SIGCHLD handler
- * interrupts the test's system calls) with the remaining time. Returns poll's
- * result; *revents (if not NULL) gets the events. */
-static int poll_in(int fd, int timeout_ms, short *revents)
-{
-    int64_t deadline = tu_now_ms() + timeout_ms;
-    for (;;) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int64_t left = deadline - tu_now_ms();
-        int r = poll(&pfd, 1, left > 0 ? (int)left : 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (revents)
-            *revents = pfd.revents;
-        return r;
-    }
-}
-
-/* State letter of process pid if it is a child of ours, else 0 (gone, or not ours). */
-static char child_state(pid_t pid)
-{
-    char state;
-    pid_t ppid;
-    return tu_proc_state(pid, &state, &ppid) == 0 && ppid == getpid() ? state : 0;
-}
-
 /* Teardown for every test: no child of ours (live or zombie) may remain. The
  * bounded spin only covers the gap between an exit and its reaping. */
 static int no_children_left(void **state)
 {
     (void)state;
-    int64_t deadline = tu_now_ms() + 3000;
-    int n;
-    while ((n = tu_count_children(NULL)) != 0 && tu_now_ms() < deadline)
-        sched_yield();
-    if (n != 0) {
-        print_error("test left %d child process(es) behind (%d zombies)\n", n, tu_count_zombies());
-        return -1;
-    }
-    return 0;
+    return check_no_children_left(3000);
 }
 
 /* -------------------------------------------------------------- child code */
@@ -395,7 +361,7 @@ static void test_signal_after_end_sends_nothing(void **state)
 
     if (host == old) {
         int st;
-        EQ(child_state(host) != 0, 1);
+        EQ(tu_child_state(host) != 0, 1);
         close_fd(&fds[1]);
         EQ(waitpid(host, &st, 0), host);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
@@ -418,12 +384,12 @@ static void test_no_zombie_without_join(void **state)
     pid_t pid = proc_pid(p);
     int fd = proc_sentinel(p);
     assert_true(fd >= 0);
-    EQ(poll_in(fd, 10000, NULL), 1);
+    EQ(tu_poll_in(fd, 10000, NULL), 1);
 
     /* The child has ended. Nobody joins: the reaper alone must reap it. */
     int64_t deadline = tu_now_ms() + 3000;
     char st;
-    while ((st = child_state(pid)) != 0 && tu_now_ms() < deadline)
+    while ((st = tu_child_state(pid)) != 0 && tu_now_ms() < deadline)
         sched_yield();
     if (st != 0)
         fail_msg("child %d still present in state '%c' 3 s after it ended", (int)pid, st);
@@ -479,11 +445,11 @@ static void test_sentinel(void **state)
     EQ(proc_sentinel(p), fd);
 
     short rev = 0;
-    EQ(poll_in(fd, 0, NULL), 0); /* running: not readable */
-    EQ(poll_in(fd, 20, NULL), 0);
+    EQ(tu_poll_in(fd, 0, NULL), 0); /* running: not readable */
+    EQ(tu_poll_in(fd, 20, NULL), 0);
 
     close_fd(&fds[1]);
-    EQ(poll_in(fd, 10000, &rev), 1);
+    EQ(tu_poll_in(fd, 10000, &rev), 1);
     assert_true(rev & (POLLIN | POLLHUP));
     int64_t t0 = tu_now_ms();
     EQ(proc_join(p, PROC_WAIT_FOREVER), 0);
@@ -491,7 +457,7 @@ static void test_sentinel(void **state)
     if (took > 1000)
         fail_msg("proc_join took %lld ms after the sentinel became readable", (long long)took);
     EQ(proc_exitcode(p), 12);
-    EQ(poll_in(fd, 0, NULL), 1); /* stays readable */
+    EQ(tu_poll_in(fd, 0, NULL), 1); /* stays readable */
     EQ(proc_close(p), 0);
     close_fd(&fds[0]);
 }
@@ -542,12 +508,12 @@ static void test_sentinel_waits_for_callbacks(void **state)
     assert_true(fd >= 0);
     char c;
     EQ(tu_read_full(started[0], &c, 1, 10000), 1); /* the child has ended */
-    EQ(child_state(proc_pid(p)), 0);               /* and was reaped */
-    EQ(poll_in(fd, 0, NULL), 0);
+    EQ(tu_child_state(proc_pid(p)), 0);            /* and was reaped */
+    EQ(tu_poll_in(fd, 0, NULL), 0);
     EQ(proc_join(p, 0), -ETIMEDOUT);
-    EQ(poll_in(fd, 0, NULL), 0);
+    EQ(tu_poll_in(fd, 0, NULL), 0);
     EQ(tu_write_full(gate[1], "g", 1), 0);
-    EQ(poll_in(fd, 10000, NULL), 1);
+    EQ(tu_poll_in(fd, 10000, NULL), 1);
     EQ(proc_join(p, 0), 0);
     EQ(proc_exitcode(p), 5);
     EQ(proc_close(p), 0);
@@ -580,7 +546,7 @@ static void test_sentinel_readable_means_joinable(void **state)
         EQ(proc_start(ps[i]), 0);
     }
     for (int i = 0; i < N; i++) {
-        EQ(poll_in(proc_sentinel(ps[i]), 10000, NULL), 1);
+        EQ(tu_poll_in(proc_sentinel(ps[i]), 10000, NULL), 1);
         EQ(proc_join(ps[i], 0), 0);
         EQ(proc_exitcode(ps[i]), i & 0x7f);
         EQ(proc_close(ps[i]), 0);
@@ -708,7 +674,7 @@ static void test_exit_callbacks_without_join(void **state)
     EQ(atomic_load(&r.calls1), 1);
     EQ(atomic_load(&r.calls2), 1);
     EQ(proc_close(p), 0);
-    EQ(poll_in(nfd[0], 0, NULL), 0); /* no second call */
+    EQ(tu_poll_in(nfd[0], 0, NULL), 0); /* no second call */
     close_fd(&nfd[0]);
     close_fd(&nfd[1]);
 }
@@ -761,7 +727,7 @@ static void sub_prehandler(void **state)
         EQ(proc_exitcode(p), i + 1);
         EQ(proc_close(p), 0);
     }
-    EQ(poll_in(fds[0], 10000, NULL), 1);
+    EQ(tu_poll_in(fds[0], 10000, NULL), 1);
     assert_true(g_host_calls >= 1);
 
     /* still called later, for each new batch */
@@ -775,7 +741,7 @@ static void sub_prehandler(void **state)
     EQ(proc_join(p, 10000), 0);
     EQ(proc_exitcode(p), 77);
     EQ(proc_close(p), 0);
-    EQ(poll_in(fds[0], 10000, NULL), 1);
+    EQ(tu_poll_in(fds[0], 10000, NULL), 1);
     assert_true(g_host_calls > before);
     EQ(g_host_bad, 0);
     close_fd(&rel[0]);
@@ -851,46 +817,16 @@ static void sub_stealer(void **state)
     print_message("host handler reaped %d libproc children\n", (int)g_stolen);
 }
 
-/* Runs this program again (as "--sub mode", or the whole suite when mode is
- * NULL) and expects it to pass. no_pidfd sets LIBPROC_DISABLE_PIDFD=1, the
- * library's switch to the paths kernels without pidfd take. */
-static void run_self(const char *mode, bool no_pidfd)
-{
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (no_pidfd)
-            setenv("LIBPROC_DISABLE_PIDFD", "1", 1);
-        if (mode)
-            execl(tu_self_exe(), "test_reaper", "--sub", mode, (char *)NULL);
-        else
-            execl(tu_self_exe(), "test_reaper", (char *)NULL);
-        _exit(127);
-    }
-    assert_true(pid > 0);
-    int st;
-    pid_t r;
-    do {
-        r = waitpid(pid, &st, 0);
-    } while (r < 0 && errno == EINTR);
-    EQ(r, pid);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("re-run '%s'%s failed: status %#x (exit %d, signal %d)", mode ? mode : "all",
-                 no_pidfd ? " without pidfd" : "", st, WIFEXITED(st) ? WEXITSTATUS(st) : -1,
-                 WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
-
 static void test_preexisting_sigchld_handler_called(void **state)
 {
     (void)state;
-    run_self("prehandler", false);
+    run_self("test_reaper", "prehandler", false);
 }
 
 static void test_host_handler_reaping_everything(void **state)
 {
     (void)state;
-    run_self("stealer", false);
+    run_self("test_reaper", "stealer", false);
 }
 
 /* ----------------------------------------- host fork()+waitpid() coexistence */
@@ -1083,7 +1019,7 @@ static void test_all_again_without_pidfd(void **state)
     (void)state;
     if (getenv("LIBPROC_DISABLE_PIDFD"))
         skip(); /* this is the re-run */
-    run_self(NULL, true);
+    run_self("test_reaper", NULL, true);
 }
 
 /* ------------------------------------------------------------------ main */

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -111,9 +112,7 @@ static int cleanup(void **state)
 static void reap_orphan(pid_t pid)
 {
     int st;
-    pid_t r;
-    while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
-        ;
+    pid_t r = tu_waitpid(pid, &st);
     assert_true(r == pid || (r < 0 && errno == ECHILD));
 }
 

@@ -1,18 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cmocka-side helpers shared by the test programs (testutil.h holds the ones
- * that are safe in forked children and need no cmocka). Include after
- * <cmocka.h> and "testutil.h".
+ * that are safe in forked children and need no cmocka); the functions are in
+ * tests/support/testcheck.c. Include after <cmocka.h>.
  */
 #ifndef LIBPROC_TESTCHECK_H
 #define LIBPROC_TESTCHECK_H
 
-#include <errno.h>
 #include <stdbool.h>
-#include <sys/prctl.h>
-#include <unistd.h>
+#include <sys/types.h>
 
 #include <libproc/proc.h>
+
+#include "testutil.h"
 
 /* Compares two integers and prints both in decimal on failure. */
 #define EQ(actual, expected)                                                                       \
@@ -35,54 +35,35 @@
         }                                                                                          \
     } while (0)
 
-static inline void make_pipe(int fds[2])
-{
-    assert_int_equal(tu_pipe(fds), 0);
-}
+/* A pipe with O_CLOEXEC on both ends; fails the test when it cannot. */
+void make_pipe(int fds[2]);
 
-static inline void close_fd(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
+/* Closes *fd if it is open and sets it to -1. */
+void close_fd(int *fd);
 
-static inline ssize_t read_retry(int fd, void *buf, size_t n)
-{
-    ssize_t r;
-    do {
-        r = read(fd, buf, n);
-    } while (r < 0 && errno == EINTR);
-    return r;
-}
+/* read(2) retried on EINTR: its result. */
+ssize_t read_retry(int fd, void *buf, size_t n);
 
-/* Every test ends with no child of ours left, alive or zombie. */
-static inline void assert_no_children(void)
-{
-    int zombies = -1;
-    assert_int_equal(tu_count_children(&zombies), 0);
-    assert_int_equal(zombies, 0);
-}
+/* Asserts that no child of ours is left, alive or zombie. */
+void assert_no_children(void);
 
-/* After a failed test: kill whatever it left running, so that one failure
- * does not cascade into the next tests or hang the program's exit. */
-static inline void kill_children_left(int bound_ms)
-{
-    proc_t *left[64];
-    size_t n = proc_active_children(left, 64);
-    for (size_t i = 0; i < n && i < 64; i++) {
-        proc_kill(left[i]);
-        proc_join(left[i], bound_ms);
-    }
-    prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
-}
+/* After a failed test: kills (and joins, bounded) whatever libproc children
+ * it left running and turns the subreaper flag off, so that one failure does
+ * not cascade into the next tests or hang the program's exit. */
+void kill_children_left(int bound_ms);
 
 /* Grandchildren orphaned by a test are re-parented to the test process (not
  * to a pid 1 that may never reap them), and the test reaps them itself. */
-static inline void subreaper(bool on)
-{
-    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0), 0);
-}
+void subreaper(bool on);
+
+/* For a teardown: waits up to bound_ms until no child of ours is left (the
+ * gap between an exit and its reaping); 0, or -1 after printing how many
+ * (and how many zombies) the test left behind. */
+int check_no_children_left(int bound_ms);
+
+/* Runs this program (named name in its argv[0]) again, as "--sub mode" or,
+ * when mode is NULL, the whole suite, with LIBPROC_DISABLE_PIDFD=1 when
+ * no_pidfd, and fails the test unless it exits 0. */
+void run_self(const char *name, const char *mode, bool no_pidfd);
 
 #endif /* LIBPROC_TESTCHECK_H */
