@@ -56,6 +56,15 @@ void kill_children_left(int bound_ms)
     prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 }
 
+proc_t *start_gated_child(tu_gate *g)
+{
+    assert_int_equal(tu_gate_init(g), 0);
+    proc_t *p = proc_new(tu_gate_main, g);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    return p;
+}
+
 void subreaper(bool on)
 {
     assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0), 0);
@@ -92,4 +101,44 @@ void run_self(const char *name, const char *mode, bool no_pidfd)
         fail_msg("re-run '%s'%s failed: status %#x (exit %d, signal %d)", mode ? mode : "all",
                  no_pidfd ? " without pidfd" : "", st, WIFEXITED(st) ? WEXITSTATUS(st) : -1,
                  WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+static void settle_cb(proc_t *p, void *arg)
+{
+    (void)p;
+    (void)arg;
+}
+
+/*
+ * Under a sanitizer runtime whose allocator is not fork-safe
+ * (TU_ALLOCATOR_FORK_UNSAFE), the first proc_start() creates libproc's reaper
+ * thread and forks at once; the sanitizer's setup of that new thread
+ * allocates, and a fork at that moment leaves the allocator's lock held in the
+ * child, where the child's own reaper thread and LeakSanitizer's check at
+ * exit() then block for ever. The middles of the at-exit tests are such
+ * children, so there the reaper is brought up first: an exec'd child (no fork
+ * copy of the allocator) with an exit callback, joined, proves that the reaper
+ * thread is past its setup, since callbacks run on it. Elsewhere nothing is
+ * done, and the first test's start is the process's first start.
+ */
+int settle_reaper(void **state)
+{
+    (void)state;
+    if (!TU_ALLOCATOR_FORK_UNSAFE)
+        return 0;
+    print_message("note: this sanitizer runtime is not fork-safe: libproc's reaper is "
+                  "started before the first test\n");
+    static const char *const argv_true[] = {"true", NULL};
+    proc_t *p = proc_new_exec(argv_true);
+    if (!p || proc_on_exit(p, settle_cb, NULL) != 0 || proc_start(p) != 0 ||
+        proc_join(p, 10000) != 0 || proc_close(p) != 0)
+        return -1;
+    return 0;
+}
+
+void run_all_again_without_pidfd(const char *name)
+{
+    if (getenv("LIBPROC_DISABLE_PIDFD"))
+        skip(); /* this is the re-run */
+    run_self(name, NULL, true);
 }

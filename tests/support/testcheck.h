@@ -52,6 +52,10 @@ void assert_no_children(void);
  * not cascade into the next tests or hang the program's exit. */
 void kill_children_left(int bound_ms);
 
+/* Inits the gate g and starts a libproc child that waits for it
+ * (tu_gate_main), both asserted: the child. */
+proc_t *start_gated_child(tu_gate *g);
+
 /* Grandchildren orphaned by a test are re-parented to the test process (not
  * to a pid 1 that may never reap them), and the test reaps them itself. */
 void subreaper(bool on);
@@ -65,5 +69,16 @@ int check_no_children_left(int bound_ms);
  * when mode is NULL, the whole suite, with LIBPROC_DISABLE_PIDFD=1 when
  * no_pidfd, and fails the test unless it exits 0. */
 void run_self(const char *name, const char *mode, bool no_pidfd);
+
+/* The body of a program's test_all_again_without_pidfd: runs the whole
+ * program (name) again with LIBPROC_DISABLE_PIDFD=1, libproc's switch to
+ * the paths kernels without pidfds take; skipped in that re-run itself. */
+void run_all_again_without_pidfd(const char *name);
+
+/* Group setup: under a sanitizer runtime whose allocator is not fork-safe
+ * (TU_ALLOCATOR_FORK_UNSAFE), brings libproc's reaper thread up (an exec'd
+ * child with an exit callback, joined) before the first test, so that no
+ * fork meets that thread's setup; elsewhere nothing. 0, or -1 on failure. */
+int settle_reaper(void **state);
 
 #endif /* LIBPROC_TESTCHECK_H */

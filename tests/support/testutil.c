@@ -228,6 +228,11 @@ void tu_gate_destroy(tu_gate *g)
     }
 }
 
+int tu_gate_main(void *arg)
+{
+    return tu_gate_wait(arg, -1) == 0 ? 0 : 99;
+}
+
 /* ---- /proc accounting */
 
 int tu_count_fds(void)

@@ -126,6 +126,10 @@ void tu_gate_open(tu_gate *g);
 /* Opens the gate and closes its read end too. */
 void tu_gate_destroy(tu_gate *g);
 
+/* A child's target (arg: a tu_gate): waits for the gate without bound;
+ * 0 once it opened, 99 when the wait failed. */
+int tu_gate_main(void *arg);
+
 /* ---- /proc accounting */
 
 /* Open fds of this process (/proc/self/fd), or -errno. */
