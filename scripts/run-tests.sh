@@ -9,9 +9,9 @@
 #   tsan       build-tsan      gcc, ThreadSanitizer
 #   tsan-clang build-tsan-clang clang, ThreadSanitizer
 #   lint       build-lint      clang-tidy (.clang-tidy) and cppcheck on src/
-#   valgrind   build-valgrind  gcc; the unit tests (test_proc, test_spawn,
-#                              test_reaper, test_lifecycle, test_stdio) under
-#                              valgrind --error-exitcode=1 --leak-check=full
+#   valgrind   build-valgrind  gcc; the unit tests (test_proc_*, test_spawn_*,
+#                              test_reaper_*, test_lifecycle_*, test_stdio)
+#                              under valgrind --error-exitcode=1 --leak-check=full
 #   matrix     build-matrix/   {gcc, clang} x {Debug, Release, RelWithDebInfo,
 #                              MinSizeRel}, compiled only (scripts/build-matrix.sh)
 #   docs       build-docs      man pages + HTML with Doxygen, undocumented
@@ -110,7 +110,7 @@ run_lint() {
 
 # The unit tests under valgrind's memcheck (valgrind 3.19 on Debian 12).
 # - --trace-children=yes: some tests run a fresh copy of themselves, which
-#   then runs under memcheck too (tu_self_exe() in tests/testutil.h execs the
+#   then runs under memcheck too (tu_self_exe() in tests/support/testutil.c execs the
 #   real path there: valgrind does not translate /proc/self/exe in execve).
 #   The system's programs that tests exec (sh, sleep, ...) run natively.
 # - Leak errors count for definite leaks only, and only those are listed:
@@ -130,7 +130,9 @@ run_lint() {
 run_valgrind() {
     local dir=build-valgrind rc=0 t start
     local supp=$PWD/scripts/valgrind.supp
-    local tests=(test_proc test_spawn test_reaper test_lifecycle test_stdio)
+    local tests=(test_proc_object test_proc_family test_spawn_modes test_spawn_start
+        test_spawn_options test_reaper_join test_reaper_sentinel test_reaper_host
+        test_lifecycle_exit test_lifecycle_fork test_stdio)
     scripts/deps.sh valgrind:valgrind || return 1
     echo
     echo "=== configuration valgrind: $dir, gcc, unit tests under memcheck ==="

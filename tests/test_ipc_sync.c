@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Lock, Semaphore, Event and shared memory across processes (src/sync.c,
- * src/shm.c): every row of their contract, owner death (-EOWNERDEAD for a
- * killed holder, also for a waiter blocked at the moment), killed waiters not
- * wedging others, mutual exclusion and counting across processes, timeouts
- * measured on the clock and surviving a flood of signals.
+ * Semaphore, Event and shared memory across processes (src/sync.c,
+ * src/shm.c): every row of their contract, killed waiters not wedging
+ * others, counting across processes, every waiter woken, timeouts measured
+ * on the clock and surviving a flood of signals, an event set killed after
+ * every one of its instructions, and memory shared by many processes.
+ * (Locks: test_ipc_lock.c.)
  *
  * Children report through exit codes and pipes; a child that must keep
  * something held blocks reading a gate pipe until the parent opens it.
  */
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -31,274 +34,7 @@
 #include <libproc/proc.h>
 
 #include "ipc_testutil.h"
-
-/* What a child shares with the test: the objects, a gate and a report pipe. */
-struct ctx {
-    proc_lock_t *lock;
-    proc_sem_t *sem;
-    proc_event_t *event;
-    tu_gate gate;  /* the child holds on until the parent opens it */
-    int report[2]; /* the child writes one byte when it is in position */
-    _Atomic long *shared;
-};
-
-static void ctx_init(struct ctx *c)
-{
-    memset(c, 0, sizeof *c);
-    assert_int_equal(tu_gate_init(&c->gate), 0);
-    assert_int_equal(tu_pipe(c->report), 0);
-}
-
-static void ctx_destroy(struct ctx *c)
-{
-    tu_gate_destroy(&c->gate);
-    close(c->report[0]);
-    close(c->report[1]);
-}
-
-static void child_report(struct ctx *c, char what)
-{
-    (void)tu_write_full(c->report[1], &what, 1);
-}
-
-/* Waits (bounded) for one report byte from a child and returns it. */
-static char await_report(struct ctx *c)
-{
-    char what = 0;
-    assert_int_equal(tu_read_full(c->report[0], &what, 1, IT_BOUND_MS), 1);
-    return what;
-}
-
-/* ---------------------------------------------------------------------- Lock */
-
-static void lock_basics(void **state)
-{
-    (void)state;
-    proc_lock_t *l = proc_lock_new();
-    assert_non_null(l);
-    assert_int_equal(proc_lock_acquire(l, 0), 0);
-    assert_int_equal(proc_lock_acquire(l, 0), -EDEADLK);
-    assert_int_equal(proc_lock_acquire(l, 10), -EDEADLK);
-    assert_int_equal(proc_lock_release(l), 0);
-    assert_int_equal(proc_lock_release(l), -EPERM); /* nobody holds it */
-    assert_int_equal(proc_lock_acquire(l, PROC_WAIT_FOREVER), 0);
-    assert_int_equal(proc_lock_release(l), 0);
-    assert_int_equal(proc_lock_acquire(l, -2), -EINVAL);
-    assert_int_equal(proc_lock_acquire(NULL, 0), -EINVAL);
-    assert_int_equal(proc_lock_release(NULL), -EINVAL);
-    assert_int_equal(proc_lock_free(NULL), 0);
-    assert_int_equal(proc_lock_free(l), 0);
-}
-
-/* Takes the lock, reports 'h', holds it until the gate opens, releases. */
-static int hold_lock_main(void *arg)
-{
-    struct ctx *c = arg;
-    int r = proc_lock_acquire(c->lock, PROC_WAIT_FOREVER);
-    if (r != 0 && r != -EOWNERDEAD)
-        return 10;
-    child_report(c, 'h');
-    if (tu_gate_wait(&c->gate, -1) != 0)
-        return 11;
-    return proc_lock_release(c->lock) == 0 ? 0 : 12;
-}
-
-static void lock_timeouts_and_foreign_release(void **state)
-{
-    (void)state;
-    struct ctx c;
-    ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    proc_t *p = it_start(hold_lock_main, &c);
-    assert_int_equal(await_report(&c), 'h');
-
-    int64_t t0 = tu_now_ms();
-    assert_int_equal(proc_lock_acquire(c.lock, 0), -ETIMEDOUT);
-    assert_true(tu_now_ms() - t0 < 5000);
-    t0 = tu_now_ms();
-    assert_int_equal(proc_lock_acquire(c.lock, 150), -ETIMEDOUT);
-    it_elapsed_ok(t0, 150);
-    assert_int_equal(proc_lock_release(c.lock), -EPERM); /* the child holds it */
-
-    tu_gate_open(&c.gate);
-    assert_int_equal(it_finish(p), 0);
-    assert_int_equal(proc_lock_acquire(c.lock, IT_BOUND_MS), 0);
-    assert_int_equal(proc_lock_release(c.lock), 0);
-    proc_lock_free(c.lock);
-    ctx_destroy(&c);
-}
-
-static void lock_killed_holder_recovered_by_parent(void **state)
-{
-    (void)state;
-    struct ctx c;
-    ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    proc_t *p = it_start(hold_lock_main, &c);
-    assert_int_equal(await_report(&c), 'h');
-    it_kill(p);
-
-    assert_int_equal(proc_lock_acquire(c.lock, 0), -EOWNERDEAD);
-    assert_int_equal(proc_lock_acquire(c.lock, 0), -EDEADLK); /* we hold it now */
-    assert_int_equal(proc_lock_release(c.lock), 0);
-    /* Recovered for good: plain acquire and release from now on. */
-    assert_int_equal(proc_lock_acquire(c.lock, 0), 0);
-    assert_int_equal(proc_lock_release(c.lock), 0);
-
-    /* The same with a waiter already blocked when the holder dies. */
-    p = it_start(hold_lock_main, &c);
-    assert_int_equal(await_report(&c), 'h');
-    it_kill(p);
-    assert_int_equal(proc_lock_acquire(c.lock, IT_BOUND_MS), -EOWNERDEAD);
-    assert_int_equal(proc_lock_release(c.lock), 0);
-    proc_lock_free(c.lock);
-    ctx_destroy(&c);
-}
-
-/* Reports 'w', then blocks in acquire; exit 42 when it got -EOWNERDEAD. */
-static int lock_waiter_main(void *arg)
-{
-    struct ctx *c = arg;
-    child_report(c, 'w');
-    int r = proc_lock_acquire(c->lock, IT_BOUND_MS);
-    if (r == -EOWNERDEAD)
-        return proc_lock_release(c->lock) == 0 ? 42 : 13;
-    return r == 0 ? 1 : 2;
-}
-
-static void lock_blocked_waiter_gets_ownerdead(void **state)
-{
-    (void)state;
-    struct ctx c;
-    ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    for (int round = 0; round < 5; round++) {
-        proc_t *holder = it_start(hold_lock_main, &c);
-        assert_int_equal(await_report(&c), 'h');
-        proc_t *waiter = it_start(lock_waiter_main, &c);
-        assert_int_equal(await_report(&c), 'w');
-        /* Let the waiter block (it has at most 30 s of timeout). */
-        assert_int_equal(proc_join(waiter, 20), -ETIMEDOUT);
-        it_kill(holder);
-        assert_int_equal(it_finish(waiter), 42);
-    }
-    assert_int_equal(proc_lock_acquire(c.lock, 0), 0);
-    assert_int_equal(proc_lock_release(c.lock), 0);
-    proc_lock_free(c.lock);
-    ctx_destroy(&c);
-}
-
-#define MUTEX_CHILDREN 4
-#define MUTEX_ITERS (IT_SANITIZED ? 500 : 3000)
-
-struct mutex_shared {
-    long counter; /* plain: only the lock protects it */
-    int inside;
-    int violations;
-};
-
-static int mutex_main(void *arg)
-{
-    struct ctx *c = arg;
-    struct mutex_shared *s = (struct mutex_shared *)c->shared;
-    for (int i = 0; i < MUTEX_ITERS; i++) {
-        if (proc_lock_acquire(c->lock, IT_BOUND_MS) != 0)
-            return 20;
-        if (s->inside++ != 0)
-            s->violations++;
-        long v = s->counter;
-        sched_yield();
-        s->counter = v + 1;
-        s->inside--;
-        if (proc_lock_release(c->lock) != 0)
-            return 21;
-    }
-    return 0;
-}
-
-static void lock_mutual_exclusion(void **state)
-{
-    (void)state;
-    struct ctx c;
-    ctx_init(&c);
-    c.lock = proc_lock_new();
-    struct mutex_shared *s = proc_shared_alloc(sizeof *s);
-    assert_non_null(c.lock);
-    assert_non_null(s);
-    c.shared = (_Atomic long *)s;
-    proc_t *p[MUTEX_CHILDREN];
-    for (int i = 0; i < MUTEX_CHILDREN; i++)
-        p[i] = it_start(mutex_main, &c);
-    for (int i = 0; i < MUTEX_CHILDREN; i++)
-        assert_int_equal(it_finish_progressing(p[i], &s->counter), 0);
-    assert_int_equal(s->violations, 0);
-    assert_int_equal(s->counter, (long)MUTEX_CHILDREN * MUTEX_ITERS);
-    proc_shared_free(s);
-    proc_lock_free(c.lock);
-    ctx_destroy(&c);
-}
-
-static void *release_from_thread(void *arg)
-{
-    proc_lock_t *l = arg;
-    intptr_t bad = 0;
-    if (proc_lock_release(l) != -EPERM)
-        bad |= 1;
-    if (proc_lock_acquire(l, 0) != -ETIMEDOUT)
-        bad |= 2;
-    if (proc_lock_acquire(l, 30) != -ETIMEDOUT)
-        bad |= 4;
-    return (void *)bad;
-}
-
-static int release_foreign_main(void *arg)
-{
-    struct ctx *c = arg;
-    return proc_lock_release(c->lock) == -EPERM ? 0 : 1;
-}
-
-static void lock_release_by_non_holder(void **state)
-{
-    (void)state;
-    struct ctx c;
-    ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    assert_int_equal(proc_lock_acquire(c.lock, 0), 0);
-    pthread_t t;
-    void *bad = NULL;
-    assert_int_equal(pthread_create(&t, NULL, release_from_thread, c.lock), 0);
-    assert_int_equal(pthread_join(t, &bad), 0);
-    assert_null(bad);
-    assert_int_equal(it_finish(it_start(release_foreign_main, &c)), 0);
-    assert_int_equal(proc_lock_release(c.lock), 0); /* still ours */
-    proc_lock_free(c.lock);
-    ctx_destroy(&c);
-}
-
-static void lock_timeout_survives_signals(void **state)
-{
-    (void)state;
-    struct ctx c;
-    ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    proc_t *p = it_start(hold_lock_main, &c);
-    assert_int_equal(await_report(&c), 'h');
-    struct it_flood f;
-    it_flood_start(&f);
-    int64_t t0 = tu_now_ms();
-    assert_int_equal(proc_lock_acquire(c.lock, 300), -ETIMEDOUT);
-    it_elapsed_ok(t0, 300);
-    it_flood_stop(&f);
-    tu_gate_open(&c.gate);
-    assert_int_equal(it_finish(p), 0);
-    proc_lock_free(c.lock);
-    ctx_destroy(&c);
-}
+#include "sync_fixture.h"
 
 /* ----------------------------------------------------------------- Semaphore */
 
@@ -339,22 +75,22 @@ static void sem_basics(void **state)
 /* Reports 'w', takes one unit (bounded wait), exits 0 when it got it. */
 static int sem_taker_main(void *arg)
 {
-    struct ctx *c = arg;
-    child_report(c, 'w');
+    struct sync_ctx *c = arg;
+    sync_report(c, 'w');
     return proc_sem_acquire(c->sem, IT_BOUND_MS) == 0 ? 0 : 1;
 }
 
 static void sem_release_wakes_other_processes(void **state)
 {
     (void)state;
-    struct ctx c;
-    ctx_init(&c);
+    struct sync_ctx c;
+    sync_ctx_init(&c);
     c.sem = proc_sem_new(0);
     assert_non_null(c.sem);
     proc_t *p[3];
     for (int i = 0; i < 3; i++) {
         p[i] = it_start(sem_taker_main, &c);
-        assert_int_equal(await_report(&c), 'w');
+        assert_int_equal(sync_await(&c), 'w');
     }
     assert_int_equal(proc_join(p[0], 20), -ETIMEDOUT); /* nothing to take yet */
     for (int i = 0; i < 3; i++)
@@ -363,16 +99,18 @@ static void sem_release_wakes_other_processes(void **state)
         assert_int_equal(it_finish(p[i]), 0);
     assert_int_equal(proc_sem_acquire(c.sem, 0), -ETIMEDOUT);
     proc_sem_free(c.sem);
-    ctx_destroy(&c);
+    sync_ctx_destroy(&c);
 }
 
 #define SEM_CHILDREN 6
+
 #define SEM_UNITS 3
+
 #define SEM_ITERS (IT_SANITIZED ? 300 : 2000)
 
 static int sem_bound_main(void *arg)
 {
-    struct ctx *c = arg;
+    struct sync_ctx *c = arg;
     _Atomic long *inside = &c->shared[0], *peak = &c->shared[1];
     for (int i = 0; i < SEM_ITERS; i++) {
         if (proc_sem_acquire(c->sem, IT_BOUND_MS) != 0)
@@ -392,8 +130,8 @@ static int sem_bound_main(void *arg)
 static void sem_bounds_concurrency(void **state)
 {
     (void)state;
-    struct ctx c;
-    ctx_init(&c);
+    struct sync_ctx c;
+    sync_ctx_init(&c);
     c.sem = proc_sem_new(SEM_UNITS);
     c.shared = proc_shared_alloc(2 * sizeof(long));
     assert_non_null(c.sem);
@@ -411,30 +149,30 @@ static void sem_bounds_concurrency(void **state)
     assert_int_equal(proc_sem_acquire(c.sem, 0), -ETIMEDOUT);
     proc_shared_free((void *)c.shared);
     proc_sem_free(c.sem);
-    ctx_destroy(&c);
+    sync_ctx_destroy(&c);
 }
 
 static void sem_killed_waiter_wedges_nobody(void **state)
 {
     (void)state;
-    struct ctx c;
-    ctx_init(&c);
+    struct sync_ctx c;
+    sync_ctx_init(&c);
     c.sem = proc_sem_new(0);
     assert_non_null(c.sem);
     for (int round = 0; round < 3; round++) {
         proc_t *victim = it_start(sem_taker_main, &c);
-        assert_int_equal(await_report(&c), 'w');
+        assert_int_equal(sync_await(&c), 'w');
         assert_int_equal(proc_join(victim, 20), -ETIMEDOUT);
         it_kill(victim);
     }
     proc_t *p = it_start(sem_taker_main, &c);
-    assert_int_equal(await_report(&c), 'w');
+    assert_int_equal(sync_await(&c), 'w');
     assert_int_equal(proc_join(p, 20), -ETIMEDOUT);
     assert_int_equal(proc_sem_release(c.sem), 0);
     assert_int_equal(it_finish(p), 0);
     assert_int_equal(proc_sem_acquire(c.sem, 0), -ETIMEDOUT);
     proc_sem_free(c.sem);
-    ctx_destroy(&c);
+    sync_ctx_destroy(&c);
 }
 
 static void sem_timeout_survives_signals(void **state)
@@ -484,41 +222,41 @@ static void event_basics(void **state)
 /* Reports 'w', waits for the event (bounded), exits 0 when it was set. */
 static int event_waiter_main(void *arg)
 {
-    struct ctx *c = arg;
-    child_report(c, 'w');
+    struct sync_ctx *c = arg;
+    sync_report(c, 'w');
     return proc_event_wait(c->event, IT_BOUND_MS) == 0 ? 0 : 1;
 }
 
 static void event_set_wakes_every_waiter(void **state)
 {
     (void)state;
-    struct ctx c;
-    ctx_init(&c);
+    struct sync_ctx c;
+    sync_ctx_init(&c);
     c.event = proc_event_new();
     assert_non_null(c.event);
     /* Two waiters are killed while waiting first: they must not matter. */
     for (int i = 0; i < 2; i++) {
         proc_t *victim = it_start(event_waiter_main, &c);
-        assert_int_equal(await_report(&c), 'w');
+        assert_int_equal(sync_await(&c), 'w');
         assert_int_equal(proc_join(victim, 20), -ETIMEDOUT);
         it_kill(victim);
     }
     proc_t *p[4];
     for (int i = 0; i < 4; i++) {
         p[i] = it_start(event_waiter_main, &c);
-        assert_int_equal(await_report(&c), 'w');
+        assert_int_equal(sync_await(&c), 'w');
     }
     assert_int_equal(proc_join(p[0], 20), -ETIMEDOUT);
     assert_int_equal(proc_event_set(c.event), 0);
     for (int i = 0; i < 4; i++)
         assert_int_equal(it_finish(p[i]), 0);
     proc_event_free(c.event);
-    ctx_destroy(&c);
+    sync_ctx_destroy(&c);
 }
 
 static int event_setter_main(void *arg)
 {
-    struct ctx *c = arg;
+    struct sync_ctx *c = arg;
     if (tu_gate_wait(&c->gate, IT_BOUND_MS) != 0)
         return 1;
     return proc_event_set(c->event) == 0 ? 0 : 2;
@@ -527,8 +265,8 @@ static int event_setter_main(void *arg)
 static void event_set_by_child_wakes_parent(void **state)
 {
     (void)state;
-    struct ctx c;
-    ctx_init(&c);
+    struct sync_ctx c;
+    sync_ctx_init(&c);
     c.event = proc_event_new();
     assert_non_null(c.event);
     proc_t *p = it_start(event_setter_main, &c);
@@ -537,7 +275,7 @@ static void event_set_by_child_wakes_parent(void **state)
     assert_int_equal(it_finish(p), 0);
     assert_true(proc_event_is_set(c.event));
     proc_event_free(c.event);
-    ctx_destroy(&c);
+    sync_ctx_destroy(&c);
 }
 
 static void event_timeout_survives_signals(void **state)
@@ -557,25 +295,15 @@ static void event_timeout_survives_signals(void **state)
 
 /* ------------------------------------------------- killed at every instruction */
 
-/* Checks that `happened` only ever turns on as n grows. */
-static void sweep_monotone(long n, bool happened, long *first)
-{
-    if (happened && *first < 0)
-        *first = n;
-    if (!happened && *first >= 0)
-        fail_msg("killed after %ld instructions the operation had happened, after %ld not", *first,
-                 n);
-}
-
 static void op_event_set(void *arg)
 {
-    (void)proc_event_set(((struct ctx *)arg)->event);
+    (void)proc_event_set(((struct sync_ctx *)arg)->event);
 }
 
-static proc_t *blocked_event_waiter(struct ctx *c)
+static proc_t *blocked_event_waiter(struct sync_ctx *c)
 {
     proc_t *p = it_start(event_waiter_main, c);
-    assert_int_equal(await_report(c), 'w');
+    assert_int_equal(sync_await(c), 'w');
     assert_int_equal(proc_join(p, 20), -ETIMEDOUT); /* let it fall asleep */
     return p;
 }
@@ -587,8 +315,8 @@ static proc_t *blocked_event_waiter(struct ctx *c)
 static void event_set_killed_at_every_instruction(void **state)
 {
     (void)state;
-    struct ctx c;
-    ctx_init(&c);
+    struct sync_ctx c;
+    sync_ctx_init(&c);
     c.event = proc_event_new();
     assert_non_null(c.event);
     assert_int_equal(proc_event_set(c.event), 0); /* warm up the child's PLT */
@@ -598,7 +326,7 @@ static void event_set_killed_at_every_instruction(void **state)
     proc_t *waiter = blocked_event_waiter(&c);
     if (!it_stepper_start(&s)) {
         it_kill(waiter);
-        ctx_destroy(&c);
+        sync_ctx_destroy(&c);
         skip();
     }
     long steps = 0, commit = -1;
@@ -625,192 +353,24 @@ static void event_set_killed_at_every_instruction(void **state)
         if (!set)
             assert_int_equal(proc_event_set(c.event), 0);
         assert_int_equal(it_finish(waiter), 0); /* when set, it woke by itself */
-        sweep_monotone(n, set, &first);
+        it_sweep_monotone(n, set, &first);
     }
     assert_true(first >= 0);
     print_message("      event set: %ld instructions, set from %ld, %ld kill points\n", steps,
                   first, points);
     proc_event_free(c.event);
-    ctx_destroy(&c);
-}
-
-static void op_lock_acquire(void *arg)
-{
-    (void)proc_lock_acquire(((struct ctx *)arg)->lock, PROC_WAIT_FOREVER);
-}
-
-static void op_lock_release(void *arg)
-{
-    (void)proc_lock_release(((struct ctx *)arg)->lock);
-}
-
-/* Kills acquire (or, with pre = acquire, release) after every n instructions:
- * the lock is then free or held by the dead (-EOWNERDEAD), never wedged. */
-static void lock_sweep(it_op_fn *pre, it_op_fn *op, const char *what)
-{
-    struct ctx c;
-    ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    assert_int_equal(proc_lock_acquire(c.lock, 0), 0); /* warm up the child's PLT */
-    assert_int_equal(proc_lock_release(c.lock), 0);
-    struct it_stepper s = {pre, op, &c, 0};
-    if (!it_stepper_start(&s)) {
-        ctx_destroy(&c);
-        skip();
-    }
-    long steps = 0;
-    while (it_stepper_step(&s))
-        steps++;
-    it_stepper_kill(&s);
-    int r = proc_lock_acquire(c.lock, IT_BOUND_MS);
-    assert_int_equal(r, pre ? 0 : -EOWNERDEAD);
-    assert_int_equal(proc_lock_release(c.lock), 0);
-
-    /* Pass 0 at a stride finds where the operation takes effect; pass 1 tries
-     * every instruction around there. */
-    signed char *done = malloc((size_t)steps + 1);
-    assert_non_null(done);
-    memset(done, -1, (size_t)steps + 1);
-    long first = -1, points = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        long center = first;
-        for (long n = 0; n <= steps; n++) {
-            bool stride = it_kill_point(n, steps, -1);
-            if (pass == 0 ? !stride : stride || n < center - 24 || n > center + 24)
-                continue;
-            points++;
-            assert_true(it_stepper_start(&s));
-            it_stepper_run(&s, n);
-            it_stepper_kill(&s);
-            r = proc_lock_acquire(c.lock, IT_BOUND_MS);
-            if (r != 0 && r != -EOWNERDEAD)
-                fail_msg("%s killed after %ld instructions: acquire gives %d", what, n, r);
-            done[n] = pre ? r == 0 : r == -EOWNERDEAD;
-            if (done[n] && (first < 0 || n < first))
-                first = n;
-            assert_int_equal(proc_lock_release(c.lock), 0);
-        }
-        assert_true(first >= 0);
-    }
-    long seen = -1;
-    for (long n = 0; n <= steps; n++)
-        if (done[n] >= 0)
-            sweep_monotone(n, done[n], &seen);
-    free(done);
-    print_message("      %s: %ld instructions, done from %ld, %ld kill points\n", what, steps,
-                  first, points);
-    proc_lock_free(c.lock);
-    ctx_destroy(&c);
-}
-
-/* Reports 'w', takes the lock (bounded) and gives it back: exit 0. */
-static int lock_taker_main(void *arg)
-{
-    struct ctx *c = arg;
-    child_report(c, 'w');
-    int r = proc_lock_acquire(c->lock, IT_BOUND_MS);
-    if (r != 0 && r != -EOWNERDEAD)
-        return 1;
-    return proc_lock_release(c->lock) == 0 ? 0 : 2;
-}
-
-/* Process state letter from /proc/<pid>/stat, or 0. */
-static char proc_state_of(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *rp = strrchr(buf, ')');
-    return rp && rp[1] == ' ' ? rp[2] : 0;
-}
-
-/*
- * An unlock wakes one sleeping waiter. Here that waiter is killed the moment
- * its futex wait returns, before it can take the lock: the other waiter must
- * still get the free lock promptly, with nobody else touching it. (Linux 5.5+
- * wakes it on the victim's death; libproc's waits also re-check the mutex
- * every 250 ms for older kernels.)
- */
-static void lock_waiter_killed_right_after_wakeup(void **state)
-{
-    (void)state;
-    struct ctx c;
-    ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    assert_int_equal(proc_lock_acquire(c.lock, 0), 0);
-    struct it_stepper s = {NULL, op_lock_acquire, &c, 0};
-    if (!it_stepper_start(&s)) {
-        ctx_destroy(&c);
-        skip();
-    }
-    /* Run the victim up to its futex wait and let it block there. */
-    assert_int_equal(ptrace(PTRACE_SETOPTIONS, s.pid, NULL, (void *)PTRACE_O_TRACESYSGOOD), 0);
-    int st, calls = 0;
-    for (;;) {
-        assert_int_equal(ptrace(PTRACE_SYSCALL, s.pid, NULL, NULL), 0);
-        st = it_stepper_wait(&s);
-        assert_true(WIFSTOPPED(st));
-        struct __ptrace_syscall_info info;
-        memset(&info, 0, sizeof info);
-        assert_true(ptrace(PTRACE_GET_SYSCALL_INFO, s.pid, sizeof info, &info) > 0);
-        if (info.op == PTRACE_SYSCALL_INFO_ENTRY && info.entry.nr == SYS_futex)
-            break;
-        assert_true(++calls < 1000);
-    }
-    assert_int_equal(ptrace(PTRACE_SYSCALL, s.pid, NULL, NULL), 0);
-    int64_t t0 = tu_now_ms();
-    while (proc_state_of(s.pid) != 'S' && tu_now_ms() - t0 < IT_BOUND_MS)
-        sched_yield();
-    assert_int_equal(proc_state_of(s.pid), 'S');
-
-    /* The second waiter queues up behind it. */
-    proc_t *waiter = it_start(lock_taker_main, &c);
-    assert_int_equal(await_report(&c), 'w');
-    assert_int_equal(proc_join(waiter, 50), -ETIMEDOUT);
-
-    /* The release wakes the victim; it is killed as its wait returns. */
-    assert_int_equal(proc_lock_release(c.lock), 0);
-    st = it_stepper_wait(&s);
-    assert_true(WIFSTOPPED(st));
-    it_stepper_kill(&s);
-    t0 = tu_now_ms();
-    assert_int_equal(it_finish(waiter), 0);
-    if (tu_now_ms() - t0 > 5000)
-        fail_msg("the second waiter got the lock only after %lld ms",
-                 (long long)(tu_now_ms() - t0));
-    assert_int_equal(proc_lock_acquire(c.lock, 0), 0);
-    assert_int_equal(proc_lock_release(c.lock), 0);
-    proc_lock_free(c.lock);
-    ctx_destroy(&c);
-}
-
-static void lock_acquire_killed_at_every_instruction(void **state)
-{
-    (void)state;
-    lock_sweep(NULL, op_lock_acquire, "lock acquire");
-}
-
-static void lock_release_killed_at_every_instruction(void **state)
-{
-    (void)state;
-    lock_sweep(op_lock_acquire, op_lock_release, "lock release");
+    sync_ctx_destroy(&c);
 }
 
 /* ----------------------------------------------------------- shared memory */
 
 #define SHM_CHILDREN 4
+
 #define SHM_ITERS 10000
 
 static int shm_main(void *arg)
 {
-    struct ctx *c = arg;
+    struct sync_ctx *c = arg;
     for (int i = 0; i < SHM_ITERS; i++)
         atomic_fetch_add(&c->shared[0], 1);
     ((char *)c->shared)[4096] = 'x'; /* plain memory is shared too */
@@ -836,8 +396,8 @@ static void shared_memory(void **state)
         if (mem[i] != 0)
             fail_msg("byte %zu is %u, not zero", i, mem[i]);
 
-    struct ctx c;
-    ctx_init(&c);
+    struct sync_ctx c;
+    sync_ctx_init(&c);
     c.shared = (_Atomic long *)mem;
     proc_t *p[SHM_CHILDREN];
     for (int i = 0; i < SHM_CHILDREN; i++)
@@ -847,19 +407,12 @@ static void shared_memory(void **state)
     assert_int_equal(atomic_load(&c.shared[0]), (long)SHM_CHILDREN * SHM_ITERS);
     assert_int_equal(mem[4096], 'x');
     proc_shared_free(mem);
-    ctx_destroy(&c);
+    sync_ctx_destroy(&c);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lock_basics),
-        cmocka_unit_test(lock_timeouts_and_foreign_release),
-        cmocka_unit_test(lock_killed_holder_recovered_by_parent),
-        cmocka_unit_test(lock_blocked_waiter_gets_ownerdead),
-        cmocka_unit_test(lock_mutual_exclusion),
-        cmocka_unit_test(lock_release_by_non_holder),
-        cmocka_unit_test(lock_timeout_survives_signals),
         cmocka_unit_test(sem_basics),
         cmocka_unit_test(sem_release_wakes_other_processes),
         cmocka_unit_test(sem_bounds_concurrency),
@@ -870,9 +423,6 @@ int main(void)
         cmocka_unit_test(event_set_by_child_wakes_parent),
         cmocka_unit_test(event_timeout_survives_signals),
         cmocka_unit_test(event_set_killed_at_every_instruction),
-        cmocka_unit_test(lock_waiter_killed_right_after_wakeup),
-        cmocka_unit_test(lock_acquire_killed_at_every_instruction),
-        cmocka_unit_test(lock_release_killed_at_every_instruction),
         cmocka_unit_test(shared_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

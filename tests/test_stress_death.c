@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <libproc/proc.h>
@@ -438,7 +439,7 @@ static void expect_daemons_gone(struct run *r, int64_t t0, const char *what)
 static int teardown(void **state)
 {
     (void)state;
-    int left = st_wait_children_gone(5000);
+    int left = tu_wait_children_gone(5000);
     if (left != 0) {
         print_error("test left %d child process(es) behind\n", left);
         return -1;
@@ -575,23 +576,6 @@ static void test_daemons_from_exited_thread(void **state)
                   (long long)worst_ms);
 }
 
-/* State letter of a process (or 0 if gone). */
-static char proc_state(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    char *rp = strrchr(buf, ')');
-    return rp && rp[1] == ' ' ? rp[2] : 0;
-}
-
 /* A parent that exits normally waits for its non-daemonic children. */
 static void test_nondaemons_waited_for_at_exit(void **state)
 {
@@ -608,7 +592,7 @@ static void test_nondaemons_waited_for_at_exit(void **state)
             pid_t mid_pid = r.p ? proc_pid(r.p) : r.root;
             int64_t deadline = tu_now_ms() + 10000;
             char st;
-            while ((st = proc_state(mid_pid)) != 'S' && st != 'Z' && st != 0 &&
+            while ((st = tu_state(mid_pid)) != 'S' && st != 'Z' && st != 0 &&
                    tu_now_ms() < deadline)
                 sched_yield();
             if (st != 'S') {

@@ -56,7 +56,7 @@ static int group_teardown(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    int left = st_wait_children_gone(5000);
+    int left = tu_wait_children_gone(5000);
     int fds = tu_count_fds();
     if (left != 0) {
         print_error("test left %d child process(es) behind\n", left);

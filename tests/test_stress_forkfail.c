@@ -78,7 +78,7 @@ static int teardown(void **state)
     (void)state;
     if (ff_disarm)
         ff_disarm();
-    int left = st_wait_children_gone(5000);
+    int left = tu_wait_children_gone(5000);
     int fds = tu_count_fds();
     if (left != 0) {
         print_error("test left %d child process(es) behind\n", left);

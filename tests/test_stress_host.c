@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <libproc/proc.h>
@@ -181,7 +182,7 @@ static void mixed_exits(bool expect_handler)
     if (expect_handler)
         CHECK(handler_was_called(10000), "the host's SIGCHLD handler was never called");
     tu_gate_destroy(&gate);
-    CHECK(st_wait_children_gone(10000) == 0, "%d children left", tu_count_children(NULL));
+    CHECK(tu_wait_children_gone(10000) == 0, "%d children left", tu_count_children(NULL));
 }
 
 /* One host child and one libproc child at a time: the host handler runs for each. */
@@ -232,7 +233,7 @@ static void unjoined_children_reaped(void)
         CHECK(!proc_is_alive(ps[i]), "child %d not reaped without a join", i);
         CHECK(proc_exitcode(ps[i]) == i, "child %d: exit code %d", i, proc_exitcode(ps[i]));
     }
-    CHECK(st_wait_children_gone(10000) == 0, "zombies left: %d", tu_count_zombies());
+    CHECK(tu_wait_children_gone(10000) == 0, "zombies left: %d", tu_count_zombies());
     for (int i = 0; i < UNJOINED_CHILDREN; i++)
         CHECK(proc_close(ps[i]) == 0, "close");
     tu_gate_destroy(&gate);
@@ -284,7 +285,7 @@ static int sub_sigign_before(void)
         }
         tu_gate_destroy(&gate);
         /* and the host's children, which SIG_IGN promised would not become zombies */
-        int left = st_wait_children_gone(10000);
+        int left = tu_wait_children_gone(10000);
         CHECK(left == 0, "round %d: %d children left, %d of them zombies", round, left,
               tu_count_zombies());
     }
@@ -349,7 +350,7 @@ static int sub_sigign_after(void)
     }
     tu_gate_destroy(&gate);
     CHECK(proc_active_children(NULL, 0) == 0, "active children");
-    CHECK(st_wait_children_gone(10000) == 0, "children left");
+    CHECK(tu_wait_children_gone(10000) == 0, "children left");
     fprintf(stderr, "sub sigign-after: %d exit codes real, %d PROC_EXITCODE_UNKNOWN\n", real,
             unknown);
     return 0;
@@ -370,12 +371,7 @@ static void run_sub(const char *mode)
 static int no_children_left(void **state)
 {
     (void)state;
-    int left = st_wait_children_gone(5000);
-    if (left != 0) {
-        print_error("test left %d child process(es) behind\n", left);
-        return -1;
-    }
-    return 0;
+    return check_no_children_left(5000);
 }
 
 static void test_handler_installed_before_libproc(void **state)

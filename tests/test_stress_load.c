@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <libproc/proc.h>
@@ -62,7 +63,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    int left = st_wait_children_gone(5000);
+    int left = tu_wait_children_gone(5000);
     int fds = tu_count_fds();
     if (left != 0) {
         print_error("test left %d child process(es) behind (%d zombies)\n", left,

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <libproc/proc.h>
@@ -448,7 +449,7 @@ static void test_random_model(void **state)
     if (violations)
         fail_msg("%d violation(s) of the model with seed %" PRIu64, violations, seed);
 
-    int children = st_wait_children_gone(10000);
+    int children = tu_wait_children_gone(10000);
     if (children != 0)
         fail_msg("%d child process(es) left (%d zombies)", children, tu_count_zombies());
     EQ(tu_count_zombies(), 0);
