@@ -203,8 +203,6 @@ void proc__reaper_arm_locked(struct proc *p, bool on);
 #define PROC__POLL_TICK_MS 100
 
 /* wait.c: joining, and the work at exit */
-/* As proc__cond_wait on proc__g.cond, but also reaps ended children every tick. */
-int proc__wait_polling_locked(const struct proc__deadline *d);
 void proc__exit_work(void);
 
 /* signal.c */

@@ -135,13 +135,6 @@ struct proc__fast_region {
     proc_task_fn *fn;
 };
 
-/* The workers still in job seq according to f->active. */
-static inline uint32_t proc__fast_active(const struct proc__fast_region *f, uint64_t seq)
-{
-    uint64_t v = atomic_load_explicit(&f->active, memory_order_acquire);
-    return (uint32_t)(v >> 32) == (uint32_t)seq ? (uint32_t)v : 0;
-}
-
 #define PROC__FAST_SLOTS ((sizeof(struct proc__fast_region) + 63) / 64 * 64)
 
 static inline struct proc__fast_slot *proc__fast_slot_at(unsigned char *region, uint64_t i)

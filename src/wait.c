@@ -22,7 +22,7 @@
  * allocator whose lock the fork left held) cannot hold up the exit of a
  * process whose non-daemonic children have all ended.
  */
-int proc__wait_polling_locked(const struct proc__deadline *d)
+static int wait_polling_locked(const struct proc__deadline *d)
 {
     bool last = d->timeout_ms >= 0 && proc__deadline_left_ms(d) <= PROC__POLL_TICK_MS;
     struct proc__deadline tick;
@@ -199,14 +199,14 @@ void proc__exit_work(void)
         bool killed = false;
         while (can_wait && first_unfinished_locked(true)) {
             if (killed) {
-                proc__wait_polling_locked(&forever);
-            } else if (proc__wait_polling_locked(&grace) == -ETIMEDOUT) {
+                wait_polling_locked(&forever);
+            } else if (wait_polling_locked(&grace) == -ETIMEDOUT) {
                 signal_daemons_locked(SIGKILL);
                 killed = true;
             }
         }
         while (can_wait && first_unfinished_locked(false))
-            proc__wait_polling_locked(&forever);
+            wait_polling_locked(&forever);
         pthread_setcancelstate(cancel, NULL);
     }
     pthread_mutex_unlock(&proc__g.lock);
