@@ -563,11 +563,7 @@ static void test_at_exit_of_root_process(void **state)
 
 /* The whole suite again on the library's pidfd-less paths (its testing switch
  * LIBPROC_DISABLE_PIDFD=1). */
-static void test_all_again_without_pidfd(void **state)
-{
-    (void)state;
-    run_all_again_without_pidfd("test_lifecycle_exit");
-}
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_lifecycle_exit")
 
 /* ------------------------------------------------------------------ main */
 

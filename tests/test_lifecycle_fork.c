@@ -79,11 +79,6 @@ static int count_anon_inode_fds(void)
     return n;
 }
 
-static int return_code_main(void *arg)
-{
-    return (int)(intptr_t)arg;
-}
-
 /* ------------------------------------------------------------ fork safety */
 
 #define CHURN_THREADS 3
@@ -440,11 +435,7 @@ static void test_fd_count_stable(void **state)
 
 /* The whole suite again on the library's pidfd-less paths (its testing switch
  * LIBPROC_DISABLE_PIDFD=1). */
-static void test_all_again_without_pidfd(void **state)
-{
-    (void)state;
-    run_all_again_without_pidfd("test_lifecycle_fork");
-}
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_lifecycle_fork")
 
 /* ------------------------------------------------------------------ main */
 

@@ -37,15 +37,6 @@
 #define BOUND_MS 10000 /* bound on any hang; never reached when things work */
 #define NAME_LEN 64
 
-/* After a failed test: kill whatever it left running, so that one failure
- * does not cascade into the next tests or hang the program's exit. */
-static int kill_leftovers(void **state)
-{
-    (void)state;
-    kill_children_left(BOUND_MS);
-    return 0;
-}
-
 /* pid is dead or dying, and its parent has been joined: it is ours now. */
 static void reap_orphan(pid_t pid)
 {
@@ -432,7 +423,7 @@ static void test_run(void **state)
     assert_no_children();
 }
 
-#define T(f) cmocka_unit_test_teardown(f, kill_leftovers)
+#define T(f) cmocka_unit_test_teardown(f, kill_leftover_children)
 
 int main(void)
 {

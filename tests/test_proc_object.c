@@ -37,15 +37,6 @@
 #define BOUND_MS 10000 /* bound on any hang; never reached when things work */
 #define NAME_LEN 64
 
-/* After a failed test: kill whatever it left running, so that one failure
- * does not cascade into the next tests or hang the program's exit. */
-static int kill_leftovers(void **state)
-{
-    (void)state;
-    kill_children_left(BOUND_MS);
-    return 0;
-}
-
 static int join_bounded(proc_t *p)
 {
     return proc_join(p, BOUND_MS);
@@ -663,7 +654,7 @@ static void test_bad_signals(void **state)
     assert_no_children();
 }
 
-#define T(f) cmocka_unit_test_teardown(f, kill_leftovers)
+#define T(f) cmocka_unit_test_teardown(f, kill_leftover_children)
 
 int main(void)
 {

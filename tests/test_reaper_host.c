@@ -326,11 +326,7 @@ static void test_mass_exit(void **state)
 
 /* The whole suite again on the library's pidfd-less paths (sentinel pipe,
  * waitpid(pid) driven by SIGCHLD and a tick). */
-static void test_all_again_without_pidfd(void **state)
-{
-    (void)state;
-    run_all_again_without_pidfd("test_reaper_host");
-}
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_reaper_host")
 
 /* ------------------------------------------------------------------ main */
 

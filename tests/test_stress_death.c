@@ -439,12 +439,7 @@ static void expect_daemons_gone(struct run *r, int64_t t0, const char *what)
 static int teardown(void **state)
 {
     (void)state;
-    int left = tu_wait_children_gone(5000);
-    if (left != 0) {
-        print_error("test left %d child process(es) behind\n", left);
-        return -1;
-    }
-    return 0;
+    return check_no_children_left(5000);
 }
 
 static void test_daemons_die_at_normal_exit(void **state)

@@ -111,11 +111,6 @@ static int gated_child(void *arg)
     return (int)(intptr_t)arg;
 }
 
-static int return_arg(void *arg)
-{
-    return (int)(intptr_t)arg;
-}
-
 /* The host's own child: fork(), wait at the gate, _exit(code). */
 static pid_t host_fork(int code, bool gated)
 {
@@ -192,7 +187,7 @@ static void handler_per_exit(int rounds)
         pid_t pid = host_fork(i, false);
         CHECK(st_wait_pid(pid) == i, "host child status");
         CHECK(handler_was_called(10000), "round %d: no handler call for the host's child", i);
-        proc_t *p = proc_new(return_arg, (void *)(intptr_t)i);
+        proc_t *p = proc_new(return_code_main, (void *)(intptr_t)i);
         CHECK(p && proc_start(p) == 0, "start");
         CHECK(proc_join(p, 30000) == 0 && proc_exitcode(p) == i, "join");
         CHECK(proc_close(p) == 0, "close");
@@ -202,7 +197,7 @@ static void handler_per_exit(int rounds)
 
 static void libproc_first_start(void)
 {
-    proc_t *p = proc_new(return_arg, (void *)(intptr_t)3);
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)3);
     CHECK(p && proc_start(p) == 0, "first start");
     CHECK(proc_join(p, 30000) == 0 && proc_exitcode(p) == 3, "first join");
     CHECK(proc_close(p) == 0, "close");
@@ -360,9 +355,7 @@ static int sub_sigign_after(void)
 
 static void run_sub(const char *mode)
 {
-    pid_t pid = st_spawn_sub(mode, NULL, 0, NULL);
-    assert_true(pid > 0);
-    int code = st_wait_pid(pid);
+    int code = st_run_sub(mode, NULL);
     if (code != 0)
         fail_msg("sub-process '%s' failed: %d (1: a check failed, see above; -14: it hung)", mode,
                  code);
@@ -424,10 +417,10 @@ static void *fork_worker(void *arg)
         int code = (int)(k % 200);
         switch ((k + w->index) % 4) {
         case 0:
-            p = proc_new(return_arg, (void *)(intptr_t)code);
+            p = proc_new(return_code_main, (void *)(intptr_t)code);
             break;
         case 1:
-            p = proc_new(return_arg, (void *)(intptr_t)code);
+            p = proc_new(return_code_main, (void *)(intptr_t)code);
             if (p && proc_set_cwd(p, "/") != 0) /* a status pipe is in flight during the fork */
                 fw_error(w, "set_cwd", 0);
             break;
@@ -438,7 +431,7 @@ static void *fork_worker(void *arg)
             break;
         }
         default:
-            p = proc_new(return_arg, (void *)(intptr_t)code);
+            p = proc_new(return_code_main, (void *)(intptr_t)code);
             if (p && proc_set_daemon(p, true) != 0) /* forked by the reaper thread */
                 fw_error(w, "set_daemon", 0);
             break;
@@ -477,7 +470,7 @@ static int forked_host_child(int i)
     proc_t *cur = proc_current();
     if (!cur || proc_pid(cur) != getpid())
         return 11;
-    proc_t *p = proc_new(return_arg, (void *)(intptr_t)(i % 100));
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)(i % 100));
     if (!p || proc_start(p) != 0)
         return 12;
     if (proc_join(p, 10000) != 0 || proc_exitcode(p) != i % 100)

@@ -297,10 +297,7 @@ static void run_mode(const char *m)
 {
     char env0[64];
     snprintf(env0, sizeof env0, "LIBPROC_TEST_PIDREUSE=%s", m);
-    const char *env[] = {env0, NULL};
-    pid_t pid = st_spawn_sub("pidreuse", NULL, 0, env);
-    assert_true(pid > 0);
-    int code = st_wait_pid(pid);
+    int code = st_run_sub("pidreuse", env0);
     if (code == SUB_SKIP) {
         skipped++;
         skip();

@@ -23,11 +23,6 @@ int blocker_main(void *arg)
     return b->code;
 }
 
-int return_code_main(void *arg)
-{
-    return (int)(intptr_t)arg;
-}
-
 /* Starts a blocker child. */
 proc_t *start_blocker(struct blocker *b)
 {

@@ -25,9 +25,6 @@ struct blocker {
 /* A child's target (arg: its struct blocker): blocks as above, returns code. */
 int blocker_main(void *arg);
 
-/* A child's target: returns arg, an intptr_t. */
-int return_code_main(void *arg);
-
 /* Starts a blocker child (asserted). */
 proc_t *start_blocker(struct blocker *b);
 

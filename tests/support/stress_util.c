@@ -1,5 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The helpers of stress_util.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -99,4 +106,12 @@ pid_t st_spawn_sub(const char *mode, const int *fds, int nfds, const char *const
     int err = errno;
     free(envp);
     return pid < 0 ? -err : pid;
+}
+
+int st_run_sub(const char *mode, const char *env0)
+{
+    const char *env[] = {env0, NULL};
+    pid_t pid = st_spawn_sub(mode, NULL, 0, env);
+    assert_true(pid > 0);
+    return st_wait_pid(pid);
 }

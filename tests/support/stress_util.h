@@ -65,4 +65,9 @@ int st_pidfd_open(pid_t pid);
  * environment. Returns the pid or -errno. */
 pid_t st_spawn_sub(const char *mode, const int *fds, int nfds, const char *const *env);
 
+/* st_spawn_sub(mode) with env0 ("K=V", or NULL for none) added to the
+ * environment and no fds, asserted, then waited for: its status decoded as
+ * by st_wait_pid(). */
+int st_run_sub(const char *mode, const char *env0);
+
 #endif /* LIBPROC_STRESS_UTIL_H */

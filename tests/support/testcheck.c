@@ -80,6 +80,30 @@ int check_no_children_left(int bound_ms)
     return 0;
 }
 
+int check_nothing_left(int bound_ms, int fds_at_start)
+{
+    if (check_no_children_left(bound_ms) != 0)
+        return -1;
+    int fds = tu_count_fds();
+    if (fds != fds_at_start) {
+        print_error("open fds: %d before the test, %d after\n", fds_at_start, fds);
+        return -1;
+    }
+    return 0;
+}
+
+int kill_leftover_children(void **state)
+{
+    (void)state;
+    kill_children_left(10000);
+    return 0;
+}
+
+int return_code_main(void *arg)
+{
+    return (int)(intptr_t)arg;
+}
+
 void run_self(const char *name, const char *mode, bool no_pidfd)
 {
     fflush(stdout);

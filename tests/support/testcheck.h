@@ -65,6 +65,17 @@ void subreaper(bool on);
  * (and how many zombies) the test left behind. */
 int check_no_children_left(int bound_ms);
 
+/* For a teardown: check_no_children_left(bound_ms), then 0 only if as many
+ * fds are open as fds_at_start (else -1 after printing both counts). */
+int check_nothing_left(int bound_ms, int fds_at_start);
+
+/* A teardown: kill_children_left(10000) (a bound never reached when things
+ * work); always 0. */
+int kill_leftover_children(void **state);
+
+/* A child's target: returns arg, an intptr_t. */
+int return_code_main(void *arg);
+
 /* Runs this program (named name in its argv[0]) again, as "--sub mode" or,
  * when mode is NULL, the whole suite, with LIBPROC_DISABLE_PIDFD=1 when
  * no_pidfd, and fails the test unless it exits 0. */
@@ -74,6 +85,15 @@ void run_self(const char *name, const char *mode, bool no_pidfd);
  * program (name) again with LIBPROC_DISABLE_PIDFD=1, libproc's switch to
  * the paths kernels without pidfds take; skipped in that re-run itself. */
 void run_all_again_without_pidfd(const char *name);
+
+/* Defines the test test_all_again_without_pidfd of program name (a string):
+ * run_all_again_without_pidfd(name). */
+#define TEST_ALL_AGAIN_WITHOUT_PIDFD(name)                                                         \
+    static void test_all_again_without_pidfd(void **state)                                         \
+    {                                                                                              \
+        (void)state;                                                                               \
+        run_all_again_without_pidfd(name);                                                         \
+    }
 
 /* Group setup: under a sanitizer runtime whose allocator is not fork-safe
  * (TU_ALLOCATOR_FORK_UNSAFE), brings libproc's reaper thread up (an exec'd
