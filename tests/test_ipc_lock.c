@@ -35,6 +35,7 @@
 
 #include "ipc_testutil.h"
 #include "sync_fixture.h"
+#include "testcheck.h"
 
 /* ---------------------------------------------------------------------- Lock */
 
@@ -412,17 +413,11 @@ static void lock_waiter_killed_right_after_wakeup(void **state)
     sync_ctx_destroy(&c);
 }
 
-static void lock_acquire_killed_at_every_instruction(void **state)
-{
-    (void)state;
-    lock_sweep(NULL, op_lock_acquire, "lock acquire");
-}
+TEST_CASE(lock_acquire_killed_at_every_instruction, lock_sweep, NULL, op_lock_acquire,
+          "lock acquire")
 
-static void lock_release_killed_at_every_instruction(void **state)
-{
-    (void)state;
-    lock_sweep(op_lock_acquire, op_lock_release, "lock release");
-}
+TEST_CASE(lock_release_killed_at_every_instruction, lock_sweep, op_lock_acquire, op_lock_release,
+          "lock release")
 
 int main(void)
 {

@@ -57,11 +57,14 @@ static void put_name(int fd, const char *name)
     (void)tu_write_full(fd, rec, sizeof rec);
 }
 
-static void get_name(int fd, char out[NAME_LEN])
+/* Reads the next name a child reported on fd and asserts it is want. */
+static void expect_name(int fd, const char *want)
 {
-    ssize_t n = tu_read_full(fd, out, NAME_LEN, BOUND_MS);
+    char got[NAME_LEN];
+    ssize_t n = tu_read_full(fd, got, NAME_LEN, BOUND_MS);
     assert_int_equal(n, NAME_LEN);
-    out[NAME_LEN - 1] = '\0';
+    got[NAME_LEN - 1] = '\0';
+    assert_string_equal(got, want);
 }
 
 /* Index K of a default name "Process-K". */
@@ -199,23 +202,15 @@ static void check_child_names(const char *rename_to)
     assert_int_equal(proc_start(p), 0);
     close(fds[1]);
 
-    char got[NAME_LEN];
     /* grandchild: its own name, its child's default name, its parent's name */
-    get_name(fds[0], got);
-    assert_string_equal(got, want_c1);
-    get_name(fds[0], got);
-    assert_string_equal(got, want_gc);
-    get_name(fds[0], got);
-    assert_string_equal(got, want_self);
+    expect_name(fds[0], want_c1);
+    expect_name(fds[0], want_gc);
+    expect_name(fds[0], want_self);
     /* child: its own name, its two children's names, its parent's name */
-    get_name(fds[0], got);
-    assert_string_equal(got, want_self);
-    get_name(fds[0], got);
-    assert_string_equal(got, want_c1);
-    get_name(fds[0], got);
-    assert_string_equal(got, want_c2);
-    get_name(fds[0], got);
-    assert_string_equal(got, "MainProcess");
+    expect_name(fds[0], want_self);
+    expect_name(fds[0], want_c1);
+    expect_name(fds[0], want_c2);
+    expect_name(fds[0], "MainProcess");
 
     assert_int_equal(join_bounded(p), 0);
     assert_int_equal(proc_exitcode(p), 0);
@@ -224,18 +219,10 @@ static void check_child_names(const char *rename_to)
     assert_no_children();
 }
 
-static void test_names_in_children(void **state)
-{
-    (void)state;
-    check_child_names(NULL);
-}
+TEST_CASE(test_names_in_children, check_child_names, NULL)
 
 /* The numbering follows the identity ("Process-K"), not a later rename. */
-static void test_names_in_children_after_rename(void **state)
-{
-    (void)state;
-    check_child_names("worker");
-}
+TEST_CASE(test_names_in_children_after_rename, check_child_names, "worker")
 
 /* ---------------------------------------------------------------- set_name */
 
@@ -297,9 +284,7 @@ static void test_set_name(void **state)
     assert_int_equal(proc_set_name(q, ""), -EINVAL);
     assert_int_equal(proc_set_name(q, NULL), -EINVAL);
     tu_gate_open(&g);
-    char got[NAME_LEN];
-    get_name(rep[0], got);
-    assert_string_equal(got, "before-start");
+    expect_name(rep[0], "before-start");
     assert_int_equal(join_bounded(q), 0);
     assert_int_equal(proc_exitcode(q), 0);
     /* and after the end */

@@ -82,6 +82,13 @@ static void drain(int fd)
     }
 }
 
+/* Installs sa (its mask emptied) as the SIGCHLD action, asserted. */
+static void set_sigchld(struct sigaction *sa)
+{
+    sigemptyset(&sa->sa_mask);
+    EQ(sigaction(SIGCHLD, sa, NULL), 0);
+}
+
 /* --sub prehandler: a SIGCHLD handler installed before libproc's first start
  * keeps being called for libproc's children. */
 static void sub_prehandler(void **state)
@@ -90,12 +97,8 @@ static void sub_prehandler(void **state)
     int fds[2];
     assert_int_equal(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
     g_host_fd = fds[1];
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = host_siginfo_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    EQ(sigaction(SIGCHLD, &sa, NULL), 0);
+    set_sigchld(&(struct sigaction){.sa_sigaction = host_siginfo_handler,
+                                    .sa_flags = SA_SIGINFO | SA_RESTART});
 
     for (int i = 0; i < 5; i++) {
         proc_t *p = proc_new(return_code_main, (void *)(intptr_t)(i + 1));
@@ -165,12 +168,8 @@ static void sub_stealer(void **state)
     EQ(proc_exitcode(p), 0);
     EQ(proc_close(p), 0);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = stealing_handler;
-    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    sigemptyset(&sa.sa_mask);
-    EQ(sigaction(SIGCHLD, &sa, NULL), 0);
+    set_sigchld(
+        &(struct sigaction){.sa_handler = stealing_handler, .sa_flags = SA_RESTART | SA_NOCLDSTOP});
 
     for (int i = 0; i < 10; i++) {
         p = proc_new(return_code_main, (void *)(intptr_t)(i + 1));
@@ -195,17 +194,10 @@ static void sub_stealer(void **state)
     print_message("host handler reaped %d libproc children\n", (int)g_stolen);
 }
 
-static void test_preexisting_sigchld_handler_called(void **state)
-{
-    (void)state;
-    run_self("test_reaper_host", "prehandler", false);
-}
+TEST_CASE(test_preexisting_sigchld_handler_called, run_self, "test_reaper_host", "prehandler",
+          false)
 
-static void test_host_handler_reaping_everything(void **state)
-{
-    (void)state;
-    run_self("test_reaper_host", "stealer", false);
-}
+TEST_CASE(test_host_handler_reaping_everything, run_self, "test_reaper_host", "stealer", false)
 
 /* ----------------------------------------- host fork()+waitpid() coexistence */
 

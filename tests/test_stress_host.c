@@ -56,10 +56,7 @@ static const char *sub_mode = "?";
         if (!(cond)) {                                                                             \
             fprintf(stderr, "sub %s: %s:%d: check failed: %s: ", sub_mode, __FILE__, __LINE__,     \
                     #cond);                                                                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            fflush(stderr);                                                                        \
-            _exit(1);                                                                              \
+            st_sub_fail(__VA_ARGS__);                                                              \
         }                                                                                          \
     } while (0)
 
@@ -367,29 +364,13 @@ static int no_children_left(void **state)
     return check_no_children_left(5000);
 }
 
-static void test_handler_installed_before_libproc(void **state)
-{
-    (void)state;
-    run_sub("handler-before");
-}
+TEST_CASE(test_handler_installed_before_libproc, run_sub, "handler-before")
 
-static void test_handler_installed_after_libproc(void **state)
-{
-    (void)state;
-    run_sub("handler-after");
-}
+TEST_CASE(test_handler_installed_after_libproc, run_sub, "handler-after")
 
-static void test_sigchld_ignored_before_first_start(void **state)
-{
-    (void)state;
-    run_sub("sigign-before");
-}
+TEST_CASE(test_sigchld_ignored_before_first_start, run_sub, "sigign-before")
 
-static void test_sigchld_ignored_after_start(void **state)
-{
-    (void)state;
-    run_sub("sigign-after");
-}
+TEST_CASE(test_sigchld_ignored_after_start, run_sub, "sigign-after")
 
 /* ----------------------------------- fork() while other threads are in libproc */
 

@@ -210,17 +210,9 @@ static void burst(bool with_signals)
                   n, signalled, (long long)(t_ready - t_start), (long long)took);
 }
 
-static void test_burst_release(void **state)
-{
-    (void)state;
-    burst(false);
-}
+TEST_CASE(test_burst_release, burst, false)
 
-static void test_burst_release_with_signals(void **state)
-{
-    (void)state;
-    burst(true);
-}
+TEST_CASE(test_burst_release_with_signals, burst, true)
 
 /* ----------------------------------------------- 8 threads x 500 at once */
 

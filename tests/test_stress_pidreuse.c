@@ -59,10 +59,7 @@ static const char *mode = "?";
     do {                                                                                           \
         if (!(cond)) {                                                                             \
             fprintf(stderr, "pidreuse %s: %s:%d: ", mode, __FILE__, __LINE__);                     \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            fflush(stderr);                                                                        \
-            _exit(1);                                                                              \
+            st_sub_fail(__VA_ARGS__);                                                              \
         }                                                                                          \
     } while (0)
 
@@ -306,23 +303,11 @@ static void run_mode(const char *m)
         fail_msg("mode %s: sub-process failed with %d (1: a check failed, see above)", m, code);
 }
 
-static void test_pid_reuse_after_join(void **state)
-{
-    (void)state;
-    run_mode("join");
-}
+TEST_CASE(test_pid_reuse_after_join, run_mode, "join")
 
-static void test_pid_reuse_after_reaper(void **state)
-{
-    (void)state;
-    run_mode("reaper");
-}
+TEST_CASE(test_pid_reuse_after_reaper, run_mode, "reaper")
 
-static void test_group_reuse_signal_tree(void **state)
-{
-    (void)state;
-    run_mode("tree");
-}
+TEST_CASE(test_group_reuse_signal_tree, run_mode, "tree")
 
 static void test_pid_reuse_after_host_reaped(void **state)
 {

@@ -115,3 +115,14 @@ int st_run_sub(const char *mode, const char *env0)
     assert_true(pid > 0);
     return st_wait_pid(pid);
 }
+
+void st_sub_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    _exit(1);
+}

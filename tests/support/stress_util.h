@@ -49,6 +49,11 @@ void st_raise_limits(void);
  * (cmocka and the sanitizers install handlers for SIGSEGV & co.). */
 void st_child_signals_default(void);
 
+/* In a sub-process, the end of a failed check: fmt (printf-style) and a
+ * newline on stderr, flushed, then _exit(1) (not exit: libproc's at-exit work
+ * would wait for children that are still blocked). */
+_Noreturn void st_sub_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* A wait status decoded: exit code 0..255, -signo, or -1000 for neither. */
 int st_decode_status(int st);
 

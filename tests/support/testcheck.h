@@ -86,6 +86,15 @@ void run_self(const char *name, const char *mode, bool no_pidfd);
  * the paths kernels without pidfds take; skipped in that re-run itself. */
 void run_all_again_without_pidfd(const char *name);
 
+/* Defines the test name (a cmocka test function) as the one call
+ * fn(args...): one case of a check shared by several tests. */
+#define TEST_CASE(name, fn, ...)                                                                   \
+    static void name(void **state)                                                                 \
+    {                                                                                              \
+        (void)state;                                                                               \
+        fn(__VA_ARGS__);                                                                           \
+    }
+
 /* Defines the test test_all_again_without_pidfd of program name (a string):
  * run_all_again_without_pidfd(name). */
 #define TEST_ALL_AGAIN_WITHOUT_PIDFD(name)                                                         \
