@@ -432,12 +432,8 @@ static void test_authkey(void **state)
     assert_int_equal(len, 256);
     assert_memory_equal(k, key, 256);
 
-    assert_int_equal(proc_start(p), 0);
-    close(fds[1]);
     struct key_report r;
-    assert_int_equal(tu_read_full(fds[0], &r, sizeof r, BOUND_MS), (ssize_t)sizeof r);
-    assert_int_equal(join_bounded(p), 0);
-    assert_int_equal(proc_exitcode(p), 0);
+    start_and_read_report(p, fds, &r, sizeof r, BOUND_MS);
     /* the child's proc_current() has the key, and passes it on */
     assert_int_equal(r.cur_len, 256);
     assert_memory_equal(r.cur, key, 256);

@@ -622,12 +622,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct rlimit core = {0, 0}; /* the crashing middles write no core file */
     setrlimit(RLIMIT_CORE, &core);
-    if (argc == 3 && strcmp(argv[1], "--sub") == 0) {
-        alarm(120);
-        if (strcmp(argv[2], "root") == 0)
-            return sub_root();
-        return 2;
-    }
+    st_sub_dispatch(argc, argv, 120, (const struct st_sub[]){{"root", sub_root}, {NULL, NULL}});
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_daemons_die_at_normal_exit, teardown),
         cmocka_unit_test_teardown(test_daemons_die_with_killed_parent, teardown),

@@ -476,12 +476,8 @@ static void test_bad_cwd(void **state)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (argc == 3 && strcmp(argv[1], "--sub") == 0) {
-        alarm(60);
-        if (strcmp(argv[2], "nofile-first") == 0)
-            return sub_nofile_first();
-        return 2;
-    }
+    st_sub_dispatch(argc, argv, 60,
+                    (const struct st_sub[]){{"nofile-first", sub_nofile_first}, {NULL, NULL}});
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_rlimit_nofile, teardown),
         cmocka_unit_test_teardown(test_rlimit_nofile_first_start, teardown),

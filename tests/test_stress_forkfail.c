@@ -447,14 +447,10 @@ static void test_failures_among_concurrent_starts(void **state)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (argc == 3 && strcmp(argv[1], "--sub") == 0) {
-        alarm(60);
-        if (strcmp(argv[2], "first-start") == 0)
-            return sub_first_start();
-        if (strcmp(argv[2], "fork-during-setup") == 0)
-            return sub_fork_during_setup();
-        return 2;
-    }
+    st_sub_dispatch(argc, argv, 60,
+                    (const struct st_sub[]){{"first-start", sub_first_start},
+                                            {"fork-during-setup", sub_fork_during_setup},
+                                            {NULL, NULL}});
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_callback_fork_fails, teardown),
         cmocka_unit_test_teardown(test_callback_with_cwd_fork_fails, teardown),

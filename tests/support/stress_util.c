@@ -126,3 +126,14 @@ void st_sub_fail(const char *fmt, ...)
     fflush(stderr);
     _exit(1);
 }
+
+void st_sub_dispatch(int argc, char **argv, unsigned alarm_s, const struct st_sub *subs)
+{
+    if (argc != 3 || strcmp(argv[1], "--sub") != 0)
+        return;
+    alarm(alarm_s);
+    for (const struct st_sub *s = subs; s->mode; s++)
+        if (strcmp(argv[2], s->mode) == 0)
+            exit(s->main());
+    exit(2);
+}

@@ -54,6 +54,18 @@ void st_child_signals_default(void);
  * would wait for children that are still blocked). */
 _Noreturn void st_sub_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A sub-process mode of a program: its name after --sub and its main. */
+struct st_sub {
+    const char *mode;
+    int (*main)(void);
+};
+
+/* When argv is "PROG --sub MODE": arms alarm(alarm_s) (a hang in the
+ * sub-process shows up as SIGALRM), runs the main of MODE in subs (ended by
+ * a NULL mode) and exits with its result, or 2 for an unknown mode.
+ * Otherwise returns. */
+void st_sub_dispatch(int argc, char **argv, unsigned alarm_s, const struct st_sub *subs);
+
 /* A wait status decoded: exit code 0..255, -signo, or -1000 for neither. */
 int st_decode_status(int st);
 

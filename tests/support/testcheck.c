@@ -70,6 +70,15 @@ void subreaper(bool on)
     assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0), 0);
 }
 
+void start_and_read_report(proc_t *p, int fds[2], void *out, size_t len, int bound_ms)
+{
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+    assert_int_equal(tu_read_full(fds[0], out, len, bound_ms), (ssize_t)len);
+    assert_int_equal(proc_join(p, bound_ms), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+}
+
 int check_no_children_left(int bound_ms)
 {
     int n = tu_wait_children_gone(bound_ms);

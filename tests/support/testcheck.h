@@ -56,6 +56,11 @@ void kill_children_left(int bound_ms);
  * (tu_gate_main), both asserted: the child. */
 proc_t *start_gated_child(tu_gate *g);
 
+/* Starts p, whose target writes a report of len bytes to fds[1] (closed
+ * here once p started), reads the report from fds[0] into out, then joins p
+ * within bound_ms: all asserted, an exit code of 0 included. */
+void start_and_read_report(proc_t *p, int fds[2], void *out, size_t len, int bound_ms);
+
 /* Grandchildren orphaned by a test are re-parented to the test process (not
  * to a pid 1 that may never reap them), and the test reaps them itself. */
 void subreaper(bool on);
