@@ -38,8 +38,7 @@ static int setup(void **state)
     strcpy(tmpdir, "/tmp/libproc-fault-XXXXXX");
     if (!mkdtemp(tmpdir))
         return -1;
-    proc_t *p = proc_new(NULL, NULL); /* warm up: reaper and its fds */
-    if (!p || proc_start(p) != 0 || proc_join(p, 10000) != 0 || proc_close(p) != 0)
+    if (st_warm_up() != 0)
         return -1;
     fds_at_start = tu_count_fds();
     return 0;

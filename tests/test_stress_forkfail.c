@@ -64,11 +64,8 @@ static void need_interposer(void)
 static int setup(void **state)
 {
     (void)state;
-    if (find_interposer()) {
-        proc_t *p = proc_new(NULL, NULL); /* warm up: reaper and its fds */
-        if (!p || proc_start(p) != 0 || proc_join(p, 10000) != 0 || proc_close(p) != 0)
-            return -1;
-    }
+    if (find_interposer() && st_warm_up() != 0)
+        return -1;
     fds_at_start = tu_count_fds();
     return 0;
 }

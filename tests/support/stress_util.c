@@ -137,3 +137,11 @@ void st_sub_dispatch(int argc, char **argv, unsigned alarm_s, const struct st_su
             exit(s->main());
     exit(2);
 }
+
+int st_warm_up(void)
+{
+    proc_t *p = proc_new(NULL, NULL);
+    if (!p || proc_start(p) != 0 || proc_join(p, 10000) != 0 || proc_close(p) != 0)
+        return -1;
+    return 0;
+}

@@ -42,6 +42,10 @@
 /* Sub-processes receive the fds they need at these numbers. */
 #define ST_SUB_FD0 200
 
+/* For a setup: runs one child to its end (started, joined within 10 s,
+ * closed), so that libproc's reaper and its fds exist: 0, or -1 on failure. */
+int st_warm_up(void);
+
 /* Raises the RLIMIT_NOFILE and RLIMIT_NPROC soft limits to the hard ones. */
 void st_raise_limits(void);
 
