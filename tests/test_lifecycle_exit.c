@@ -53,12 +53,6 @@
 
 #define CHILD_ALARM_S 30
 
-static int no_children_left(void **state)
-{
-    (void)state;
-    return check_no_children_left(3000);
-}
-
 /* ------------------------------------------- at exit: wait for non-daemons */
 
 struct ae {

@@ -47,12 +47,6 @@
 
 #define CHILD_ALARM_S 30
 
-static int no_children_left(void **state)
-{
-    (void)state;
-    return check_no_children_left(3000);
-}
-
 /* How many of our fds are libproc-style kernel objects (pidfd, epoll, eventfd,
  * signalfd: "anon_inode:..." links). This test program opens none itself, so in
  * a fresh child any such fd was inherited from the parent's libproc. */

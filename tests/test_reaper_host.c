@@ -47,14 +47,6 @@
 #include "reaper_fixture.h"
 #include "testcheck.h"
 
-/* Teardown for every test: no child of ours (live or zombie) may remain. The
- * bounded spin only covers the gap between an exit and its reaping. */
-static int no_children_left(void **state)
-{
-    (void)state;
-    return check_no_children_left(3000);
-}
-
 /* ----------------------------------------------- SIGCHLD handler chaining */
 
 static volatile sig_atomic_t g_host_calls;
@@ -115,8 +107,7 @@ static void sub_prehandler(void **state)
     drain(fds[0]);
     int before = g_host_calls;
     int rel[2];
-    make_pipe(rel);
-    struct blocker b = {rel[0], rel[1], 77};
+    struct blocker b = blocker_pipe(rel, 77);
     proc_t *p = start_blocker(&b);
     close_fd(&rel[1]);
     EQ(proc_join(p, 10000), 0);

@@ -358,7 +358,7 @@ static void run_sub(const char *mode)
                  code);
 }
 
-static int no_children_left(void **state)
+static int teardown(void **state)
 {
     (void)state;
     return check_no_children_left(5000);
@@ -547,11 +547,11 @@ int main(int argc, char **argv)
     }
     st_raise_limits();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_handler_installed_before_libproc, no_children_left),
-        cmocka_unit_test_teardown(test_handler_installed_after_libproc, no_children_left),
-        cmocka_unit_test_teardown(test_sigchld_ignored_before_first_start, no_children_left),
-        cmocka_unit_test_teardown(test_sigchld_ignored_after_start, no_children_left),
-        cmocka_unit_test_teardown(test_fork_while_threads_in_libproc, no_children_left),
+        cmocka_unit_test_teardown(test_handler_installed_before_libproc, teardown),
+        cmocka_unit_test_teardown(test_handler_installed_after_libproc, teardown),
+        cmocka_unit_test_teardown(test_sigchld_ignored_before_first_start, teardown),
+        cmocka_unit_test_teardown(test_sigchld_ignored_after_start, teardown),
+        cmocka_unit_test_teardown(test_fork_while_threads_in_libproc, teardown),
     };
     return cmocka_run_group_tests_name("stress_host", tests, NULL, NULL);
 }

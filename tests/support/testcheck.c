@@ -113,6 +113,12 @@ int return_code_main(void *arg)
     return (int)(intptr_t)arg;
 }
 
+int no_children_left(void **state)
+{
+    (void)state;
+    return check_no_children_left(3000);
+}
+
 void run_self(const char *name, const char *mode, bool no_pidfd)
 {
     fflush(stdout);

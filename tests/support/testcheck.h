@@ -81,6 +81,10 @@ int kill_leftover_children(void **state);
 /* A child's target: returns arg, an intptr_t. */
 int return_code_main(void *arg);
 
+/* Teardown for every test: no child of ours (live or zombie) may remain;
+ * check_no_children_left(3000). */
+int no_children_left(void **state);
+
 /* Runs this program (named name in its argv[0]) again, as "--sub mode" or,
  * when mode is NULL, the whole suite, with LIBPROC_DISABLE_PIDFD=1 when
  * no_pidfd, and fails the test unless it exits 0. */
