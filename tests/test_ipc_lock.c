@@ -35,6 +35,7 @@
 
 #include "ipc_testutil.h"
 #include "sync_fixture.h"
+#include "testcheck.h"
 
 /* ---------------------------------------------------------------------- Lock */
 
@@ -70,15 +71,29 @@ static int hold_lock_main(void *arg)
     return proc_lock_release(c->lock) == 0 ? 0 : 12;
 }
 
+/* sync_ctx_init(c) with a new lock in c->lock, asserted. */
+static void lock_ctx_init(struct sync_ctx *c)
+{
+    sync_ctx_init(c);
+    c->lock = proc_lock_new();
+    assert_non_null(c->lock);
+}
+
+/* Starts a child that takes c's lock and holds it (hold_lock_main), and
+ * waits until it holds it: the child. */
+static proc_t *start_holder(struct sync_ctx *c)
+{
+    proc_t *p = it_start(hold_lock_main, c);
+    assert_int_equal(sync_await(c), 'h');
+    return p;
+}
+
 static void lock_timeouts_and_foreign_release(void **state)
 {
     (void)state;
     struct sync_ctx c;
-    sync_ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    proc_t *p = it_start(hold_lock_main, &c);
-    assert_int_equal(sync_await(&c), 'h');
+    lock_ctx_init(&c);
+    proc_t *p = start_holder(&c);
 
     int64_t t0 = tu_now_ms();
     assert_int_equal(proc_lock_acquire(c.lock, 0), -ETIMEDOUT);
@@ -100,11 +115,8 @@ static void lock_killed_holder_recovered_by_parent(void **state)
 {
     (void)state;
     struct sync_ctx c;
-    sync_ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    proc_t *p = it_start(hold_lock_main, &c);
-    assert_int_equal(sync_await(&c), 'h');
+    lock_ctx_init(&c);
+    proc_t *p = start_holder(&c);
     it_kill(p);
 
     assert_int_equal(proc_lock_acquire(c.lock, 0), -EOWNERDEAD);
@@ -139,12 +151,9 @@ static void lock_blocked_waiter_gets_ownerdead(void **state)
 {
     (void)state;
     struct sync_ctx c;
-    sync_ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
+    lock_ctx_init(&c);
     for (int round = 0; round < 5; round++) {
-        proc_t *holder = it_start(hold_lock_main, &c);
-        assert_int_equal(sync_await(&c), 'h');
+        proc_t *holder = start_holder(&c);
         proc_t *waiter = it_start(lock_waiter_main, &c);
         assert_int_equal(sync_await(&c), 'w');
         /* Let the waiter block (it has at most 30 s of timeout). */
@@ -191,10 +200,8 @@ static void lock_mutual_exclusion(void **state)
 {
     (void)state;
     struct sync_ctx c;
-    sync_ctx_init(&c);
-    c.lock = proc_lock_new();
+    lock_ctx_init(&c);
     struct mutex_shared *s = proc_shared_alloc(sizeof *s);
-    assert_non_null(c.lock);
     assert_non_null(s);
     c.shared = (_Atomic long *)s;
     proc_t *p[MUTEX_CHILDREN];
@@ -232,9 +239,7 @@ static void lock_release_by_non_holder(void **state)
 {
     (void)state;
     struct sync_ctx c;
-    sync_ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
+    lock_ctx_init(&c);
     assert_int_equal(proc_lock_acquire(c.lock, 0), 0);
     pthread_t t;
     void *bad = NULL;
@@ -251,11 +256,8 @@ static void lock_timeout_survives_signals(void **state)
 {
     (void)state;
     struct sync_ctx c;
-    sync_ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
-    proc_t *p = it_start(hold_lock_main, &c);
-    assert_int_equal(sync_await(&c), 'h');
+    lock_ctx_init(&c);
+    proc_t *p = start_holder(&c);
     struct it_flood f;
     it_flood_start(&f);
     int64_t t0 = tu_now_ms();
@@ -285,9 +287,7 @@ static void op_lock_release(void *arg)
 static void lock_sweep(it_op_fn *pre, it_op_fn *op, const char *what)
 {
     struct sync_ctx c;
-    sync_ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
+    lock_ctx_init(&c);
     assert_int_equal(proc_lock_acquire(c.lock, 0), 0); /* warm up the child's PLT */
     assert_int_equal(proc_lock_release(c.lock), 0);
     struct it_stepper s = {pre, op, &c, 0};
@@ -362,9 +362,7 @@ static void lock_waiter_killed_right_after_wakeup(void **state)
 {
     (void)state;
     struct sync_ctx c;
-    sync_ctx_init(&c);
-    c.lock = proc_lock_new();
-    assert_non_null(c.lock);
+    lock_ctx_init(&c);
     assert_int_equal(proc_lock_acquire(c.lock, 0), 0);
     struct it_stepper s = {NULL, op_lock_acquire, &c, 0};
     if (!it_stepper_start(&s)) {
@@ -412,17 +410,11 @@ static void lock_waiter_killed_right_after_wakeup(void **state)
     sync_ctx_destroy(&c);
 }
 
-static void lock_acquire_killed_at_every_instruction(void **state)
-{
-    (void)state;
-    lock_sweep(NULL, op_lock_acquire, "lock acquire");
-}
+TEST_CASE(lock_acquire_killed_at_every_instruction, lock_sweep, NULL, op_lock_acquire,
+          "lock acquire")
 
-static void lock_release_killed_at_every_instruction(void **state)
-{
-    (void)state;
-    lock_sweep(op_lock_acquire, op_lock_release, "lock release");
-}
+TEST_CASE(lock_release_killed_at_every_instruction, lock_sweep, op_lock_acquire, op_lock_release,
+          "lock release")
 
 int main(void)
 {

@@ -286,6 +286,12 @@ static proc_t *sweep_blocked_child(struct sweep *w, proc_target_fn *fn)
     return p;
 }
 
+/* For it_stepper_count: whether the sweep's queue (arg) holds one message. */
+static bool holds_one(void *arg)
+{
+    return proc_queue_size(((struct sweep *)arg)->q) == 1;
+}
+
 /*
  * A put is killed after every n of its instructions (near its commit; at a
  * stride elsewhere) while a getter sleeps on the empty queue: the message is
@@ -306,14 +312,8 @@ static void put_killed_at_every_instruction(void **state)
         sweep_destroy(&w);
         skip();
     }
-    long steps = 0, commit = -1;
-    while (it_stepper_step(&s)) {
-        steps++;
-        if (commit < 0 && proc_queue_size(w.q) == 1)
-            commit = steps;
-    }
-    it_stepper_kill(&s);
-    assert_true(commit > 0);
+    long commit;
+    long steps = it_stepper_count(&s, holds_one, &commit);
     assert_int_equal(it_finish(getter), 2);
 
     long first = -1, points = 0;
@@ -372,14 +372,8 @@ static void get_killed_at_every_instruction(void **state)
         sweep_destroy(&w);
         skip();
     }
-    long steps = 0, commit = -1;
-    while (it_stepper_step(&s)) {
-        steps++;
-        if (commit < 0 && proc_queue_size(w.q) == 1)
-            commit = steps;
-    }
-    it_stepper_kill(&s);
-    assert_true(commit > 0);
+    long commit;
+    long steps = it_stepper_count(&s, holds_one, &commit);
     assert_int_equal(it_finish(putter), 0);
     assert_int_equal(sweep_next(&w, 0), 2);
     assert_int_equal(sweep_next(&w, 0), 3);

@@ -78,6 +78,18 @@ static int stress_consumer_main(void *arg)
     }
 }
 
+/* Puts one stop message per consumer on q and asserts that each of
+ * the n consumers then ends with 0. */
+static void stop_consumers(proc_queue_t *q, proc_t **cons, int n)
+{
+    unsigned char stop[sizeof(struct qmsg)];
+    qmsg_fill((struct qmsg *)stop, sizeof stop, STOP_SRC, 0);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(proc_queue_put(q, stop, sizeof stop, IT_BOUND_MS), 0);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(it_finish(cons[i]), 0);
+}
+
 static void eight_producers_eight_consumers(void **state)
 {
     (void)state;
@@ -96,12 +108,7 @@ static void eight_producers_eight_consumers(void **state)
     }
     for (int i = 0; i < STRESS_P; i++)
         assert_int_equal(it_finish(prod[i]), 0);
-    unsigned char stop[sizeof(struct qmsg)];
-    qmsg_fill((struct qmsg *)stop, sizeof stop, STOP_SRC, 0);
-    for (int i = 0; i < STRESS_C; i++)
-        assert_int_equal(proc_queue_put(c.q, stop, sizeof stop, IT_BOUND_MS), 0);
-    for (int i = 0; i < STRESS_C; i++)
-        assert_int_equal(it_finish(cons[i]), 0);
+    stop_consumers(c.q, cons, STRESS_C);
     assert_int_equal(proc_queue_join(c.q, IT_BOUND_MS), 0);
     int64_t took = tu_now_ms() - t0;
     for (size_t i = 0; i < (size_t)STRESS_P * STRESS_N; i++)
@@ -404,12 +411,7 @@ static void chaos_kills_producers_and_consumers(void **state)
     atomic_store(&c.sh->stop, 1);
     for (int i = 0; i < CHAOS_PRODUCERS; i++)
         assert_int_equal(it_finish(prod[i]), 0);
-    unsigned char stop[sizeof(struct qmsg)];
-    qmsg_fill((struct qmsg *)stop, sizeof stop, STOP_SRC, 0);
-    for (int i = 0; i < CHAOS_CONSUMERS; i++)
-        assert_int_equal(proc_queue_put(c.q, stop, sizeof stop, IT_BOUND_MS), 0);
-    for (int i = 0; i < CHAOS_CONSUMERS; i++)
-        assert_int_equal(it_finish(cons[i]), 0);
+    stop_consumers(c.q, cons, CHAOS_CONSUMERS);
     assert_int_equal(proc_queue_size(c.q), 0);
 
     /* The Lock is acquirable; a holder died in it at least once (the hog). */

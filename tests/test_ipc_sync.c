@@ -300,6 +300,12 @@ static void op_event_set(void *arg)
     (void)proc_event_set(((struct sync_ctx *)arg)->event);
 }
 
+/* For it_stepper_count: whether the event of arg (a sync_ctx) is set. */
+static bool event_is_set(void *arg)
+{
+    return proc_event_is_set(((struct sync_ctx *)arg)->event);
+}
+
 static proc_t *blocked_event_waiter(struct sync_ctx *c)
 {
     proc_t *p = it_start(event_waiter_main, c);
@@ -329,14 +335,8 @@ static void event_set_killed_at_every_instruction(void **state)
         sync_ctx_destroy(&c);
         skip();
     }
-    long steps = 0, commit = -1;
-    while (it_stepper_step(&s)) {
-        steps++;
-        if (commit < 0 && proc_event_is_set(c.event))
-            commit = steps;
-    }
-    it_stepper_kill(&s);
-    assert_true(commit > 0);
+    long commit;
+    long steps = it_stepper_count(&s, event_is_set, &commit);
     assert_int_equal(it_finish(waiter), 0);
 
     long first = -1, points = 0;

@@ -53,12 +53,6 @@
 
 #define CHILD_ALARM_S 30
 
-static int no_children_left(void **state)
-{
-    (void)state;
-    return check_no_children_left(3000);
-}
-
 /* ------------------------------------------- at exit: wait for non-daemons */
 
 struct ae {
@@ -563,11 +557,7 @@ static void test_at_exit_of_root_process(void **state)
 
 /* The whole suite again on the library's pidfd-less paths (its testing switch
  * LIBPROC_DISABLE_PIDFD=1). */
-static void test_all_again_without_pidfd(void **state)
-{
-    (void)state;
-    run_all_again_without_pidfd("test_lifecycle_exit");
-}
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_lifecycle_exit")
 
 /* ------------------------------------------------------------------ main */
 

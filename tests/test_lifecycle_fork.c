@@ -47,12 +47,6 @@
 
 #define CHILD_ALARM_S 30
 
-static int no_children_left(void **state)
-{
-    (void)state;
-    return check_no_children_left(3000);
-}
-
 /* How many of our fds are libproc-style kernel objects (pidfd, epoll, eventfd,
  * signalfd: "anon_inode:..." links). This test program opens none itself, so in
  * a fresh child any such fd was inherited from the parent's libproc. */
@@ -77,11 +71,6 @@ static int count_anon_inode_fds(void)
     }
     closedir(d);
     return n;
-}
-
-static int return_code_main(void *arg)
-{
-    return (int)(intptr_t)arg;
 }
 
 /* ------------------------------------------------------------ fork safety */
@@ -440,11 +429,7 @@ static void test_fd_count_stable(void **state)
 
 /* The whole suite again on the library's pidfd-less paths (its testing switch
  * LIBPROC_DISABLE_PIDFD=1). */
-static void test_all_again_without_pidfd(void **state)
-{
-    (void)state;
-    run_all_again_without_pidfd("test_lifecycle_fork");
-}
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_lifecycle_fork")
 
 /* ------------------------------------------------------------------ main */
 

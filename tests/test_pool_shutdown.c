@@ -51,13 +51,40 @@ static void *map_blocking(void *arg)
     return NULL;
 }
 
+/* Terminates pool while thread t runs a map of 64 blocking items (its
+ * result in *rc, its outputs in out): the map fails with -ECANCELED and
+ * leaves every output untouched. Frees the pool. */
+static void terminate_blocked_map(proc_pool_t *pool, pthread_t t, const int *rc, const int *out)
+{
+    assert_int_equal(proc_pool_terminate(pool), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(*rc, -ECANCELED);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(out[i], -1);
+    free_pool(pool);
+}
+
+/* Reads, without waiting, the pids left on p's report pipe. */
+static void drain_pids(struct pipes *p)
+{
+    while (tu_read_full(p->report[0], &(pid_t){0}, sizeof(pid_t), 0) > 0) {
+    }
+}
+
+/* pool_warm_up(), then opens p: the count of open fds a test must find
+ * again at its end. */
+static int warm_up_and_open(struct pipes *p)
+{
+    pool_warm_up();
+    pipes_open(p);
+    return tu_count_fds();
+}
+
 static void test_terminate_running(void **state)
 {
     (void)state;
-    pool_warm_up();
     struct pipes p;
-    pipes_open(&p);
-    int fds = tu_count_fds();
+    int fds = warm_up_and_open(&p);
     proc_pool_t *pool = new_pool(2, 0, NULL);
 
     enum { Q = 20 };
@@ -113,12 +140,7 @@ static void test_terminate_running(void **state)
     assert_int_equal(pthread_create(&t, NULL, map_blocking, &m), 0);
     read_pid(&p);
     read_pid(&p);
-    assert_int_equal(proc_pool_terminate(pool), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_int_equal(m.rc, -ECANCELED);
-    for (int i = 0; i < 64; i++)
-        assert_int_equal(m.out[i], -1);
-    free_pool(pool);
+    terminate_blocked_map(pool, t, &m.rc, m.out);
     assert_int_equal(tu_count_fds(), fds);
     pipes_close(&p);
 }
@@ -139,6 +161,20 @@ static void *map_blocking_fast(void *arg)
     return NULL;
 }
 
+/* Starts, in a new thread *t, m's fast map of m->n blocking items on a new
+ * two-worker pool (in m->pool, its fast jobs warmed up), and waits until a
+ * worker blocks in it (the other may too): how many fast jobs ran since the
+ * warm-up. */
+static int start_blocked_fast_map(struct fast_mapper *m, pthread_t *t, struct pipes *p)
+{
+    m->pool = new_pool(2, 0, NULL);
+    fast_warm(m->pool);
+    atomic_store(&g_shared->fast_hits, 0);
+    assert_int_equal(pthread_create(t, NULL, map_blocking_fast, m), 0);
+    read_pid(p);
+    return atomic_load(&g_shared->fast_hits);
+}
+
 /*
  * A fast job that blocks in its workers: terminate fails it with -ECANCELED
  * (outputs of unfinished items untouched, no zombie, no fd left); close
@@ -150,44 +186,27 @@ static void test_fast_terminate_close(void **state)
     (void)state;
     if (!fast_enabled())
         skip();
-    pool_warm_up();
     struct pipes p;
-    pipes_open(&p);
-    int fds = tu_count_fds();
+    int fds = warm_up_and_open(&p);
 
     int hits = 0;
     for (int attempt = 0; attempt < 20 && hits == 0; attempt++) {
-        proc_pool_t *pool = new_pool(2, 0, NULL);
-        fast_warm(pool);
-        atomic_store(&g_shared->fast_hits, 0);
-        struct fast_mapper m = {.pool = pool, .n = 64};
+        struct fast_mapper m = {.n = 64};
         pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, map_blocking_fast, &m), 0);
-        read_pid(&p); /* a worker blocks in the map; the other may too */
-        hits = atomic_load(&g_shared->fast_hits);
-        assert_int_equal(proc_pool_terminate(pool), 0);
-        assert_int_equal(pthread_join(t, NULL), 0);
-        assert_int_equal(m.rc, -ECANCELED);
-        for (int i = 0; i < 64; i++)
-            assert_int_equal(m.out[i], -1);
-        free_pool(pool);
-        while (tu_read_full(p.report[0], &(pid_t){0}, sizeof(pid_t), 0) > 0) {
-            /* the other worker's pid, if it blocked too */
-        }
+        hits = start_blocked_fast_map(&m, &t, &p);
+        proc_pool_t *pool = m.pool;
+        terminate_blocked_map(pool, t, &m.rc, m.out);
+        drain_pids(&p); /* the other worker's pid, if it blocked too */
     }
     assert_true(hits > 0);
     assert_int_equal(tu_count_fds(), fds);
 
     hits = 0;
     for (int attempt = 0; attempt < 20 && hits == 0; attempt++) {
-        proc_pool_t *pool = new_pool(2, 0, NULL);
-        fast_warm(pool);
-        atomic_store(&g_shared->fast_hits, 0);
-        struct fast_mapper m = {.pool = pool, .n = 8};
+        struct fast_mapper m = {.n = 8};
         pthread_t t;
-        assert_int_equal(pthread_create(&t, NULL, map_blocking_fast, &m), 0);
-        read_pid(&p);
-        hits = atomic_load(&g_shared->fast_hits);
+        hits = start_blocked_fast_map(&m, &t, &p);
+        proc_pool_t *pool = m.pool;
         uint64_t v = 5, r = 0;
         proc_future_t *f = proc_pool_submit(pool, task_triple, &v, sizeof v, sizeof r);
         assert_non_null(f);
@@ -203,9 +222,7 @@ static void test_fast_terminate_close(void **state)
         proc_future_free(f);
         assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
         free_pool(pool);
-        while (tu_read_full(p.report[0], &(pid_t){0}, sizeof(pid_t), 0) > 0) {
-            /* pids of the other items */
-        }
+        drain_pids(&p); /* pids of the other items */
     }
     assert_true(hits > 0);
     assert_int_equal(tu_count_fds(), fds);
@@ -216,10 +233,8 @@ static void test_fast_terminate_close(void **state)
 static void test_free_running(void **state)
 {
     (void)state;
-    pool_warm_up();
     struct pipes p;
-    pipes_open(&p);
-    int fds = tu_count_fds();
+    int fds = warm_up_and_open(&p);
     proc_pool_t *pool = new_pool(1, 0, NULL);
     proc_future_t *f = proc_pool_submit(pool, task_block, NULL, 0, sizeof(int));
     proc_future_t *g = proc_pool_submit(pool, task_block, NULL, 0, sizeof(int));

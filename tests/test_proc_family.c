@@ -37,15 +37,6 @@
 #define BOUND_MS 10000 /* bound on any hang; never reached when things work */
 #define NAME_LEN 64
 
-/* After a failed test: kill whatever it left running, so that one failure
- * does not cascade into the next tests or hang the program's exit. */
-static int kill_leftovers(void **state)
-{
-    (void)state;
-    kill_children_left(BOUND_MS);
-    return 0;
-}
-
 /* pid is dead or dying, and its parent has been joined: it is ours now. */
 static void reap_orphan(pid_t pid)
 {
@@ -140,12 +131,8 @@ static void test_parent(void **state)
     assert_int_equal(tu_pipe(fds), 0);
     proc_t *p = proc_new(report_parent, &fds[1]);
     assert_non_null(p);
-    assert_int_equal(proc_start(p), 0);
-    close(fds[1]);
     struct parent_report r;
-    assert_int_equal(tu_read_full(fds[0], &r, sizeof r, BOUND_MS), (ssize_t)sizeof r);
-    assert_int_equal(join_bounded(p), 0);
-    assert_int_equal(proc_exitcode(p), 0);
+    start_and_read_report(p, fds, &r, sizeof r, BOUND_MS);
     assert_true(r.have);
     assert_true(r.same_ptr);
     assert_int_equal(r.pid, getpid());
@@ -362,12 +349,8 @@ static void test_cpu_count(void **state)
     assert_int_equal(tu_pipe(fds), 0);
     proc_t *p = proc_new(cpu_count_pinned, &fds[1]);
     assert_non_null(p);
-    assert_int_equal(proc_start(p), 0);
-    close(fds[1]);
     int result[2];
-    assert_int_equal(tu_read_full(fds[0], result, sizeof result, BOUND_MS), (ssize_t)sizeof result);
-    assert_int_equal(join_bounded(p), 0);
-    assert_int_equal(proc_exitcode(p), 0);
+    start_and_read_report(p, fds, result, sizeof result, BOUND_MS);
     assert_int_equal(result[0], 1);
     close(fds[0]);
     assert_int_equal(proc_close(p), 0);
@@ -432,7 +415,7 @@ static void test_run(void **state)
     assert_no_children();
 }
 
-#define T(f) cmocka_unit_test_teardown(f, kill_leftovers)
+#define T(f) cmocka_unit_test_teardown(f, kill_leftover_children)
 
 int main(void)
 {

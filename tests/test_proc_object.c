@@ -37,15 +37,6 @@
 #define BOUND_MS 10000 /* bound on any hang; never reached when things work */
 #define NAME_LEN 64
 
-/* After a failed test: kill whatever it left running, so that one failure
- * does not cascade into the next tests or hang the program's exit. */
-static int kill_leftovers(void **state)
-{
-    (void)state;
-    kill_children_left(BOUND_MS);
-    return 0;
-}
-
 static int join_bounded(proc_t *p)
 {
     return proc_join(p, BOUND_MS);
@@ -66,11 +57,14 @@ static void put_name(int fd, const char *name)
     (void)tu_write_full(fd, rec, sizeof rec);
 }
 
-static void get_name(int fd, char out[NAME_LEN])
+/* Reads the next name a child reported on fd and asserts it is want. */
+static void expect_name(int fd, const char *want)
 {
-    ssize_t n = tu_read_full(fd, out, NAME_LEN, BOUND_MS);
+    char got[NAME_LEN];
+    ssize_t n = tu_read_full(fd, got, NAME_LEN, BOUND_MS);
     assert_int_equal(n, NAME_LEN);
-    out[NAME_LEN - 1] = '\0';
+    got[NAME_LEN - 1] = '\0';
+    assert_string_equal(got, want);
 }
 
 /* Index K of a default name "Process-K". */
@@ -208,23 +202,15 @@ static void check_child_names(const char *rename_to)
     assert_int_equal(proc_start(p), 0);
     close(fds[1]);
 
-    char got[NAME_LEN];
     /* grandchild: its own name, its child's default name, its parent's name */
-    get_name(fds[0], got);
-    assert_string_equal(got, want_c1);
-    get_name(fds[0], got);
-    assert_string_equal(got, want_gc);
-    get_name(fds[0], got);
-    assert_string_equal(got, want_self);
+    expect_name(fds[0], want_c1);
+    expect_name(fds[0], want_gc);
+    expect_name(fds[0], want_self);
     /* child: its own name, its two children's names, its parent's name */
-    get_name(fds[0], got);
-    assert_string_equal(got, want_self);
-    get_name(fds[0], got);
-    assert_string_equal(got, want_c1);
-    get_name(fds[0], got);
-    assert_string_equal(got, want_c2);
-    get_name(fds[0], got);
-    assert_string_equal(got, "MainProcess");
+    expect_name(fds[0], want_self);
+    expect_name(fds[0], want_c1);
+    expect_name(fds[0], want_c2);
+    expect_name(fds[0], "MainProcess");
 
     assert_int_equal(join_bounded(p), 0);
     assert_int_equal(proc_exitcode(p), 0);
@@ -233,18 +219,10 @@ static void check_child_names(const char *rename_to)
     assert_no_children();
 }
 
-static void test_names_in_children(void **state)
-{
-    (void)state;
-    check_child_names(NULL);
-}
+TEST_CASE(test_names_in_children, check_child_names, NULL)
 
 /* The numbering follows the identity ("Process-K"), not a later rename. */
-static void test_names_in_children_after_rename(void **state)
-{
-    (void)state;
-    check_child_names("worker");
-}
+TEST_CASE(test_names_in_children_after_rename, check_child_names, "worker")
 
 /* ---------------------------------------------------------------- set_name */
 
@@ -306,9 +284,7 @@ static void test_set_name(void **state)
     assert_int_equal(proc_set_name(q, ""), -EINVAL);
     assert_int_equal(proc_set_name(q, NULL), -EINVAL);
     tu_gate_open(&g);
-    char got[NAME_LEN];
-    get_name(rep[0], got);
-    assert_string_equal(got, "before-start");
+    expect_name(rep[0], "before-start");
     assert_int_equal(join_bounded(q), 0);
     assert_int_equal(proc_exitcode(q), 0);
     /* and after the end */
@@ -456,12 +432,8 @@ static void test_authkey(void **state)
     assert_int_equal(len, 256);
     assert_memory_equal(k, key, 256);
 
-    assert_int_equal(proc_start(p), 0);
-    close(fds[1]);
     struct key_report r;
-    assert_int_equal(tu_read_full(fds[0], &r, sizeof r, BOUND_MS), (ssize_t)sizeof r);
-    assert_int_equal(join_bounded(p), 0);
-    assert_int_equal(proc_exitcode(p), 0);
+    start_and_read_report(p, fds, &r, sizeof r, BOUND_MS);
     /* the child's proc_current() has the key, and passes it on */
     assert_int_equal(r.cur_len, 256);
     assert_memory_equal(r.cur, key, 256);
@@ -663,7 +635,7 @@ static void test_bad_signals(void **state)
     assert_no_children();
 }
 
-#define T(f) cmocka_unit_test_teardown(f, kill_leftovers)
+#define T(f) cmocka_unit_test_teardown(f, kill_leftover_children)
 
 int main(void)
 {

@@ -47,14 +47,6 @@
 #include "reaper_fixture.h"
 #include "testcheck.h"
 
-/* Teardown for every test: no child of ours (live or zombie) may remain. The
- * bounded spin only covers the gap between an exit and its reaping. */
-static int no_children_left(void **state)
-{
-    (void)state;
-    return check_no_children_left(3000);
-}
-
 /* ----------------------------------------------- SIGCHLD handler chaining */
 
 static volatile sig_atomic_t g_host_calls;
@@ -82,6 +74,13 @@ static void drain(int fd)
     }
 }
 
+/* Installs sa (its mask emptied) as the SIGCHLD action, asserted. */
+static void set_sigchld(struct sigaction *sa)
+{
+    sigemptyset(&sa->sa_mask);
+    EQ(sigaction(SIGCHLD, sa, NULL), 0);
+}
+
 /* --sub prehandler: a SIGCHLD handler installed before libproc's first start
  * keeps being called for libproc's children. */
 static void sub_prehandler(void **state)
@@ -90,12 +89,8 @@ static void sub_prehandler(void **state)
     int fds[2];
     assert_int_equal(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
     g_host_fd = fds[1];
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = host_siginfo_handler;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    EQ(sigaction(SIGCHLD, &sa, NULL), 0);
+    set_sigchld(&(struct sigaction){.sa_sigaction = host_siginfo_handler,
+                                    .sa_flags = SA_SIGINFO | SA_RESTART});
 
     for (int i = 0; i < 5; i++) {
         proc_t *p = proc_new(return_code_main, (void *)(intptr_t)(i + 1));
@@ -112,8 +107,7 @@ static void sub_prehandler(void **state)
     drain(fds[0]);
     int before = g_host_calls;
     int rel[2];
-    make_pipe(rel);
-    struct blocker b = {rel[0], rel[1], 77};
+    struct blocker b = blocker_pipe(rel, 77);
     proc_t *p = start_blocker(&b);
     close_fd(&rel[1]);
     EQ(proc_join(p, 10000), 0);
@@ -165,12 +159,8 @@ static void sub_stealer(void **state)
     EQ(proc_exitcode(p), 0);
     EQ(proc_close(p), 0);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = stealing_handler;
-    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    sigemptyset(&sa.sa_mask);
-    EQ(sigaction(SIGCHLD, &sa, NULL), 0);
+    set_sigchld(
+        &(struct sigaction){.sa_handler = stealing_handler, .sa_flags = SA_RESTART | SA_NOCLDSTOP});
 
     for (int i = 0; i < 10; i++) {
         p = proc_new(return_code_main, (void *)(intptr_t)(i + 1));
@@ -195,17 +185,10 @@ static void sub_stealer(void **state)
     print_message("host handler reaped %d libproc children\n", (int)g_stolen);
 }
 
-static void test_preexisting_sigchld_handler_called(void **state)
-{
-    (void)state;
-    run_self("test_reaper_host", "prehandler", false);
-}
+TEST_CASE(test_preexisting_sigchld_handler_called, run_self, "test_reaper_host", "prehandler",
+          false)
 
-static void test_host_handler_reaping_everything(void **state)
-{
-    (void)state;
-    run_self("test_reaper_host", "stealer", false);
-}
+TEST_CASE(test_host_handler_reaping_everything, run_self, "test_reaper_host", "stealer", false)
 
 /* ----------------------------------------- host fork()+waitpid() coexistence */
 
@@ -326,11 +309,7 @@ static void test_mass_exit(void **state)
 
 /* The whole suite again on the library's pidfd-less paths (sentinel pipe,
  * waitpid(pid) driven by SIGCHLD and a tick). */
-static void test_all_again_without_pidfd(void **state)
-{
-    (void)state;
-    run_all_again_without_pidfd("test_reaper_host");
-}
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_reaper_host")
 
 /* ------------------------------------------------------------------ main */
 

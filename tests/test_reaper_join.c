@@ -45,14 +45,6 @@
 #include "reaper_fixture.h"
 #include "testcheck.h"
 
-/* Teardown for every test: no child of ours (live or zombie) may remain. The
- * bounded spin only covers the gap between an exit and its reaping. */
-static int no_children_left(void **state)
-{
-    (void)state;
-    return check_no_children_left(3000);
-}
-
 /* ---------------------------------------------------------------- join */
 
 static void test_join_sets_exitcode(void **state)
@@ -80,8 +72,7 @@ static void test_join_timeout(void **state)
 {
     (void)state;
     int fds[2];
-    make_pipe(fds);
-    struct blocker b = {fds[0], fds[1], 33};
+    struct blocker b = blocker_pipe(fds, 33);
     proc_t *p = start_blocker(&b);
 
     EQ(proc_join(p, 0), -ETIMEDOUT);
@@ -119,8 +110,7 @@ static void test_join_einval(void **state)
     EQ(proc_pid(p), 0);
 
     int fds[2];
-    make_pipe(fds);
-    struct blocker b = {fds[0], fds[1], 4};
+    struct blocker b = blocker_pipe(fds, 4);
     proc_t *q = start_blocker(&b);
     EQ(proc_join(q, -2), -EINVAL);
     EQ(proc_join(q, INT_MIN), -EINVAL);
@@ -156,8 +146,7 @@ static void test_join_many_threads(void **state)
 {
     (void)state;
     int fds[2];
-    make_pipe(fds);
-    struct blocker b = {fds[0], fds[1], 61};
+    struct blocker b = blocker_pipe(fds, 61);
     proc_t *p = start_blocker(&b);
 
     atomic_int ready = 0;
@@ -193,8 +182,7 @@ static void test_is_alive(void **state)
     assert_true(proc_is_alive(proc_current()));
 
     int fds[2];
-    make_pipe(fds);
-    struct blocker b = {fds[0], fds[1], 0};
+    struct blocker b = blocker_pipe(fds, 0);
     proc_t *p = proc_new(blocker_main, &b);
     assert_non_null(p);
     assert_false(proc_is_alive(p));
@@ -216,8 +204,7 @@ static void test_signals_give_negative_exitcodes(void **state)
 {
     (void)state;
     int fds[2];
-    make_pipe(fds);
-    struct blocker b = {fds[0], fds[1], 0};
+    struct blocker b = blocker_pipe(fds, 0);
     proc_t *pt = start_blocker(&b);
     proc_t *pk = start_blocker(&b);
     proc_t *pu = start_blocker(&b);
@@ -401,11 +388,7 @@ static void test_sibling_copy_is_inert(void **state)
 
 /* The whole suite again on the library's pidfd-less paths (sentinel pipe,
  * waitpid(pid) driven by SIGCHLD and a tick). */
-static void test_all_again_without_pidfd(void **state)
-{
-    (void)state;
-    run_all_again_without_pidfd("test_reaper_join");
-}
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_reaper_join")
 
 /* ------------------------------------------------------------------ main */
 

@@ -45,14 +45,6 @@
 #include "reaper_fixture.h"
 #include "testcheck.h"
 
-/* Teardown for every test: no child of ours (live or zombie) may remain. The
- * bounded spin only covers the gap between an exit and its reaping. */
-static int no_children_left(void **state)
-{
-    (void)state;
-    return check_no_children_left(3000);
-}
-
 /* ---------------------------------------------------- reaping and sentinel */
 
 static void test_no_zombie_without_join(void **state)
@@ -117,8 +109,7 @@ static void test_sentinel(void **state)
     (void)state;
     EQ(proc_sentinel(NULL), -EINVAL);
     int fds[2];
-    make_pipe(fds);
-    struct blocker b = {fds[0], fds[1], 12};
+    struct blocker b = blocker_pipe(fds, 12);
     proc_t *p = start_blocker(&b);
     int fd = proc_sentinel(p);
     assert_true(fd >= 0);
@@ -302,8 +293,7 @@ static void test_exit_callbacks_with_join(void **state)
     struct cbrec r;
     init_cbrec(&r, -1);
     int fds[2];
-    make_pipe(fds);
-    struct blocker b = {fds[0], fds[1], 42};
+    struct blocker b = blocker_pipe(fds, 42);
     proc_t *p = proc_new(blocker_main, &b);
     assert_non_null(p);
     EQ(proc_on_exit(NULL, exit_cb1, &r), -EINVAL);
@@ -361,11 +351,7 @@ static void test_exit_callbacks_without_join(void **state)
 
 /* The whole suite again on the library's pidfd-less paths (sentinel pipe,
  * waitpid(pid) driven by SIGCHLD and a tick). */
-static void test_all_again_without_pidfd(void **state)
-{
-    (void)state;
-    run_all_again_without_pidfd("test_reaper_sentinel");
-}
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_reaper_sentinel")
 
 /* ------------------------------------------------------------------ main */
 

@@ -38,6 +38,19 @@
 #include "testcheck.h"
 #include "spawn_fixture.h"
 
+/* Asserts that p is running (alive, no exit code, a join times out, its
+ * sentinel not readable): its sentinel fd. */
+static int assert_running(proc_t *p)
+{
+    assert_true(proc_is_alive(p));
+    assert_int_equal(proc_exitcode(p), PROC_EXITCODE_NONE);
+    assert_int_equal(proc_join(p, 0), -ETIMEDOUT);
+    int sfd = proc_sentinel(p);
+    assert_true(sfd >= 0);
+    assert_int_equal(tu_wait_readable(sfd, 0), 0);
+    return sfd;
+}
+
 /* --------------------------------------------------------- callback mode */
 
 static void test_callback_exit_codes(void **state)
@@ -83,12 +96,7 @@ static void test_callback_running_state(void **state)
     assert_true(pid > 0);
     assert_int_equal(id.pid, pid);
     assert_int_equal(id.ppid, getpid());
-    assert_true(proc_is_alive(p));
-    assert_int_equal(proc_exitcode(p), PROC_EXITCODE_NONE);
-    assert_int_equal(proc_join(p, 0), -ETIMEDOUT);
-    int sfd = proc_sentinel(p);
-    assert_true(sfd >= 0);
-    assert_int_equal(tu_wait_readable(sfd, 0), 0);
+    int sfd = assert_running(p);
 
     tu_gate_open(&g[0]);
     assert_int_equal(tu_wait_readable(sfd, BOUND_MS), 1);
@@ -233,12 +241,7 @@ static void test_exec_running_state(void **state)
     assert_non_null(p);
     assert_int_equal(rc, 0);
     assert_true(proc_pid(p) > 0);
-    assert_true(proc_is_alive(p));
-    assert_int_equal(proc_exitcode(p), PROC_EXITCODE_NONE);
-    assert_int_equal(proc_join(p, 0), -ETIMEDOUT);
-    int sfd = proc_sentinel(p);
-    assert_true(sfd >= 0);
-    assert_int_equal(tu_wait_readable(sfd, 0), 0);
+    int sfd = assert_running(p);
     assert_int_equal(proc_close(p), -EBUSY);
     tu_gate_open(&g);
     assert_int_equal(tu_wait_readable(sfd, BOUND_MS), 1);

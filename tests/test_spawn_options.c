@@ -273,17 +273,9 @@ static void check_group(bool new_group)
     assert_no_children();
 }
 
-static void test_new_group(void **state)
-{
-    (void)state;
-    check_group(true);
-}
+TEST_CASE(test_new_group, check_group, true)
 
-static void test_no_group(void **state)
-{
-    (void)state;
-    check_group(false);
-}
+TEST_CASE(test_no_group, check_group, false)
 
 /* exec: sh starts a background sleep and reports its pid on stdout; the pipe
  * behind stdout is held only by sh and the sleep, so EOF means both died. */
@@ -381,17 +373,9 @@ static void check_signal_tree_callback(bool leave)
     assert_no_children();
 }
 
-static void test_signal_tree_callback(void **state)
-{
-    (void)state;
-    check_signal_tree_callback(false);
-}
+TEST_CASE(test_signal_tree_callback, check_signal_tree_callback, false)
 
-static void test_signal_tree_after_child_ended(void **state)
-{
-    (void)state;
-    check_signal_tree_callback(true);
-}
+TEST_CASE(test_signal_tree_after_child_ended, check_signal_tree_callback, true)
 
 #define T(f) cmocka_unit_test_teardown(f, spawn_cleanup)
 

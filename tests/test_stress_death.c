@@ -305,6 +305,15 @@ static void run_cleanup(struct run *r);
 
 static bool reaper_first; /* for the next run_start */
 
+/* Closes, in every pipe of r, the test's end (ours) or the middle's. */
+static void close_ends(struct run *r, bool ours)
+{
+    int *const pipes[] = {r->life, r->stubborn, r->report, r->cmd, r->ping, r->pong, r->gate};
+    static const int test_end[] = {0, 0, 0, 1, 1, 0, 1};
+    for (size_t i = 0; i < sizeof test_end / sizeof test_end[0]; i++)
+        close_fd(&pipes[i][ours ? test_end[i] : 1 - test_end[i]]);
+}
+
 /* Starts a middle (libproc child, or root process when root) and reads its reports. */
 static void run_start(struct run *r, bool root, int ndaemons, bool from_thread, bool nondaemons,
                       bool stubborn)
@@ -351,13 +360,7 @@ static void run_start(struct run *r, bool root, int ndaemons, bool from_thread, 
         EQ(proc_start(r->p), 0);
     }
     /* only the middle's tree holds these now */
-    close_fd(&r->life[1]);
-    close_fd(&r->stubborn[1]);
-    close_fd(&r->report[1]);
-    close_fd(&r->cmd[0]);
-    close_fd(&r->ping[0]);
-    close_fd(&r->pong[1]);
-    close_fd(&r->gate[0]);
+    close_ends(r, false);
 
     /* the middle's marker, and a report from every daemon (they run on their own) */
     bool marker = false;
@@ -412,13 +415,7 @@ static void run_cleanup(struct run *r)
 {
     for (int i = 0; i < r->ndaemon_pids; i++)
         kill(r->daemons[i], SIGKILL); /* only matters after a failure */
-    close_fd(&r->life[0]);
-    close_fd(&r->stubborn[0]);
-    close_fd(&r->report[0]);
-    close_fd(&r->cmd[1]);
-    close_fd(&r->ping[1]);
-    close_fd(&r->pong[0]);
-    close_fd(&r->gate[1]);
+    close_ends(r, true);
 }
 
 static int64_t worst_ms;
@@ -439,12 +436,7 @@ static void expect_daemons_gone(struct run *r, int64_t t0, const char *what)
 static int teardown(void **state)
 {
     (void)state;
-    int left = tu_wait_children_gone(5000);
-    if (left != 0) {
-        print_error("test left %d child process(es) behind\n", left);
-        return -1;
-    }
-    return 0;
+    return check_no_children_left(5000);
 }
 
 static void test_daemons_die_at_normal_exit(void **state)
@@ -481,48 +473,52 @@ static void test_daemons_die_at_normal_exit(void **state)
                   DAEMONS + 1, (long long)worst_ms);
 }
 
-static void test_daemons_die_with_killed_parent(void **state)
+/* Ends the parent of r by SIGKILL: proc_kill() of the libproc child (v 0) or
+ * kill() of the root process (v 1). */
+static void kill_parent(struct run *r, int v)
 {
-    (void)state;
-    worst_ms = 0;
-    for (int round = 0; round < ROUNDS; round++) {
-        for (int v = 0; v < 2; v++) {
-            struct run r;
-            run_start(&r, v == 1, DAEMONS, false, false, true);
-            int64_t t0 = tu_now_ms();
-            if (v == 0)
-                EQ(proc_kill(r.p), 0);
-            else
-                EQ(kill(r.root, SIGKILL), 0);
-            expect_daemons_gone(&r, t0, "SIGKILL of the parent");
-            EQ(ms_to_eof(r.stubborn[0], t0, DEATH_BOUND_MS) >= 0, 1);
-            reap_middle(&r, -SIGKILL);
-            run_cleanup(&r);
-        }
-    }
-    print_message("daemons died at most %lld ms after their parent's SIGKILL\n",
-                  (long long)worst_ms);
+    if (v == 0)
+        EQ(proc_kill(r->p), 0);
+    else
+        EQ(kill(r->root, SIGKILL), 0);
 }
 
-static void test_daemons_die_with_crashed_parent(void **state)
+/* Makes the parent of r crash (SIGSEGV), either variant. */
+static void crash_parent(struct run *r, int v)
 {
-    (void)state;
+    (void)v;
+    send_cmd(r, 'c');
+}
+
+/* ROUNDS rounds of both variants (v 0: a libproc child, 1: a root process)
+ * of a parent of DAEMONS daemons, one of them ignoring SIGTERM, that
+ * end(r, v) makes die of a signal (-neg_sig; what): every daemon, the
+ * stubborn one included, dies within the bound. Prints the worst delay, the
+ * time after which it is counted being `after`. */
+static void daemons_die_with_signalled_parent(void (*end)(struct run *r, int v), const char *what,
+                                              int neg_sig, const char *after)
+{
     worst_ms = 0;
     for (int round = 0; round < ROUNDS; round++) {
         for (int v = 0; v < 2; v++) {
             struct run r;
             run_start(&r, v == 1, DAEMONS, false, false, true);
             int64_t t0 = tu_now_ms();
-            send_cmd(&r, 'c');
-            expect_daemons_gone(&r, t0, "crash of the parent");
+            end(&r, v);
+            expect_daemons_gone(&r, t0, what);
             EQ(ms_to_eof(r.stubborn[0], t0, DEATH_BOUND_MS) >= 0, 1);
-            reap_middle(&r, -SIGSEGV);
+            reap_middle(&r, neg_sig);
             run_cleanup(&r);
         }
     }
-    print_message("daemons died at most %lld ms after their parent crashed (SIGSEGV)\n",
-                  (long long)worst_ms);
+    print_message("daemons died at most %lld ms after %s\n", (long long)worst_ms, after);
 }
+
+TEST_CASE(test_daemons_die_with_killed_parent, daemons_die_with_signalled_parent, kill_parent,
+          "SIGKILL of the parent", -SIGKILL, "their parent's SIGKILL")
+
+TEST_CASE(test_daemons_die_with_crashed_parent, daemons_die_with_signalled_parent, crash_parent,
+          "crash of the parent", -SIGSEGV, "their parent crashed (SIGSEGV)")
 
 /* Daemons started from a thread that has exited (fully: its task is gone)
  * still live; they die with the parent, normally exiting or killed. */
@@ -627,12 +623,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     struct rlimit core = {0, 0}; /* the crashing middles write no core file */
     setrlimit(RLIMIT_CORE, &core);
-    if (argc == 3 && strcmp(argv[1], "--sub") == 0) {
-        alarm(120);
-        if (strcmp(argv[2], "root") == 0)
-            return sub_root();
-        return 2;
-    }
+    st_sub_dispatch(argc, argv, 120, (const struct st_sub[]){{"root", sub_root}, {NULL, NULL}});
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_daemons_die_at_normal_exit, teardown),
         cmocka_unit_test_teardown(test_daemons_die_with_killed_parent, teardown),

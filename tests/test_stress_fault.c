@@ -38,8 +38,7 @@ static int setup(void **state)
     strcpy(tmpdir, "/tmp/libproc-fault-XXXXXX");
     if (!mkdtemp(tmpdir))
         return -1;
-    proc_t *p = proc_new(NULL, NULL); /* warm up: reaper and its fds */
-    if (!p || proc_start(p) != 0 || proc_join(p, 10000) != 0 || proc_close(p) != 0)
+    if (st_warm_up() != 0)
         return -1;
     fds_at_start = tu_count_fds();
     return 0;
@@ -56,17 +55,7 @@ static int group_teardown(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    int left = tu_wait_children_gone(5000);
-    int fds = tu_count_fds();
-    if (left != 0) {
-        print_error("test left %d child process(es) behind\n", left);
-        return -1;
-    }
-    if (fds != fds_at_start) {
-        print_error("open fds: %d before the test, %d after\n", fds_at_start, fds);
-        return -1;
-    }
-    return 0;
+    return check_nothing_left(5000, fds_at_start);
 }
 
 /* What a failed start must leave: a never-started object, no child, no fd. */
@@ -79,11 +68,6 @@ static void assert_failed_cleanly(proc_t *p, int fds_before)
     EQ(proc_active_children(NULL, 0), 0);
     EQ(tu_count_children(NULL), 0);
     EQ(tu_count_fds(), fds_before);
-}
-
-static int return_arg(void *arg)
-{
-    return (int)(intptr_t)arg;
 }
 
 /* ------------------------------------------------------------ RLIMIT_NOFILE */
@@ -118,7 +102,7 @@ static proc_t *make(enum mode m)
         const char *argv[] = {"/bin/sh", "-c", "exit 21", NULL};
         p = proc_new_exec(argv);
     } else {
-        p = proc_new(return_arg, (void *)(intptr_t)21);
+        p = proc_new(return_code_main, (void *)(intptr_t)21);
     }
     if (p && (m == CALLBACK_CWD || m == EXEC_CWD) && proc_set_cwd(p, "/") != 0)
         return NULL;
@@ -230,7 +214,7 @@ static int sub_nofile_first(void)
 {
     const char *h = getenv("LIBPROC_TEST_HEADROOM");
     int headroom = h ? atoi(h) : 0;
-    proc_t *p = proc_new(return_arg, (void *)(intptr_t)5);
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)5);
     if (!p)
         return 10;
     int fds_before = tu_count_fds();
@@ -269,7 +253,7 @@ static int sub_nofile_first(void)
     /* and again, normally: with pidfds as on any other start (a probe that met the
      * exhausted fd table must not have turned them off for good), and so without
      * a SIGCHLD handler of libproc's (README: none is installed with pidfds) */
-    p = proc_new(return_arg, (void *)(intptr_t)6);
+    p = proc_new(return_code_main, (void *)(intptr_t)6);
     if (!p || proc_start(p) != 0)
         return 20;
     char kind[64];
@@ -303,10 +287,7 @@ static void test_rlimit_nofile_first_start(void **state)
     for (int headroom = 0; headroom <= 4; headroom++) {
         char env0[64];
         snprintf(env0, sizeof env0, "LIBPROC_TEST_HEADROOM=%d", headroom);
-        const char *env[] = {env0, NULL};
-        pid_t pid = st_spawn_sub("nofile-first", NULL, 0, env);
-        assert_true(pid > 0);
-        int code = st_wait_pid(pid);
+        int code = st_run_sub("nofile-first", env0);
         if (code != 0) {
             print_error("first start with %d free fd(s): sub-process failed with %d (12 wrong "
                         "errno, 13 object not clean, 14 child left, 15 fd left, 16 restart "
@@ -494,12 +475,8 @@ static void test_bad_cwd(void **state)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (argc == 3 && strcmp(argv[1], "--sub") == 0) {
-        alarm(60);
-        if (strcmp(argv[2], "nofile-first") == 0)
-            return sub_nofile_first();
-        return 2;
-    }
+    st_sub_dispatch(argc, argv, 60,
+                    (const struct st_sub[]){{"nofile-first", sub_nofile_first}, {NULL, NULL}});
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_rlimit_nofile, teardown),
         cmocka_unit_test_teardown(test_rlimit_nofile_first_start, teardown),

@@ -64,11 +64,8 @@ static void need_interposer(void)
 static int setup(void **state)
 {
     (void)state;
-    if (find_interposer()) {
-        proc_t *p = proc_new(NULL, NULL); /* warm up: reaper and its fds */
-        if (!p || proc_start(p) != 0 || proc_join(p, 10000) != 0 || proc_close(p) != 0)
-            return -1;
-    }
+    if (find_interposer() && st_warm_up() != 0)
+        return -1;
     fds_at_start = tu_count_fds();
     return 0;
 }
@@ -78,22 +75,7 @@ static int teardown(void **state)
     (void)state;
     if (ff_disarm)
         ff_disarm();
-    int left = tu_wait_children_gone(5000);
-    int fds = tu_count_fds();
-    if (left != 0) {
-        print_error("test left %d child process(es) behind\n", left);
-        return -1;
-    }
-    if (fds != fds_at_start) {
-        print_error("open fds: %d before the test, %d after\n", fds_at_start, fds);
-        return -1;
-    }
-    return 0;
-}
-
-static int return_arg(void *arg)
-{
-    return (int)(intptr_t)arg;
+    return check_nothing_left(5000, fds_at_start);
 }
 
 /* What a failed start must leave: a never-started, usable object; no child. */
@@ -152,12 +134,12 @@ static void fail_then_restart(proc_t *(*make)(void), int err, int code)
 
 static proc_t *make_callback(void)
 {
-    return proc_new(return_arg, (void *)(intptr_t)42);
+    return proc_new(return_code_main, (void *)(intptr_t)42);
 }
 
 static proc_t *make_callback_cwd(void)
 {
-    proc_t *p = proc_new(return_arg, (void *)(intptr_t)43);
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)43);
     if (p && proc_set_cwd(p, "/") != 0)
         return NULL;
     return p;
@@ -165,7 +147,7 @@ static proc_t *make_callback_cwd(void)
 
 static proc_t *make_callback_daemon(void)
 {
-    proc_t *p = proc_new(return_arg, (void *)(intptr_t)44);
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)44);
     if (p && proc_set_daemon(p, true) != 0)
         return NULL;
     return p;
@@ -280,7 +262,7 @@ static int sub_first_start(void)
 {
     if (!find_interposer())
         return 77;
-    proc_t *p = proc_new(return_arg, (void *)(intptr_t)9);
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)9);
     if (!p)
         return 10;
     ff_arm(EAGAIN, 1, 1);
@@ -301,9 +283,7 @@ static void test_first_start_fork_fails(void **state)
 {
     (void)state;
     need_interposer();
-    pid_t pid = st_spawn_sub("first-start", NULL, 0, NULL);
-    assert_true(pid > 0);
-    int code = st_wait_pid(pid);
+    int code = st_run_sub("first-start", NULL);
     if (code != 0)
         fail_msg("sub-process: %d (11 wrong error, 12 object not clean, 13 restart failed)", code);
 }
@@ -340,7 +320,7 @@ static int sub_fork_during_setup(void)
     pid_t pid = fork();
     if (pid == 0) {
         alarm(20);
-        proc_t *p = proc_new(return_arg, (void *)(intptr_t)7);
+        proc_t *p = proc_new(return_code_main, (void *)(intptr_t)7);
         int r = p ? proc_start(p) : -ENOMEM;
         r = r ? r : proc_join(p, 10000);
         _exit(r == 0 && proc_exitcode(p) == 7 ? 0 : 1);
@@ -370,9 +350,7 @@ static void test_fork_during_first_setup(void **state)
         skipped++;
         skip();
     }
-    pid_t pid = st_spawn_sub("fork-during-setup", NULL, 0, NULL);
-    assert_true(pid > 0);
-    int code = st_wait_pid(pid);
+    int code = st_run_sub("fork-during-setup", NULL);
     if (code == 77) {
         print_message("skipped: the interposer has no atexit hold\n");
         skipped++;
@@ -466,14 +444,10 @@ static void test_failures_among_concurrent_starts(void **state)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (argc == 3 && strcmp(argv[1], "--sub") == 0) {
-        alarm(60);
-        if (strcmp(argv[2], "first-start") == 0)
-            return sub_first_start();
-        if (strcmp(argv[2], "fork-during-setup") == 0)
-            return sub_fork_during_setup();
-        return 2;
-    }
+    st_sub_dispatch(argc, argv, 60,
+                    (const struct st_sub[]){{"first-start", sub_first_start},
+                                            {"fork-during-setup", sub_fork_during_setup},
+                                            {NULL, NULL}});
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_callback_fork_fails, teardown),
         cmocka_unit_test_teardown(test_callback_with_cwd_fork_fails, teardown),

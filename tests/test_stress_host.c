@@ -56,10 +56,7 @@ static const char *sub_mode = "?";
         if (!(cond)) {                                                                             \
             fprintf(stderr, "sub %s: %s:%d: check failed: %s: ", sub_mode, __FILE__, __LINE__,     \
                     #cond);                                                                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            fflush(stderr);                                                                        \
-            _exit(1);                                                                              \
+            st_sub_fail(__VA_ARGS__);                                                              \
         }                                                                                          \
     } while (0)
 
@@ -108,11 +105,6 @@ static int gated_child(void *arg)
     alarm(ST_CHILD_ALARM_S);
     if (tu_gate_wait(&gate, ST_CHILD_ALARM_S * 1000) != 0)
         return 254;
-    return (int)(intptr_t)arg;
-}
-
-static int return_arg(void *arg)
-{
     return (int)(intptr_t)arg;
 }
 
@@ -192,7 +184,7 @@ static void handler_per_exit(int rounds)
         pid_t pid = host_fork(i, false);
         CHECK(st_wait_pid(pid) == i, "host child status");
         CHECK(handler_was_called(10000), "round %d: no handler call for the host's child", i);
-        proc_t *p = proc_new(return_arg, (void *)(intptr_t)i);
+        proc_t *p = proc_new(return_code_main, (void *)(intptr_t)i);
         CHECK(p && proc_start(p) == 0, "start");
         CHECK(proc_join(p, 30000) == 0 && proc_exitcode(p) == i, "join");
         CHECK(proc_close(p) == 0, "close");
@@ -202,7 +194,7 @@ static void handler_per_exit(int rounds)
 
 static void libproc_first_start(void)
 {
-    proc_t *p = proc_new(return_arg, (void *)(intptr_t)3);
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)3);
     CHECK(p && proc_start(p) == 0, "first start");
     CHECK(proc_join(p, 30000) == 0 && proc_exitcode(p) == 3, "first join");
     CHECK(proc_close(p) == 0, "close");
@@ -360,43 +352,25 @@ static int sub_sigign_after(void)
 
 static void run_sub(const char *mode)
 {
-    pid_t pid = st_spawn_sub(mode, NULL, 0, NULL);
-    assert_true(pid > 0);
-    int code = st_wait_pid(pid);
+    int code = st_run_sub(mode, NULL);
     if (code != 0)
         fail_msg("sub-process '%s' failed: %d (1: a check failed, see above; -14: it hung)", mode,
                  code);
 }
 
-static int no_children_left(void **state)
+static int teardown(void **state)
 {
     (void)state;
     return check_no_children_left(5000);
 }
 
-static void test_handler_installed_before_libproc(void **state)
-{
-    (void)state;
-    run_sub("handler-before");
-}
+TEST_CASE(test_handler_installed_before_libproc, run_sub, "handler-before")
 
-static void test_handler_installed_after_libproc(void **state)
-{
-    (void)state;
-    run_sub("handler-after");
-}
+TEST_CASE(test_handler_installed_after_libproc, run_sub, "handler-after")
 
-static void test_sigchld_ignored_before_first_start(void **state)
-{
-    (void)state;
-    run_sub("sigign-before");
-}
+TEST_CASE(test_sigchld_ignored_before_first_start, run_sub, "sigign-before")
 
-static void test_sigchld_ignored_after_start(void **state)
-{
-    (void)state;
-    run_sub("sigign-after");
-}
+TEST_CASE(test_sigchld_ignored_after_start, run_sub, "sigign-after")
 
 /* ----------------------------------- fork() while other threads are in libproc */
 
@@ -424,10 +398,10 @@ static void *fork_worker(void *arg)
         int code = (int)(k % 200);
         switch ((k + w->index) % 4) {
         case 0:
-            p = proc_new(return_arg, (void *)(intptr_t)code);
+            p = proc_new(return_code_main, (void *)(intptr_t)code);
             break;
         case 1:
-            p = proc_new(return_arg, (void *)(intptr_t)code);
+            p = proc_new(return_code_main, (void *)(intptr_t)code);
             if (p && proc_set_cwd(p, "/") != 0) /* a status pipe is in flight during the fork */
                 fw_error(w, "set_cwd", 0);
             break;
@@ -438,7 +412,7 @@ static void *fork_worker(void *arg)
             break;
         }
         default:
-            p = proc_new(return_arg, (void *)(intptr_t)code);
+            p = proc_new(return_code_main, (void *)(intptr_t)code);
             if (p && proc_set_daemon(p, true) != 0) /* forked by the reaper thread */
                 fw_error(w, "set_daemon", 0);
             break;
@@ -477,7 +451,7 @@ static int forked_host_child(int i)
     proc_t *cur = proc_current();
     if (!cur || proc_pid(cur) != getpid())
         return 11;
-    proc_t *p = proc_new(return_arg, (void *)(intptr_t)(i % 100));
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)(i % 100));
     if (!p || proc_start(p) != 0)
         return 12;
     if (proc_join(p, 10000) != 0 || proc_exitcode(p) != i % 100)
@@ -573,11 +547,11 @@ int main(int argc, char **argv)
     }
     st_raise_limits();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_handler_installed_before_libproc, no_children_left),
-        cmocka_unit_test_teardown(test_handler_installed_after_libproc, no_children_left),
-        cmocka_unit_test_teardown(test_sigchld_ignored_before_first_start, no_children_left),
-        cmocka_unit_test_teardown(test_sigchld_ignored_after_start, no_children_left),
-        cmocka_unit_test_teardown(test_fork_while_threads_in_libproc, no_children_left),
+        cmocka_unit_test_teardown(test_handler_installed_before_libproc, teardown),
+        cmocka_unit_test_teardown(test_handler_installed_after_libproc, teardown),
+        cmocka_unit_test_teardown(test_sigchld_ignored_before_first_start, teardown),
+        cmocka_unit_test_teardown(test_sigchld_ignored_after_start, teardown),
+        cmocka_unit_test_teardown(test_fork_while_threads_in_libproc, teardown),
     };
     return cmocka_run_group_tests_name("stress_host", tests, NULL, NULL);
 }

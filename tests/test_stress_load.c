@@ -63,26 +63,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    int left = tu_wait_children_gone(5000);
-    int fds = tu_count_fds();
-    if (left != 0) {
-        print_error("test left %d child process(es) behind (%d zombies)\n", left,
-                    tu_count_zombies());
-        return -1;
-    }
-    if (fds != fds_at_start) {
-        print_error("open fds: %d before the test, %d after\n", fds_at_start, fds);
-        return -1;
-    }
-    return 0;
+    return check_nothing_left(5000, fds_at_start);
 }
 
 /* ------------------------------------------------------- 10,000 in sequence */
-
-static int return_arg(void *arg)
-{
-    return (int)(intptr_t)arg;
-}
 
 static int exit_arg(void *arg)
 {
@@ -96,7 +80,7 @@ static void test_sequential_children(void **state)
     int64_t t0 = tu_now_ms();
     for (int i = 0; i < n; i++) {
         int code = i % 256;
-        proc_t *p = proc_new(i % 2 ? exit_arg : return_arg, (void *)(intptr_t)code);
+        proc_t *p = proc_new(i % 2 ? exit_arg : return_code_main, (void *)(intptr_t)code);
         assert_non_null(p);
         int r = proc_start(p);
         if (r != 0)
@@ -226,17 +210,9 @@ static void burst(bool with_signals)
                   n, signalled, (long long)(t_ready - t_start), (long long)took);
 }
 
-static void test_burst_release(void **state)
-{
-    (void)state;
-    burst(false);
-}
+TEST_CASE(test_burst_release, burst, false)
 
-static void test_burst_release_with_signals(void **state)
-{
-    (void)state;
-    burst(true);
-}
+TEST_CASE(test_burst_release_with_signals, burst, true)
 
 /* ----------------------------------------------- 8 threads x 500 at once */
 
@@ -277,7 +253,7 @@ static void *worker_main(void *arg)
             p = proc_new_exec(argv);
             code = 1;
         } else {
-            p = proc_new(i % 2 ? exit_arg : return_arg, (void *)(intptr_t)code);
+            p = proc_new(i % 2 ? exit_arg : return_code_main, (void *)(intptr_t)code);
         }
         if (!p) {
             worker_error(w, i, "proc_new failed", errno);

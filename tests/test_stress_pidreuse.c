@@ -59,10 +59,7 @@ static const char *mode = "?";
     do {                                                                                           \
         if (!(cond)) {                                                                             \
             fprintf(stderr, "pidreuse %s: %s:%d: ", mode, __FILE__, __LINE__);                     \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            fflush(stderr);                                                                        \
-            _exit(1);                                                                              \
+            st_sub_fail(__VA_ARGS__);                                                              \
         }                                                                                          \
     } while (0)
 
@@ -297,10 +294,7 @@ static void run_mode(const char *m)
 {
     char env0[64];
     snprintf(env0, sizeof env0, "LIBPROC_TEST_PIDREUSE=%s", m);
-    const char *env[] = {env0, NULL};
-    pid_t pid = st_spawn_sub("pidreuse", NULL, 0, env);
-    assert_true(pid > 0);
-    int code = st_wait_pid(pid);
+    int code = st_run_sub("pidreuse", env0);
     if (code == SUB_SKIP) {
         skipped++;
         skip();
@@ -309,23 +303,11 @@ static void run_mode(const char *m)
         fail_msg("mode %s: sub-process failed with %d (1: a check failed, see above)", m, code);
 }
 
-static void test_pid_reuse_after_join(void **state)
-{
-    (void)state;
-    run_mode("join");
-}
+TEST_CASE(test_pid_reuse_after_join, run_mode, "join")
 
-static void test_pid_reuse_after_reaper(void **state)
-{
-    (void)state;
-    run_mode("reaper");
-}
+TEST_CASE(test_pid_reuse_after_reaper, run_mode, "reaper")
 
-static void test_group_reuse_signal_tree(void **state)
-{
-    (void)state;
-    run_mode("tree");
-}
+TEST_CASE(test_group_reuse_signal_tree, run_mode, "tree")
 
 static void test_pid_reuse_after_host_reaped(void **state)
 {

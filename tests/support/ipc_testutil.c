@@ -191,3 +191,17 @@ void it_sweep_monotone(long n, bool happened, long *first)
         fail_msg("killed after %ld instructions the operation had happened, after %ld not", *first,
                  n);
 }
+
+long it_stepper_count(struct it_stepper *s, bool (*committed)(void *arg), long *commit)
+{
+    long steps = 0;
+    *commit = -1;
+    while (it_stepper_step(s)) {
+        steps++;
+        if (*commit < 0 && committed(s->arg))
+            *commit = steps;
+    }
+    it_stepper_kill(s);
+    assert_true(*commit > 0);
+    return steps;
+}

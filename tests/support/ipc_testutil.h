@@ -113,6 +113,11 @@ void it_stepper_run(struct it_stepper *s, long n);
 /* SIGKILLs the traced child and reaps it. */
 void it_stepper_kill(struct it_stepper *s);
 
+/* The counting pass of a kill sweep (s started): runs s's operation step by
+ * step to its end, then kills the child: the number of steps; *commit is the
+ * first step after which committed(s->arg) held (asserted found). */
+long it_stepper_count(struct it_stepper *s, bool (*committed)(void *arg), long *commit);
+
 /* Whether a sweep over an operation of `steps` instructions kills at
  * instruction n: every one near commit (where its effect became visible,
  * -1 if unknown), a stride elsewhere. */

@@ -12,6 +12,12 @@
 #include "reaper_fixture.h"
 #include "testcheck.h"
 
+struct blocker blocker_pipe(int fds[2], int code)
+{
+    make_pipe(fds);
+    return (struct blocker){fds[0], fds[1], code};
+}
+
 int blocker_main(void *arg)
 {
     struct blocker *b = arg;
@@ -21,11 +27,6 @@ int blocker_main(void *arg)
         close(b->wfd);
     (void)read_retry(b->rfd, &c, 1);
     return b->code;
-}
-
-int return_code_main(void *arg)
-{
-    return (int)(intptr_t)arg;
 }
 
 /* Starts a blocker child. */

@@ -22,11 +22,12 @@ struct blocker {
     int code;
 };
 
+/* Makes the pipe fds (make_pipe(), asserted) and a blocker on it that
+ * returns code. */
+struct blocker blocker_pipe(int fds[2], int code);
+
 /* A child's target (arg: its struct blocker): blocks as above, returns code. */
 int blocker_main(void *arg);
-
-/* A child's target: returns arg, an intptr_t. */
-int return_code_main(void *arg);
 
 /* Starts a blocker child (asserted). */
 proc_t *start_blocker(struct blocker *b);

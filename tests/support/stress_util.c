@@ -1,5 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The helpers of stress_util.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -99,4 +106,42 @@ pid_t st_spawn_sub(const char *mode, const int *fds, int nfds, const char *const
     int err = errno;
     free(envp);
     return pid < 0 ? -err : pid;
+}
+
+int st_run_sub(const char *mode, const char *env0)
+{
+    const char *env[] = {env0, NULL};
+    pid_t pid = st_spawn_sub(mode, NULL, 0, env);
+    assert_true(pid > 0);
+    return st_wait_pid(pid);
+}
+
+void st_sub_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    _exit(1);
+}
+
+void st_sub_dispatch(int argc, char **argv, unsigned alarm_s, const struct st_sub *subs)
+{
+    if (argc != 3 || strcmp(argv[1], "--sub") != 0)
+        return;
+    alarm(alarm_s);
+    for (const struct st_sub *s = subs; s->mode; s++)
+        if (strcmp(argv[2], s->mode) == 0)
+            exit(s->main());
+    exit(2);
+}
+
+int st_warm_up(void)
+{
+    proc_t *p = proc_new(NULL, NULL);
+    if (!p || proc_start(p) != 0 || proc_join(p, 10000) != 0 || proc_close(p) != 0)
+        return -1;
+    return 0;
 }

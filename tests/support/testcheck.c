@@ -70,6 +70,15 @@ void subreaper(bool on)
     assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0), 0);
 }
 
+void start_and_read_report(proc_t *p, int fds[2], void *out, size_t len, int bound_ms)
+{
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+    assert_int_equal(tu_read_full(fds[0], out, len, bound_ms), (ssize_t)len);
+    assert_int_equal(proc_join(p, bound_ms), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+}
+
 int check_no_children_left(int bound_ms)
 {
     int n = tu_wait_children_gone(bound_ms);
@@ -78,6 +87,36 @@ int check_no_children_left(int bound_ms)
         return -1;
     }
     return 0;
+}
+
+int check_nothing_left(int bound_ms, int fds_at_start)
+{
+    if (check_no_children_left(bound_ms) != 0)
+        return -1;
+    int fds = tu_count_fds();
+    if (fds != fds_at_start) {
+        print_error("open fds: %d before the test, %d after\n", fds_at_start, fds);
+        return -1;
+    }
+    return 0;
+}
+
+int kill_leftover_children(void **state)
+{
+    (void)state;
+    kill_children_left(10000);
+    return 0;
+}
+
+int return_code_main(void *arg)
+{
+    return (int)(intptr_t)arg;
+}
+
+int no_children_left(void **state)
+{
+    (void)state;
+    return check_no_children_left(3000);
 }
 
 void run_self(const char *name, const char *mode, bool no_pidfd)

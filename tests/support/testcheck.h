@@ -56,6 +56,11 @@ void kill_children_left(int bound_ms);
  * (tu_gate_main), both asserted: the child. */
 proc_t *start_gated_child(tu_gate *g);
 
+/* Starts p, whose target writes a report of len bytes to fds[1] (closed
+ * here once p started), reads the report from fds[0] into out, then joins p
+ * within bound_ms: all asserted, an exit code of 0 included. */
+void start_and_read_report(proc_t *p, int fds[2], void *out, size_t len, int bound_ms);
+
 /* Grandchildren orphaned by a test are re-parented to the test process (not
  * to a pid 1 that may never reap them), and the test reaps them itself. */
 void subreaper(bool on);
@@ -64,6 +69,21 @@ void subreaper(bool on);
  * gap between an exit and its reaping); 0, or -1 after printing how many
  * (and how many zombies) the test left behind. */
 int check_no_children_left(int bound_ms);
+
+/* For a teardown: check_no_children_left(bound_ms), then 0 only if as many
+ * fds are open as fds_at_start (else -1 after printing both counts). */
+int check_nothing_left(int bound_ms, int fds_at_start);
+
+/* A teardown: kill_children_left(10000) (a bound never reached when things
+ * work); always 0. */
+int kill_leftover_children(void **state);
+
+/* A child's target: returns arg, an intptr_t. */
+int return_code_main(void *arg);
+
+/* Teardown for every test: no child of ours (live or zombie) may remain;
+ * check_no_children_left(3000). */
+int no_children_left(void **state);
 
 /* Runs this program (named name in its argv[0]) again, as "--sub mode" or,
  * when mode is NULL, the whole suite, with LIBPROC_DISABLE_PIDFD=1 when
@@ -74,6 +94,24 @@ void run_self(const char *name, const char *mode, bool no_pidfd);
  * program (name) again with LIBPROC_DISABLE_PIDFD=1, libproc's switch to
  * the paths kernels without pidfds take; skipped in that re-run itself. */
 void run_all_again_without_pidfd(const char *name);
+
+/* Defines the test name (a cmocka test function) as the one call
+ * fn(args...): one case of a check shared by several tests. */
+#define TEST_CASE(name, fn, ...)                                                                   \
+    static void name(void **state)                                                                 \
+    {                                                                                              \
+        (void)state;                                                                               \
+        fn(__VA_ARGS__);                                                                           \
+    }
+
+/* Defines the test test_all_again_without_pidfd of program name (a string):
+ * run_all_again_without_pidfd(name). */
+#define TEST_ALL_AGAIN_WITHOUT_PIDFD(name)                                                         \
+    static void test_all_again_without_pidfd(void **state)                                         \
+    {                                                                                              \
+        (void)state;                                                                               \
+        run_all_again_without_pidfd(name);                                                         \
+    }
 
 /* Group setup: under a sanitizer runtime whose allocator is not fork-safe
  * (TU_ALLOCATOR_FORK_UNSAFE), brings libproc's reaper thread up (an exec'd

@@ -112,23 +112,34 @@ int tu_write_full(int fd, const void *buf, size_t len)
     return 0;
 }
 
+/* Waits (until deadline, -1: none) for fd to be readable, then reads up to
+ * n bytes, again after EINTR or EAGAIN: the count, 0 at EOF, -ETIMEDOUT, or
+ * -errno. */
+static ssize_t read_some(int fd, void *buf, size_t n, int64_t deadline)
+{
+    for (;;) {
+        int r = tu_wait_readable(fd, tu_left_ms(deadline));
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return -ETIMEDOUT;
+        ssize_t k = read(fd, buf, n);
+        if (k >= 0)
+            return k;
+        if (errno != EINTR && errno != EAGAIN)
+            return -errno;
+    }
+}
+
 ssize_t tu_read_full(int fd, void *buf, size_t len, int timeout_ms)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : tu_now_ms() + timeout_ms;
     char *p = (char *)buf;
     size_t got = 0;
     while (got < len) {
-        int r = tu_wait_readable(fd, tu_left_ms(deadline));
-        if (r < 0)
-            return r;
-        if (r == 0)
-            return -ETIMEDOUT;
-        ssize_t n = read(fd, p + got, len - got);
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            return -errno;
-        }
+        ssize_t n = read_some(fd, p + got, len - got, deadline);
+        if (n < 0)
+            return n;
         if (n == 0)
             break;
         got += (size_t)n;
@@ -143,20 +154,14 @@ ssize_t tu_read_to_eof(int fd, char *buf, size_t cap, int timeout_ms)
     if (cap == 0)
         return -EINVAL;
     for (;;) {
-        int r = tu_wait_readable(fd, tu_left_ms(deadline));
-        if (r < 0)
-            return r;
-        if (r == 0) {
+        char tmp[256];
+        ssize_t n = read_some(fd, tmp, sizeof tmp, deadline);
+        if (n == -ETIMEDOUT) {
             buf[got] = '\0';
             return -ETIMEDOUT;
         }
-        char tmp[256];
-        ssize_t n = read(fd, tmp, sizeof tmp);
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            return -errno;
-        }
+        if (n < 0)
+            return n;
         if (n == 0)
             break;
         size_t room = cap - 1 - got;
