@@ -150,10 +150,12 @@ struct pollset {
 /* Fills ps from the current workers; false when out of memory (ps->n = 0). */
 static bool pollset_fill(struct pollset *ps, const struct proc_pool *pool)
 {
-    size_t need = 1 + 2 * pool->nw;
+    size_t need = 1 + 2 * pool->nw; /* nw is at most an int's worth of workers */
     ps->n = 0;
-    if (need > ps->cap) {
-        size_t cap = need * 2;
+    if (need > ps->cap || !ps->pfd || !ps->w) {
+        size_t cap = 16;
+        while (cap < need)
+            cap *= 2;
         struct pollfd *a = realloc(ps->pfd, cap * sizeof *a);
         if (a)
             ps->pfd = a;

@@ -237,8 +237,6 @@ static void fast_settle(struct proc_pool *pool, struct proc__job *j, size_t nslo
             proc__job_note_fail(j, (size_t)fail - 1, (int)s->fail_rc);
     }
     size_t settled = 0, run = 0; /* [run, k): finished, not yet copied */
-    if (run > n)
-        run = n;
     for (size_t c = 0; c < nchunks; c++) {
         size_t k = c * chunk, cnt = n - k < chunk ? n - k : chunk;
         if (atomic_load_explicit(&state[c], memory_order_acquire) == 1) {
