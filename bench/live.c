@@ -31,6 +31,17 @@ void live_reset(void)
     live.fds[0] = live.fds[1] = -1;
 }
 
+pid_t live_fork(pid_t *slot)
+{
+    *slot = 0;
+    live.pids = slot;
+    live.npids = 1;
+    *slot = fork();
+    if (*slot < 0)
+        die("fork: %s", strerror(errno));
+    return *slot;
+}
+
 static void reap_quietly(pid_t pid)
 {
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)

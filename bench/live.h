@@ -44,6 +44,9 @@ struct live_coproc {
 extern struct live_coproc live_py;
 
 void live_reset(void);
+/* Forks one raw child into *slot, which the batch tracks (die() kills it):
+ * 0 in the child, its pid in the parent; dies if fork fails. */
+pid_t live_fork(pid_t *slot);
 
 /* Kills the coprocess's group, closes its fds and reaps it (not for signal handlers). */
 void live_coproc_kill(struct live_coproc *c);

@@ -44,13 +44,8 @@ static double s9_raw(void *ctx, long n)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         die("socketpair: %s", strerror(errno));
-    pid_t slot = 0;
-    live.pids = &slot;
-    live.npids = 1;
-    slot = fork();
-    if (slot < 0)
-        die("fork: %s", strerror(errno));
-    if (slot == 0) {
+    pid_t slot;
+    if (live_fork(&slot) == 0) {
         close(sv[0]);
         char buf[S9_MAX];
         for (;;) {

@@ -79,13 +79,8 @@ static double s8_raw(void *ctx, long ops)
     int go[2], data[2];
     if (pipe2(go, O_CLOEXEC) < 0 || pipe2(data, O_CLOEXEC) < 0)
         die("pipe2: %s", strerror(errno));
-    pid_t slot = 0;
-    live.pids = &slot;
-    live.npids = 1;
-    slot = fork();
-    if (slot < 0)
-        die("fork: %s", strerror(errno));
-    if (slot == 0) {
+    pid_t slot;
+    if (live_fork(&slot) == 0) {
         close(go[1]);
         close(data[0]);
         if (!s8_wait_go(go[0]))

@@ -181,14 +181,9 @@ static int latency_target(void *arg)
 
 static void latency_raw(struct latency *l)
 {
-    pid_t slot = 0;
-    live.pids = &slot;
-    live.npids = 1;
+    pid_t slot;
     *l->stamp = 0;
-    slot = fork();
-    if (slot < 0)
-        die("fork: %s", strerror(errno));
-    if (slot == 0)
+    if (live_fork(&slot) == 0)
         child_sleep_then_stamp(l->stamp);
     reap_ok(slot);
     uint64_t t = now_ns();
