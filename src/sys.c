@@ -233,25 +233,33 @@ unsigned long long proc__sys_start_time(pid_t pid)
 
 /* ---------------------------------------------------------------- identity */
 
+/* The cached pid: 0 until the first call, -1 when no fork handler could be
+ * registered (then every call asks getpid()). Relaxed: it is the only thing
+ * read, and the fast path must stay one plain load (ThreadSanitizer makes a
+ * pthread_once() there a long, variable path). */
 static _Atomic pid_t self_pid;
-static _Atomic bool self_tracked; /* the fork handler is in place */
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
 void proc__self_refresh(void)
 {
-    atomic_store_explicit(&self_pid, getpid(), memory_order_relaxed);
+    if (atomic_load_explicit(&self_pid, memory_order_relaxed) != -1)
+        atomic_store_explicit(&self_pid, getpid(), memory_order_relaxed);
 }
 
 static void self_init(void)
 {
-    proc__self_refresh();
-    atomic_store(&self_tracked, pthread_atfork(NULL, NULL, proc__self_refresh) == 0);
+    pid_t v = pthread_atfork(NULL, NULL, proc__self_refresh) == 0 ? getpid() : -1;
+    atomic_store_explicit(&self_pid, v, memory_order_relaxed);
 }
 
 pid_t proc__self_pid(void)
 {
-    pthread_once(&self_once, self_init);
-    if (!atomic_load_explicit(&self_tracked, memory_order_relaxed))
-        return getpid(); /* no handler (out of memory): ask every time */
-    return atomic_load_explicit(&self_pid, memory_order_relaxed);
+    pid_t p = atomic_load_explicit(&self_pid, memory_order_relaxed);
+    if (p > 0)
+        return p;
+    if (p == 0) {
+        pthread_once(&self_once, self_init);
+        p = atomic_load_explicit(&self_pid, memory_order_relaxed);
+    }
+    return p > 0 ? p : getpid();
 }
