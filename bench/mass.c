@@ -73,22 +73,33 @@ uint64_t mass_release(struct mass *m)
     return t0;
 }
 
-/* 1: pid is blocked in read(2); 0: not (yet); -1: cannot tell. */
-static int blocked_in_read(pid_t pid)
+/*
+ * Reads a /proc file into buf (at most size - 1 bytes, NUL-terminated).
+ * Returns the bytes read, 0 if none could be, -1 if it cannot be opened.
+ */
+static ssize_t read_proc_file(const char *path, char *buf, size_t size)
 {
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
     ssize_t n;
     do {
-        n = read(fd, buf, sizeof buf - 1);
+        n = read(fd, buf, size - 1);
     } while (n < 0 && errno == EINTR);
     close(fd);
     if (n <= 0)
-        return -1;
+        return 0;
     buf[n] = '\0';
+    return n;
+}
+
+/* 1: pid is blocked in read(2); 0: not (yet); -1: cannot tell. */
+static int blocked_in_read(pid_t pid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    if (read_proc_file(path, buf, sizeof buf) <= 0)
+        return -1;
     if (buf[0] < '0' || buf[0] > '9')
         return 0; /* "running" */
     return strtol(buf, NULL, 10) == SYS_read;
@@ -99,17 +110,11 @@ static int sleeping(pid_t pid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    ssize_t n = read_proc_file(path, buf, sizeof buf);
+    if (n < 0)
         die("%s: %s", path, strerror(errno));
-    ssize_t n;
-    do {
-        n = read(fd, buf, sizeof buf - 1);
-    } while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
+    if (n == 0)
         die("%s: cannot read", path);
-    buf[n] = '\0';
     const char *paren = strrchr(buf, ')');
     return paren && paren[1] == ' ' && paren[2] == 'S';
 }
@@ -160,13 +165,65 @@ static int mass_target(void *arg)
     return 0;
 }
 
-static double s3_raw(void *ctx, long k)
+/* A batch of k raw children: the release pipe and their pids, listed in live. */
+static pid_t *open_raw_batch(struct mass *m, long k)
 {
-    struct mass m;
     pid_t *pids = xcalloc((size_t)k, sizeof *pids);
     live.pids = pids;
     live.npids = (size_t)k;
-    mass_open(&m);
+    mass_open(m);
+    return pids;
+}
+
+/* The same for k libproc children. */
+static proc_t **open_proc_batch(struct mass *m, long k)
+{
+    proc_t **ps = xcalloc((size_t)k, sizeof *ps);
+    live.procs = ps;
+    live.nprocs = (size_t)k;
+    mass_open(m);
+    return ps;
+}
+
+/*
+ * The timed end of a scenario 3 batch of k blocked raw children: releases
+ * them and reaps them all, then ends the batch (frees pids). ns per child.
+ */
+static double release_and_reap(struct mass *m, pid_t *pids, long k)
+{
+    mass_close_read(m);
+    uint64_t t0 = mass_release(m);
+    for (long i = 0; i < k; i++) {
+        reap_ok(pids[i]);
+        pids[i] = 0;
+    }
+    uint64_t t1 = now_ns();
+    live_reset();
+    free(pids);
+    return (double)(t1 - t0) / (double)k;
+}
+
+/* The same for libproc children; exit statuses are checked after the clock stops. */
+static double release_and_join(struct mass *m, proc_t **ps, long k)
+{
+    mass_close_read(m);
+    uint64_t t0 = mass_release(m);
+    for (long i = 0; i < k; i++)
+        CHECK_PROC(proc_join(ps[i], PROC_WAIT_FOREVER));
+    uint64_t t1 = now_ns();
+    for (long i = 0; i < k; i++) {
+        join_ok(ps[i]);
+        close_ok(&ps[i]);
+    }
+    live_reset();
+    free(ps);
+    return (double)(t1 - t0) / (double)k;
+}
+
+static double s3_raw(void *ctx, long k)
+{
+    struct mass m;
+    pid_t *pids = open_raw_batch(&m, k);
     uint64_t ts = now_ns();
     for (long i = 0; i < k; i++) {
         pid_t pid = fork();
@@ -180,25 +237,13 @@ static double s3_raw(void *ctx, long k)
         pids[i] = pid;
     }
     s3_record_start(ctx, ts, pids, k);
-    mass_close_read(&m);
-    uint64_t t0 = mass_release(&m);
-    for (long i = 0; i < k; i++) {
-        reap_ok(pids[i]);
-        pids[i] = 0;
-    }
-    uint64_t t1 = now_ns();
-    live_reset();
-    free(pids);
-    return (double)(t1 - t0) / (double)k;
+    return release_and_reap(&m, pids, k);
 }
 
 static double s3_libproc(void *ctx, long k)
 {
     struct mass m;
-    proc_t **ps = xcalloc((size_t)k, sizeof *ps);
-    live.procs = ps;
-    live.nprocs = (size_t)k;
-    mass_open(&m);
+    proc_t **ps = open_proc_batch(&m, k);
     uint64_t ts = now_ns();
     for (long i = 0; i < k; i++) {
         ps[i] = proc_new(mass_target, &m);
@@ -207,27 +252,13 @@ static double s3_libproc(void *ctx, long k)
         CHECK_PROC(proc_start(ps[i]));
     }
     s3_record_start_procs(ctx, ts, ps, k);
-    mass_close_read(&m);
-    uint64_t t0 = mass_release(&m);
-    for (long i = 0; i < k; i++)
-        CHECK_PROC(proc_join(ps[i], PROC_WAIT_FOREVER));
-    uint64_t t1 = now_ns();
-    for (long i = 0; i < k; i++) {
-        join_ok(ps[i]);
-        close_ok(&ps[i]);
-    }
-    live_reset();
-    free(ps);
-    return (double)(t1 - t0) / (double)k;
+    return release_and_join(&m, ps, k);
 }
 
 static double s3_raw_exec(void *ctx, long k)
 {
     struct mass m;
-    pid_t *pids = xcalloc((size_t)k, sizeof *pids);
-    live.pids = pids;
-    live.npids = (size_t)k;
-    mass_open(&m);
+    pid_t *pids = open_raw_batch(&m, k);
     posix_spawn_file_actions_t fa;
     int err = posix_spawn_file_actions_init(&fa);
     if (!err)
@@ -239,16 +270,7 @@ static double s3_raw_exec(void *ctx, long k)
         pids[i] = spawn_raw(head_path, head_argv, &fa);
     s3_record_start(ctx, ts, pids, k);
     posix_spawn_file_actions_destroy(&fa);
-    mass_close_read(&m);
-    uint64_t t0 = mass_release(&m);
-    for (long i = 0; i < k; i++) {
-        reap_ok(pids[i]);
-        pids[i] = 0;
-    }
-    uint64_t t1 = now_ns();
-    live_reset();
-    free(pids);
-    return (double)(t1 - t0) / (double)k;
+    return release_and_reap(&m, pids, k);
 }
 
 /* libproc has no stdio redirection: the pipe goes to fd 0 while the children start. */
@@ -256,10 +278,7 @@ static double s3_libproc_exec(void *ctx, long k)
 {
     struct mass m;
     const char *const argv[] = {head_path, "-c1", NULL};
-    proc_t **ps = xcalloc((size_t)k, sizeof *ps);
-    live.procs = ps;
-    live.nprocs = (size_t)k;
-    mass_open(&m);
+    proc_t **ps = open_proc_batch(&m, k);
     int saved0 = fcntl(0, F_DUPFD_CLOEXEC, 3);
     if (saved0 < 0 && errno != EBADF)
         die("dup(0): %s", strerror(errno));
@@ -280,18 +299,7 @@ static double s3_libproc_exec(void *ctx, long k)
     } else {
         close(0);
     }
-    mass_close_read(&m);
-    uint64_t t0 = mass_release(&m);
-    for (long i = 0; i < k; i++)
-        CHECK_PROC(proc_join(ps[i], PROC_WAIT_FOREVER));
-    uint64_t t1 = now_ns();
-    for (long i = 0; i < k; i++) {
-        join_ok(ps[i]);
-        close_ok(&ps[i]);
-    }
-    live_reset();
-    free(ps);
-    return (double)(t1 - t0) / (double)k;
+    return release_and_join(&m, ps, k);
 }
 
 /* The middle k has a target of its own (targets.txt): issue 11's shape. */

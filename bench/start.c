@@ -18,21 +18,28 @@
 
 /* ================================================ 1: start+join, fork mode */
 
-double s1_raw(void *ctx, long ops)
+/*
+ * Scenarios 1 and 2's raw batch: ops start+join cycles of one child at a
+ * time, forked to exit at once (path NULL) or posix_spawn'ed. ns per op.
+ */
+static double raw_start_join(long ops, const char *path, char *const argv[])
 {
-    (void)ctx;
     pid_t slot = 0;
     live.pids = &slot;
     live.npids = 1;
     uint64_t t0 = now_ns();
     for (long i = 0; i < ops; i++) {
-        pid_t pid = fork();
-        if (pid < 0)
-            die("fork: %s", strerror(errno));
-        if (pid == 0)
-            _exit(0);
-        slot = pid;
-        reap_ok(pid);
+        if (path) {
+            slot = spawn_raw(path, argv, NULL);
+        } else {
+            pid_t pid = fork();
+            if (pid < 0)
+                die("fork: %s", strerror(errno));
+            if (pid == 0)
+                _exit(0);
+            slot = pid;
+        }
+        reap_ok(slot);
         slot = 0;
     }
     uint64_t t1 = now_ns();
@@ -40,17 +47,17 @@ double s1_raw(void *ctx, long ops)
     return (double)(t1 - t0) / (double)ops;
 }
 
-double s1_libproc(void *ctx, long ops)
+/* The same with libproc, exec'ing argv unless it is NULL. */
+static double libproc_start_join(long ops, const char *const argv[])
 {
-    (void)ctx;
     proc_t *slot = NULL;
     live.procs = &slot;
     live.nprocs = 1;
     uint64_t t0 = now_ns();
     for (long i = 0; i < ops; i++) {
-        slot = proc_new(NULL, NULL);
+        slot = argv ? proc_new_exec(argv) : proc_new(NULL, NULL);
         if (!slot)
-            die("proc_new: %s", strerror(errno));
+            die("%s: %s", argv ? "proc_new_exec" : "proc_new", strerror(errno));
         CHECK_PROC(proc_start(slot));
         join_ok(slot);
         close_ok(&slot);
@@ -58,6 +65,18 @@ double s1_libproc(void *ctx, long ops)
     uint64_t t1 = now_ns();
     live_reset();
     return (double)(t1 - t0) / (double)ops;
+}
+
+double s1_raw(void *ctx, long ops)
+{
+    (void)ctx;
+    return raw_start_join(ops, NULL, NULL);
+}
+
+double s1_libproc(void *ctx, long ops)
+{
+    (void)ctx;
+    return libproc_start_join(ops, NULL);
 }
 
 void scenario1(void)
@@ -80,39 +99,14 @@ void scenario1(void)
 static double s2_raw(void *ctx, long ops)
 {
     (void)ctx;
-    pid_t slot = 0;
-    live.pids = &slot;
-    live.npids = 1;
-    uint64_t t0 = now_ns();
-    for (long i = 0; i < ops; i++) {
-        slot = spawn_raw(true_path, true_argv, NULL);
-        reap_ok(slot);
-        slot = 0;
-    }
-    uint64_t t1 = now_ns();
-    live_reset();
-    return (double)(t1 - t0) / (double)ops;
+    return raw_start_join(ops, true_path, true_argv);
 }
 
 static double s2_libproc(void *ctx, long ops)
 {
     (void)ctx;
     const char *const argv[] = {true_path, NULL};
-    proc_t *slot = NULL;
-    live.procs = &slot;
-    live.nprocs = 1;
-    uint64_t t0 = now_ns();
-    for (long i = 0; i < ops; i++) {
-        slot = proc_new_exec(argv);
-        if (!slot)
-            die("proc_new_exec: %s", strerror(errno));
-        CHECK_PROC(proc_start(slot));
-        join_ok(slot);
-        close_ok(&slot);
-    }
-    uint64_t t1 = now_ns();
-    live_reset();
-    return (double)(t1 - t0) / (double)ops;
+    return libproc_start_join(ops, argv);
 }
 
 void scenario2(void)
