@@ -125,16 +125,19 @@ struct proc__spawn_req {
 };
 
 /*
- * The child-side fds of a start in progress (status pipe, stdio ends), known
- * to the fork handler: a process forked meanwhile by another thread closes
- * them, or a start would wait for that process instead of its own child, and
- * a child's stdin would never see EOF.
+ * The fds of a start in progress, known to the fork handler until the reaper
+ * registers the child. A process forked meanwhile by another thread closes
+ * the child-side ones (status pipe, stdio ends), or a start would wait for
+ * that process instead of its own child and a child's stdin would never see
+ * EOF; every fork child, this start's own included, closes the parent's pipe
+ * ends, which the fd table takes over at registration.
  */
 #define PROC__INFLIGHT_MAX 8
 struct proc__inflight {
     struct proc__inflight *next;
-    int fds[PROC__INFLIGHT_MAX];
+    int fds[PROC__INFLIGHT_MAX]; /* child side */
     int n;
+    int parent_fds[3]; /* -1: none */
 };
 
 /* The record whose fds the calling thread's fork must keep (its own start). */
@@ -155,7 +158,6 @@ void proc__init(void);
 /* registry.c: the global state, the registry of children, the fd table, the tree */
 bool proc__lock_configurable(struct proc *p);
 struct proc *proc__current_locked(void);
-void proc__registry_add_locked(struct proc *p);
 void proc__registry_remove_locked(struct proc *p);
 int proc__fd_track_locked(int fd, struct proc *p);
 void proc__fd_untrack_locked(int fd);
@@ -163,26 +165,28 @@ void proc__fd_untrack_locked(int fd);
 void proc__fd_close_locked(int *fd);
 struct proc *proc__fd_owner_locked(int fd);
 void proc__fd_close_inherited(void);
-void proc__child_became(struct proc *p, pid_t parent_pid, struct proc *old_current);
 int proc__check_own_child(const struct proc *p);
+/*
+ * Registers a started child (p->pid set): its fds in the fd table (stdio pipe
+ * ends, a sentinel pipe where one is needed, its pidfd), or its start time
+ * without a pidfd, and its place in the list. 0 or -errno; on failure p owns
+ * no fd any more and is in no list.
+ */
+int proc__registry_adopt_locked(struct proc *p);
+/* Undoes proc__registry_adopt_locked(): out of the list, every fd of p closed. */
+void proc__registry_drop_locked(struct proc *p);
 
 /* fork.c: fork handlers, the fresh state of a fork child, starts in flight */
 int proc__fork_handlers_install(void);
 void proc__inflight_link(struct proc__inflight *f);
-void proc__inflight_unlink(struct proc__inflight *f);
+void proc__inflight_unlink_locked(struct proc__inflight *f);
 
 /* stdio.c */
-int proc__stdio_prepare(struct proc *p, struct proc__start_ctx *ctx);
-void proc__stdio_finish(struct proc *p, struct proc__start_ctx *ctx, bool started);
 void proc__stdio_close_all_locked(struct proc *p);
 
-/* spawn.c: one fork or posix_spawn, in the calling thread */
-/* Exec mode: resolves argv[0] along the child's PATH into plan->path. 0 or -errno. */
-int proc__spawn_plan_exec(struct proc__start_ctx *plan, const struct proc *p);
+/* spawn.c: one start in the calling thread: exec plan, standard streams, fork or posix_spawn */
 /* The child's pid, or -errno (exec and chdir errors of the child included). */
-pid_t proc__spawn_now(struct proc *p, struct proc__start_ctx *ctx);
-/* SIGKILLs and reaps a started child that cannot be registered. */
-void proc__spawn_take_back(pid_t pid);
+pid_t proc__spawn_child(struct proc *p, struct proc__start_ctx *ctx);
 
 /* spawner.c: the same, on the long-lived spawner thread (daemons' PDEATHSIG) */
 pid_t proc__spawner_delegate(struct proc *p, struct proc__start_ctx *ctx);
@@ -190,7 +194,12 @@ pid_t proc__spawner_delegate(struct proc *p, struct proc__start_ctx *ctx);
 /* reaper.c */
 int proc__reaper_ensure_locked(void);
 void proc__reaper_wake(void);
-int proc__reaper_watch_locked(struct proc *p);
+/*
+ * Ends a start whose spawn gave pid (or -errno): registers the child with the
+ * reaper and takes f out of flight, or takes a child that cannot be
+ * registered back (SIGKILL and reap). 0 or -errno.
+ */
+int proc__reaper_adopt(struct proc *p, struct proc__inflight *f, pid_t pid);
 bool proc__on_reaper_thread(void);
 void proc__reaper_collect_locked(void);
 /* Reaps p in the calling thread if it has ended; its callbacks go to the reaper. */

@@ -59,11 +59,14 @@ static void reset_child(void)
     proc__g.spawner_running = false;
     proc__g.pending = NULL;
     proc__g.exiting = false;
-    /* Other threads' starts in progress: their child-side fds are not for us. */
-    for (struct proc__inflight *f = proc__g.inflight; f; f = f->next)
+    /* Starts in progress: other threads' child-side fds and every parent end are not for us. */
+    for (struct proc__inflight *f = proc__g.inflight; f; f = f->next) {
         if (f != proc__forking)
             for (int i = 0; i < f->n; i++)
                 close(f->fds[i]);
+        for (int i = 0; i < 3; i++)
+            close(f->parent_fds[i]);
+    }
     proc__g.inflight = NULL;
     proc__g.reaper_running = false;
     int wakefd = atomic_exchange(&proc__g.wakefd, -1);
@@ -88,15 +91,13 @@ void proc__inflight_link(struct proc__inflight *f)
     pthread_mutex_unlock(&proc__g.lock);
 }
 
-void proc__inflight_unlink(struct proc__inflight *f)
+void proc__inflight_unlink_locked(struct proc__inflight *f)
 {
-    pthread_mutex_lock(&proc__g.lock);
     struct proc__inflight **pp = &proc__g.inflight;
     while (*pp && *pp != f)
         pp = &(*pp)->next;
     if (*pp)
         *pp = f->next;
-    pthread_mutex_unlock(&proc__g.lock);
 }
 
 int proc__fork_handlers_install(void)

@@ -90,40 +90,6 @@ struct proc *proc__current_locked(void)
     return m;
 }
 
-/*
- * Called in a freshly forked child of proc_start (callback mode), after the
- * fork handlers reset libproc: p becomes this process's own object and the
- * former current object describes the parent.
- */
-void proc__child_became(struct proc *p, pid_t parent_pid, struct proc *old_current)
-{
-    struct proc *par = &proc__g.parent_obj;
-    memset(par, 0, sizeof *par);
-    par->kind = PROC__KIND_PARENT;
-    /* The parent's name node is a copy in our memory and nobody frees it here. */
-    atomic_store(&par->name, old_current ? atomic_load(&old_current->name) : NULL);
-    atomic_store(&par->pid, parent_pid);
-    atomic_store(&par->state, PROC__RUNNING);
-    atomic_store(&par->exitcode, PROC_EXITCODE_NONE);
-    par->owner = parent_pid;
-    par->pidfd = par->pipe_r = par->pipe_w = -1;
-    if (old_current) {
-        par->authkey = old_current->authkey;
-        par->authkey_len = old_current->authkey_len;
-    }
-    proc__g.have_parent = true;
-
-    pid_t self = getpid();
-    p->kind = PROC__KIND_SELF;
-    atomic_store(&p->pid, self);
-    atomic_store(&p->state, PROC__RUNNING);
-    p->owner = self;
-    p->prev = p->next = NULL;
-    proc__g.current = p;
-    proc__g.identity = p->identity;
-    proc__g.counter = 0;
-}
-
 proc_t *proc_current(void)
 {
     proc__init();

@@ -382,79 +382,49 @@ bool proc__on_reaper_thread(void)
  * write end libproc closes when the child becomes joinable (a pidfd turns
  * readable at the exit, before the callbacks ran).
  */
-static int open_sentinel_pipe_locked(proc_t *p)
+/*
+ * A registered child joins what the reaper watches: its pidfd in epoll, or,
+ * without one, the count of children it polls for.
+ */
+int proc__reaper_adopt(proc_t *p, struct proc__inflight *f, pid_t pid)
 {
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0)
-        return -errno;
-    if (proc__fd_track_locked(pfd[0], p) < 0 || proc__fd_track_locked(pfd[1], p) < 0) {
-        proc__fd_untrack_locked(pfd[0]);
-        close(pfd[0]);
-        close(pfd[1]);
-        return -ENOMEM;
+    pthread_mutex_lock(&proc__g.lock);
+    proc__g.starting--;
+    int r = pid < 0 ? pid : 0;
+    if (r == 0) {
+        atomic_store(&p->pid, pid);
+        r = proc__registry_adopt_locked(p);
     }
-    p->pipe_r = pfd[0];
-    p->pipe_w = pfd[1];
-    return 0;
-}
-
-static void close_sentinel_pipe_locked(proc_t *p)
-{
-    proc__fd_close_locked(&p->pipe_r);
-    proc__fd_close_locked(&p->pipe_w);
-}
-
-/* The work of proc__reaper_watch_locked(): sentinel, pidfd, registry. */
-static int watch_locked(proc_t *p)
-{
-    p->owner = proc__self_pid();
-    p->pidfd = -1;
-    if (p->callbacks) {
-        int err = open_sentinel_pipe_locked(p);
-        if (err < 0)
-            return err;
-    }
-    if (proc__sys_have_pidfd()) {
-        int fd = proc__sys_pidfd_open(atomic_load(&p->pid));
-        if (fd >= 0) {
-            struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.fd = fd};
-            int err = proc__fd_track_locked(fd, p);
-            if (err == 0 && epoll_ctl(proc__g.epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-                err = -errno;
-            if (err < 0) {
-                proc__fd_untrack_locked(fd);
-                close(fd);
-                return err;
-            }
-            p->pidfd = fd;
-        } else if (fd != -ESRCH) {
-            return fd;
+    if (r == 0 && p->pidfd >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.fd = p->pidfd};
+        if (epoll_ctl(proc__g.epfd, EPOLL_CTL_ADD, p->pidfd, &ev) < 0) {
+            r = -errno;
+            proc__registry_drop_locked(p);
         }
-        /* ESRCH: already reaped by someone else; waitpid below will say ECHILD. */
-    }
-    if (p->pidfd < 0) {
-        p->start_time = proc__sys_start_time(atomic_load(&p->pid));
-        int err = p->pipe_r < 0 ? open_sentinel_pipe_locked(p) : 0;
-        if (err < 0)
-            return err;
+    } else if (r == 0) {
         proc__g.unwatched++;
-    }
-    atomic_store(&p->state, PROC__RUNNING);
-    proc__g.live++;
-    proc__registry_add_locked(p);
-    update_wake_locked();
-    if (p->pidfd < 0)
         proc__reaper_wake(); /* the exit may have come before we listened */
-    return 0;
-}
-
-/* Registers a freshly started child with the reaper; on failure p owns no fd. */
-int proc__reaper_watch_locked(proc_t *p)
-{
-    int err = watch_locked(p);
-    if (err < 0)
-        close_sentinel_pipe_locked(p);
-    return err;
+    }
+    /* Only now: until the fd table had the parent's pipe ends, forks closed them as in flight. */
+    proc__inflight_unlink_locked(f);
+    if (r == 0) {
+        atomic_store(&p->state, PROC__RUNNING);
+        proc__g.live++;
+        update_wake_locked();
+    } else {
+        atomic_store(&p->state, PROC__NEW);
+    }
+    pthread_mutex_unlock(&proc__g.lock);
+    if (r < 0 && pid > 0) {
+        /* Started but not registered: taken back rather than lost. */
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        atomic_store(&p->pid, 0);
+    }
+    if (proc__g.host_ignores_chld)
+        proc__reaper_wake();
+    return r;
 }
 
 /* Removal, not a zero mask: a reaped pidfd reports EPOLLHUP whatever the mask. */

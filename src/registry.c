@@ -7,6 +7,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,7 +19,7 @@ struct proc__global proc__g = {
     .identity = "",
 };
 
-void proc__registry_add_locked(struct proc *p)
+static void registry_add_locked(struct proc *p)
 {
     p->prev = NULL;
     p->next = proc__g.children;
@@ -98,6 +99,68 @@ void proc__fd_close_locked(int *fd)
         close(*fd);
         *fd = -1;
     }
+}
+
+/* ----------------------------------------------------------- registration */
+
+/* proc_sentinel()'s fd and, without a pidfd, what a reap closes to wake waiters. */
+static int open_sentinel_locked(struct proc *p)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -errno;
+    p->pipe_r = pfd[0];
+    p->pipe_w = pfd[1];
+    int r = proc__fd_track_locked(pfd[0], p);
+    return r < 0 ? r : proc__fd_track_locked(pfd[1], p);
+}
+
+void proc__registry_drop_locked(struct proc *p)
+{
+    proc__registry_remove_locked(p);
+    for (int i = 0; i < 3; i++)
+        proc__fd_close_locked(&p->stdio_parent[i]);
+    proc__fd_close_locked(&p->pipe_r);
+    proc__fd_close_locked(&p->pipe_w);
+    proc__fd_close_locked(&p->pidfd);
+}
+
+/* A pidfd where the kernel has them; else the start time that tells a reused pid apart. */
+static int identify_locked(struct proc *p)
+{
+    pid_t pid = atomic_load(&p->pid);
+    if (proc__sys_have_pidfd()) {
+        int fd = proc__sys_pidfd_open(pid);
+        if (fd >= 0) {
+            p->pidfd = fd;
+            return proc__fd_track_locked(fd, p);
+        }
+        if (fd != -ESRCH)
+            return fd;
+        /* ESRCH: already reaped by someone else; waitpid will say ECHILD. */
+    }
+    p->start_time = proc__sys_start_time(pid);
+    return p->pipe_r < 0 ? open_sentinel_locked(p) : 0;
+}
+
+int proc__registry_adopt_locked(struct proc *p)
+{
+    p->owner = proc__self_pid();
+    p->pidfd = -1;
+    int r = 0;
+    for (int i = 0; i < 3 && r == 0; i++)
+        if (p->stdio_parent[i] >= 0)
+            r = proc__fd_track_locked(p->stdio_parent[i], p);
+    if (r == 0 && p->callbacks)
+        r = open_sentinel_locked(p);
+    if (r == 0)
+        r = identify_locked(p);
+    if (r < 0) {
+        proc__registry_drop_locked(p);
+        return r;
+    }
+    registry_add_locked(p);
+    return 0;
 }
 
 /* ---------------------------------------------------------- configuration */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * One start in the calling thread: the fork path (callback mode, and exec mode
- * where posix_spawn cannot do it) and posix_spawn, with the exec plan made
- * before either (PATH lookup in the parent, so the child only calls execve).
+ * One start in the calling thread: the exec plan (PATH lookup in the parent,
+ * so the child only calls execve), the standard streams, then the fork path
+ * (callback mode, and exec mode where posix_spawn cannot do it) or
+ * posix_spawn; and the child's side of either.
  */
 #include "core.h"
 
@@ -51,7 +52,7 @@ static const char *child_path(const proc_t *p)
  * with proc_set_cwd() the candidate is looked up as <cwd>/<entry>/<file>, and
  * <entry>/<file> is what the child executes after its chdir.
  */
-int proc__spawn_plan_exec(struct proc__start_ctx *plan, const proc_t *p)
+static int plan_exec(struct proc__start_ctx *plan, const proc_t *p)
 {
     const char *file = p->argv[0];
     plan->envp = p->envp ? p->envp : environ;
@@ -97,6 +98,89 @@ int proc__spawn_plan_exec(struct proc__start_ctx *plan, const proc_t *p)
     return seen ? -EACCES : -ENOENT;
 }
 
+/* ------------------------------------------------------- standard streams */
+
+static void inflight_push(struct proc__start_ctx *ctx, int fd)
+{
+    ctx->inflight.fds[ctx->inflight.n++] = fd;
+}
+
+/* Closes the child's ends and, unless the child started, the parent's (still in flight). */
+static void close_start_fds_locked(proc_t *p, struct proc__start_ctx *ctx, bool started)
+{
+    for (int i = 0; i < 3; i++) {
+        if (ctx->child_fd[i] >= 0)
+            close(ctx->child_fd[i]);
+        ctx->child_fd[i] = -1;
+    }
+    ctx->inflight.n = 0;
+    if (started)
+        return;
+    for (int i = 0; i < 3; i++) {
+        if (ctx->inflight.parent_fds[i] >= 0) {
+            close(ctx->inflight.parent_fds[i]);
+            ctx->inflight.parent_fds[i] = -1;
+            p->stdio_parent[i] = -1;
+        }
+    }
+}
+
+/*
+ * Opens what the child's streams need, under the lock (the fork handler must
+ * see a consistent picture): the parent's pipe ends and the child's ends are
+ * in flight until the reaper registers the child, so every fork child closes
+ * the parent's, and every one but this start's own the child's. A child end
+ * that landed on 0..2 is moved up, so that the child's dup2s cannot overwrite
+ * one another (a 0<->1 swap included).
+ */
+static int open_streams(proc_t *p, struct proc__start_ctx *ctx)
+{
+    int r = 0;
+    pthread_mutex_lock(&proc__g.lock);
+    for (int i = 0; i < 3 && r == 0; i++) {
+        int how = p->stdio_how[i], child = -1;
+        /* An fd equal to i is dup'd like any other: dup2 onto i then clears
+         * its FD_CLOEXEC, or a caller's close-on-exec stdout would vanish. */
+        if (how == PROC_STDIO_INHERIT)
+            continue;
+        if (how == PROC_STDIO_NULL) {
+            child = open("/dev/null", (i == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+        } else if (how == PROC_STDIO_PIPE) {
+            int fds[2];
+            if (pipe2(fds, O_CLOEXEC) == 0) {
+                child = i == 0 ? fds[0] : fds[1];
+                p->stdio_parent[i] = ctx->inflight.parent_fds[i] = i == 0 ? fds[1] : fds[0];
+            }
+        } else {
+            child = fcntl(how, F_DUPFD_CLOEXEC, 3);
+        }
+        if (child >= 0 && child <= 2) {
+            int moved = fcntl(child, F_DUPFD_CLOEXEC, 3);
+            int err = errno;
+            close(child);
+            child = moved;
+            errno = err;
+        }
+        if (child < 0)
+            r = -errno;
+        else
+            inflight_push(ctx, child);
+        ctx->child_fd[i] = child;
+    }
+    if (r < 0)
+        close_start_fds_locked(p, ctx, false);
+    pthread_mutex_unlock(&proc__g.lock);
+    return r;
+}
+
+/* After the spawn: the child's ends are the child's now; a failed start drops the parent's too. */
+static void close_streams(proc_t *p, struct proc__start_ctx *ctx, bool started)
+{
+    pthread_mutex_lock(&proc__g.lock);
+    close_start_fds_locked(p, ctx, started);
+    pthread_mutex_unlock(&proc__g.lock);
+}
+
 /* ------------------------------------------------------------- child sides */
 
 static void write_errno_and_exit(int fd, int err)
@@ -125,11 +209,45 @@ static void dup_stdio(const struct proc__start_ctx *ctx)
             dup2(ctx->child_fd[i], i);
 }
 
+/*
+ * In a freshly forked callback-mode child, after the fork handlers reset
+ * libproc: p becomes this process's own object and the former current object
+ * describes the parent.
+ */
+static void become_proc(proc_t *p, pid_t parent_pid, proc_t *old_current)
+{
+    proc_t *par = &proc__g.parent_obj;
+    memset(par, 0, sizeof *par);
+    par->kind = PROC__KIND_PARENT;
+    /* The parent's name node is a copy in our memory and nobody frees it here. */
+    atomic_store(&par->name, old_current ? atomic_load(&old_current->name) : NULL);
+    atomic_store(&par->pid, parent_pid);
+    atomic_store(&par->state, PROC__RUNNING);
+    atomic_store(&par->exitcode, PROC_EXITCODE_NONE);
+    par->owner = parent_pid;
+    par->pidfd = par->pipe_r = par->pipe_w = -1;
+    if (old_current) {
+        par->authkey = old_current->authkey;
+        par->authkey_len = old_current->authkey_len;
+    }
+    proc__g.have_parent = true;
+
+    pid_t self = getpid();
+    p->kind = PROC__KIND_SELF;
+    atomic_store(&p->pid, self);
+    atomic_store(&p->state, PROC__RUNNING);
+    p->owner = self;
+    p->prev = p->next = NULL;
+    proc__g.current = p;
+    proc__g.identity = p->identity;
+    proc__g.counter = 0;
+}
+
 /* Callback mode. Python runs arbitrary code after fork too; this is that exception. */
 static void child_run_target(proc_t *p, const struct proc__start_ctx *ctx, pid_t parent,
                              proc_t *old_current, int status_w)
 {
-    proc__child_became(p, parent, old_current);
+    become_proc(p, parent, old_current);
     if (p->daemon)
         become_daemon_of(parent);
     if (p->new_group)
@@ -334,7 +452,7 @@ static pid_t posix_spawn_exec(const proc_t *p, const struct proc__start_ctx *pla
 }
 #endif
 
-pid_t proc__spawn_now(proc_t *p, struct proc__start_ctx *ctx)
+static pid_t spawn_now(proc_t *p, struct proc__start_ctx *ctx)
 {
 #ifdef LIBPROC_HAVE_ADDCHDIR_NP
     /* posix_spawn cannot set PDEATHSIG, so daemons take the fork path. */
@@ -344,9 +462,16 @@ pid_t proc__spawn_now(proc_t *p, struct proc__start_ctx *ctx)
     return fork_and_report(p, ctx);
 }
 
-/* A child that started but cannot be registered: taken back rather than lost. */
-void proc__spawn_take_back(pid_t pid)
+pid_t proc__spawn_child(proc_t *p, struct proc__start_ctx *ctx)
 {
-    kill(pid, SIGKILL);
-    reap_failed(pid);
+    pid_t pid = p->argv ? plan_exec(ctx, p) : 0;
+    if (pid == 0)
+        pid = open_streams(p, ctx);
+    if (pid == 0) {
+        pid = spawn_now(p, ctx);
+        close_streams(p, ctx, pid > 0);
+    }
+    free(ctx->path);
+    ctx->path = NULL;
+    return pid;
 }

@@ -25,7 +25,7 @@ static void *spawner_main(void *arg)
         pthread_mutex_unlock(&proc__g.lock);
         while (req) {
             struct proc__spawn_req *next = req->next;
-            pid_t pid = proc__spawn_now(req->p, req->ctx);
+            pid_t pid = proc__spawn_child(req->p, req->ctx);
             pthread_mutex_lock(&proc__g.lock);
             req->result = pid;
             req->done = true;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * proc_start: checks, prepares (exec plan, standard streams), starts the
- * child in this thread or on the spawner, and registers it with the reaper;
+ * proc_start: checks, starts the child in this thread or on the spawner (exec
+ * plan, standard streams, fork or posix_spawn), and has the reaper adopt it;
  * and proc_run.
  */
 #include "core.h"
@@ -48,56 +48,28 @@ int proc_start(proc_t *p)
     proc__g.starting++;
     pthread_mutex_unlock(&proc__g.lock);
 
-    struct proc__start_ctx ctx = {.child_fd = {-1, -1, -1}};
+    struct proc__start_ctx ctx = {.child_fd = {-1, -1, -1}, .inflight.parent_fds = {-1, -1, -1}};
     sigset_t mask;
     proc__inflight_link(&ctx.inflight);
-    pid_t pid = p->argv ? proc__spawn_plan_exec(&ctx, p) : 0;
-    if (pid == 0)
-        pid = proc__stdio_prepare(p, &ctx);
-    if (pid == 0) {
-        /* Nothing buffered in the parent may be written again by the child. */
-        fflush(NULL);
-        if (p->daemon && !on_main_thread()) {
-            /* PDEATHSIG follows the forking thread: fork from the long-lived spawner. */
-            pthread_sigmask(SIG_SETMASK, NULL, &mask);
-            if (proc__on_reaper_thread())
-                sigemptyset(&mask);
-            ctx.mask = &mask;
-            pid = proc__spawner_delegate(p, &ctx);
-        } else {
-            if (proc__on_reaper_thread()) {
-                /* From an exit callback: the reaper blocks every signal, the child must not. */
-                sigemptyset(&mask);
-                ctx.mask = &mask;
-            }
-            pid = proc__spawn_now(p, &ctx);
-        }
-        proc__stdio_finish(p, &ctx, pid > 0);
-    }
-    proc__inflight_unlink(&ctx.inflight);
-    free(ctx.path);
-
-    pthread_mutex_lock(&proc__g.lock);
-    proc__g.starting--;
-    if (pid > 0) {
-        atomic_store(&p->pid, pid);
-        r = proc__reaper_watch_locked(p);
+    /* Nothing buffered in the parent may be written again by the child. */
+    fflush(NULL);
+    pid_t pid;
+    if (p->daemon && !on_main_thread()) {
+        /* PDEATHSIG follows the forking thread: fork from the long-lived spawner. */
+        pthread_sigmask(SIG_SETMASK, NULL, &mask);
+        if (proc__on_reaper_thread())
+            sigemptyset(&mask);
+        ctx.mask = &mask;
+        pid = proc__spawner_delegate(p, &ctx);
     } else {
-        r = pid;
+        if (proc__on_reaper_thread()) {
+            /* From an exit callback: the reaper blocks every signal, the child must not. */
+            sigemptyset(&mask);
+            ctx.mask = &mask;
+        }
+        pid = proc__spawn_child(p, &ctx);
     }
-    if (r < 0) {
-        atomic_store(&p->state, PROC__NEW);
-        proc__stdio_close_all_locked(p); /* the pipes of a child taken back below */
-    }
-    pthread_mutex_unlock(&proc__g.lock);
-    if (r < 0 && pid > 0) {
-        /* No sentinel, no tracking: take the child back rather than lose it. */
-        proc__spawn_take_back(pid);
-        atomic_store(&p->pid, 0);
-    }
-    if (proc__g.host_ignores_chld)
-        proc__reaper_wake();
-    return r;
+    return proc__reaper_adopt(p, &ctx.inflight, pid);
 }
 
 int proc_run(proc_t *p)

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The child's standard streams: inherited, /dev/null, a pipe to the parent, or a given fd. */
+/*
+ * A child's standard streams as its parent configures and uses them:
+ * inherited, /dev/null, a pipe to the parent, or a given fd. spawn.c opens
+ * them at a start.
+ */
 #include "core.h"
 
 #include <errno.h>
@@ -62,87 +66,4 @@ void proc__stdio_close_all_locked(proc_t *p)
             p->stdio_parent[i] = -1;
         }
     }
-}
-
-static void inflight_push(struct proc__start_ctx *ctx, int fd)
-{
-    ctx->inflight.fds[ctx->inflight.n++] = fd;
-}
-
-/*
- * Opens what the child's streams need, before the fork and under the lock (the
- * fork handler must see a consistent picture): the parent's pipe ends go into
- * the fd table, so every fork child closes them, and the child's ends are
- * in-flight fds, closed by every fork child except this start's own. A child
- * end that landed on 0..2 is moved up, so that the child's dup2s cannot
- * overwrite one another (a 0<->1 swap included).
- */
-int proc__stdio_prepare(proc_t *p, struct proc__start_ctx *ctx)
-{
-    int r = 0;
-    pthread_mutex_lock(&proc__g.lock);
-    for (int i = 0; i < 3 && r == 0; i++) {
-        int how = p->stdio_how[i], child = -1;
-        /* An fd equal to i is dup'd like any other: dup2 onto i then clears
-         * its FD_CLOEXEC, or a caller's close-on-exec stdout would vanish. */
-        if (how == PROC_STDIO_INHERIT) {
-            ctx->child_fd[i] = -1;
-            continue;
-        }
-        if (how == PROC_STDIO_NULL) {
-            child = open("/dev/null", (i == 0 ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
-            if (child < 0)
-                r = -errno;
-        } else if (how == PROC_STDIO_PIPE) {
-            int fds[2];
-            if (pipe2(fds, O_CLOEXEC) < 0) {
-                r = -errno;
-            } else {
-                int parent = i == 0 ? fds[1] : fds[0];
-                child = i == 0 ? fds[0] : fds[1];
-                r = proc__fd_track_locked(parent, p);
-                if (r < 0) {
-                    close(parent);
-                    close(child);
-                    child = -1;
-                } else {
-                    p->stdio_parent[i] = parent;
-                }
-            }
-        } else {
-            child = fcntl(how, F_DUPFD_CLOEXEC, 3);
-            if (child < 0)
-                r = -errno;
-        }
-        if (child >= 0 && child <= 2) {
-            int moved = fcntl(child, F_DUPFD_CLOEXEC, 3);
-            int err = errno;
-            close(child);
-            child = moved;
-            if (child < 0)
-                r = -err;
-        }
-        if (child >= 0)
-            inflight_push(ctx, child);
-        ctx->child_fd[i] = child;
-    }
-    pthread_mutex_unlock(&proc__g.lock);
-    if (r < 0)
-        proc__stdio_finish(p, ctx, false);
-    return r;
-}
-
-/* After the start: the child's ends are the child's now; a failed start drops the pipes too. */
-void proc__stdio_finish(proc_t *p, struct proc__start_ctx *ctx, bool started)
-{
-    pthread_mutex_lock(&proc__g.lock);
-    for (int i = 0; i < 3; i++) {
-        if (ctx->child_fd[i] >= 0)
-            close(ctx->child_fd[i]);
-        ctx->child_fd[i] = -1;
-    }
-    ctx->inflight.n = 0;
-    if (!started)
-        proc__stdio_close_all_locked(p);
-    pthread_mutex_unlock(&proc__g.lock);
 }

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +235,71 @@ static void test_sibling_does_not_hold_pipe_ends(void **state)
     tu_gate_destroy(&gate);
 }
 
+/*
+ * Starts racing with forks in other threads: a pipe's parent end must never
+ * stay open in a process forked meanwhile (before the reaper adopted the
+ * child, it is closed there as in flight; after, as the fd table's). One
+ * thread's piped children must each see EOF while the other thread's
+ * children, forked all along, are still alive.
+ */
+#define RACE_ROUNDS 15
+
+struct race {
+    tu_gate *gate;
+    proc_t *held[RACE_ROUNDS]; /* the holder thread's children, alive until the gate opens */
+    int failures;
+};
+
+static void *start_piped_children(void *arg)
+{
+    struct race *r = arg;
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        proc_t *p = proc_new(upcase, NULL);
+        char out[8];
+        if (!p || proc_set_stdio(p, 0, PROC_STDIO_PIPE) || proc_set_stdio(p, 1, PROC_STDIO_PIPE) ||
+            proc_start(p) || tu_write_full(proc_stdio_fd(p, 0), "xy", 2) ||
+            proc_stdio_close(p, 0) ||
+            tu_read_to_eof(proc_stdio_fd(p, 1), out, sizeof out, BOUND_MS) != 2 ||
+            proc_join(p, BOUND_MS) || proc_exitcode(p) != 2)
+            r->failures++;
+        proc_kill(p);
+        proc_join(p, BOUND_MS);
+        proc_close(p);
+    }
+    return NULL;
+}
+
+static void *start_held_children(void *arg)
+{
+    struct race *r = arg;
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        r->held[i] = proc_new(tu_gate_main, r->gate);
+        if (!r->held[i] || proc_start(r->held[i]) != 0)
+            r->failures++;
+    }
+    return NULL;
+}
+
+static void test_racing_forks_do_not_hold_pipe_ends(void **state)
+{
+    (void)state;
+    tu_gate gate;
+    assert_int_equal(tu_gate_init(&gate), 0);
+    struct race piped = {.gate = &gate}, held = {.gate = &gate};
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, start_piped_children, &piped), 0);
+    assert_int_equal(pthread_create(&b, NULL, start_held_children, &held), 0);
+    assert_int_equal(pthread_join(a, NULL), 0);
+    assert_int_equal(pthread_join(b, NULL), 0);
+    tu_gate_open(&gate);
+    for (int i = 0; i < RACE_ROUNDS; i++)
+        if (held.held[i])
+            join_ok(held.held[i], 0);
+    assert_int_equal(piped.failures, 0);
+    assert_int_equal(held.failures, 0);
+    tu_gate_destroy(&gate);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -295,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_callers_fd),
         cmocka_unit_test(test_swapped_stdin_stdout),
         cmocka_unit_test(test_sibling_does_not_hold_pipe_ends),
+        cmocka_unit_test(test_racing_forks_do_not_hold_pipe_ends),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_no_fd_leaks),
     };
