@@ -5,7 +5,7 @@
  * One dispatcher thread per pool (pool_dispatch.c) owns the workers and the queue of jobs.
  * Callers (apply, map, submit) only append a job to the pool's incoming
  * list under pool->mu and wake the dispatcher through an eventfd; the
- * dispatcher hands chunks of items to idle workers (see pool_internal.h for
+ * dispatcher hands chunks of items to idle workers (see pool_proto.h for
  * the protocol) and polls every worker's socket and pidfd (sentinel). When a
  * chunk comes back, or its worker died, it copies the outputs of the items
  * that finished into the job's buffer, records the first failing index, and
@@ -153,7 +153,6 @@ static int run_items(proc_pool_t *pool, proc_task_fn *fn, const void *in, size_t
     j->in_size = in_size;
     j->out_size = out_size;
     j->n = j->remaining = n;
-    j->chunk = proc__job_chunk(pool, n, in_size, out_size);
     /* a fast job cancelled half-way would hold the pool's workers forever */
     int cancel;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
@@ -216,7 +215,6 @@ proc_future_t *proc_pool_submit(proc_pool_t *pool, proc_task_fn *fn, const void 
     j->in_size = in_size;
     j->out_size = out_size;
     j->n = j->remaining = 1;
-    j->chunk = 1;
     if ((rc = proc__pool_enqueue(pool, j)) < 0) {
         proc__job_discard(j);
         errno = -rc;

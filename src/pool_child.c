@@ -92,7 +92,7 @@ static void wait_copied(struct proc__fast_region *f, uint64_t need)
 static void run_fast(unsigned char *region, size_t len, const struct proc__msg_fast *m)
 {
     struct proc__fast_region *f = (struct proc__fast_region *)(void *)region;
-    struct proc__fast_slot *s = proc__fast_slot_at(region, m->slot);
+    struct proc__fast_slot *s = &f->slot[m->slot];
     uint64_t n = f->n, chunk = f->chunk, isz = f->in_size, osz = f->out_size;
     if (chunk == 0 || f->state_off + (n + chunk - 1) / chunk > len || f->in_off + n * isz > len ||
         f->out_off + n * osz > len)
@@ -138,7 +138,7 @@ static void fast_leave(unsigned char *region, uint64_t slot, uint64_t seq)
            !atomic_compare_exchange_weak_explicit(&f->active, &v, v - 1, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
     }
-    atomic_store_explicit(&proc__fast_slot_at(region, slot)->left, seq, memory_order_seq_cst);
+    atomic_store_explicit(&f->slot[slot].left, seq, memory_order_seq_cst);
     atomic_fetch_add_explicit(&f->ring, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&f->waiting, memory_order_seq_cst))
         proc__sys_futex_wake(&f->ring, INT_MAX, true);

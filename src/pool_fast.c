@@ -231,7 +231,7 @@ static void fast_settle(struct proc_pool *pool, struct proc__job *j, size_t nslo
     size_t n = j->n, chunk = (size_t)f->chunk, nchunks = (n + chunk - 1) / chunk;
 
     for (size_t i = 0; i < nslots; i++) {
-        struct proc__fast_slot *s = proc__fast_slot_at(region, i);
+        struct proc__fast_slot *s = &f->slot[i];
         uint64_t fail = atomic_load_explicit(&s->fail, memory_order_acquire);
         if (fail && fail <= n)
             proc__job_note_fail(j, (size_t)fail - 1, (int)s->fail_rc);
@@ -248,7 +248,7 @@ static void fast_settle(struct proc_pool *pool, struct proc__job *j, size_t nslo
         size_t done = 0;
         bool blame = false; /* the item running when its worker crashed fails */
         for (size_t i = 0; i < nslots; i++) {
-            struct proc__fast_slot *s = proc__fast_slot_at(region, i);
+            struct proc__fast_slot *s = &f->slot[i];
             int why = atomic_load_explicit(&pool->lost[i], memory_order_acquire);
             if (why == PROC__LOST_NO || atomic_load_explicit(&s->start, memory_order_acquire) != k)
                 continue;
@@ -303,9 +303,8 @@ static size_t fast_send(struct proc_pool *pool, uint64_t seq, size_t nslots, int
 /* Whether slot i is still in job seq. */
 static bool fast_in_job(struct proc_pool *pool, size_t i, uint64_t seq)
 {
-    return pool->sent[i] &&
-           atomic_load_explicit(&proc__fast_slot_at(pool->fast, i)->left, memory_order_acquire) !=
-               seq &&
+    struct proc__fast_region *f = (struct proc__fast_region *)(void *)pool->fast;
+    return pool->sent[i] && atomic_load_explicit(&f->slot[i].left, memory_order_acquire) != seq &&
            atomic_load_explicit(&pool->lost[i], memory_order_acquire) == PROC__LOST_NO;
 }
 
@@ -341,32 +340,24 @@ static void fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslots
     }
 }
 
-/*
- * Runs j on the idle workers without the dispatcher: 1 when j is settled
- * here (its result in fail_idx/fail_rc), 2 when its leftovers after a
- * worker's death went to the queue, 0 when j should take the queue (no idle
- * worker, another fast job running, too big), -EINVAL when the pool is
- * closed. The caller owns j's dispatcher fields until it is queued.
- */
 /* Where the parts of a fast job go in the region. */
 struct fast_layout {
     size_t chunk, nchunks, state_off, in_off, out_off, need;
 };
 
-/* false when j is too big for a fast job (or fast jobs are off). */
+/* false when j is too big for a fast job (or fast jobs are off). Its byte
+ * counts n * in_size and n * out_size do not overflow: run_items checked them. */
 static bool fast_plan(const struct proc_pool *pool, const struct proc__job *j,
                       struct fast_layout *l)
 {
     size_t n = j->n, nw = (size_t)pool->nworkers;
-    size_t parts = nw * POOL_FAST_PARTS, in_bytes, out_bytes;
+    size_t parts = nw * POOL_FAST_PARTS, in_bytes = n * j->in_size, out_bytes = n * j->out_size;
     l->chunk = n / parts + (n % parts != 0);
     l->nchunks = n / l->chunk + (n % l->chunk != 0);
     l->state_off = PROC__FAST_SLOTS + nw * sizeof(struct proc__fast_slot);
     if (pool->fast_off || pool->max_tasks > 0 ||
-        nw > POOL_FAST_MAX / sizeof(struct proc__fast_slot) ||
-        !proc__mul_ok(n, j->in_size, &in_bytes) || !proc__mul_ok(n, j->out_size, &out_bytes) ||
-        in_bytes > POOL_FAST_MAX || out_bytes > POOL_FAST_MAX ||
-        in_bytes + out_bytes > POOL_FAST_MAX)
+        nw > POOL_FAST_MAX / sizeof(struct proc__fast_slot) || in_bytes > POOL_FAST_MAX ||
+        out_bytes > POOL_FAST_MAX || in_bytes + out_bytes > POOL_FAST_MAX)
         return false;
     l->in_off = proc__align_up(l->state_off + l->nchunks, 64);
     l->out_off = proc__align_up(l->in_off + in_bytes, 64);
@@ -392,7 +383,7 @@ static uint64_t fast_publish(struct proc_pool *pool, const struct proc__job *j,
     f->fn = j->fn;
     atomic_store_explicit(&f->next, 0, memory_order_relaxed);
     for (size_t i = 0; i < (size_t)pool->nworkers; i++) {
-        struct proc__fast_slot *sl = proc__fast_slot_at(region, i);
+        struct proc__fast_slot *sl = &f->slot[i];
         atomic_store_explicit(&sl->start, UINT64_MAX, memory_order_relaxed);
         atomic_store_explicit(&sl->busy, 0, memory_order_relaxed);
         atomic_store_explicit(&sl->done, 0, memory_order_relaxed);
@@ -461,6 +452,13 @@ static size_t fast_start(struct proc_pool *pool, const struct proc__job *j,
     return nsent;
 }
 
+/*
+ * Runs j on the idle workers without the dispatcher: 1 when j is settled
+ * here (its result in fail_idx/fail_rc), 2 when its leftovers after a
+ * worker's death went to the queue, 0 when j should take the queue (no idle
+ * worker, another fast job running, too big), -EINVAL when the pool is
+ * closed. The caller owns j's dispatcher fields until it is queued.
+ */
 int proc__fast_run(struct proc_pool *pool, struct proc__job *j)
 {
     struct fast_layout l;
@@ -479,22 +477,19 @@ int proc__fast_run(struct proc_pool *pool, struct proc__job *j)
     uint64_t gen = pool->offer_gen;
     pthread_mutex_unlock(&pool->mu);
 
-    if (fast_fit(pool, l.need) < 0) {
-        fast_return(pool, j, gen);
-        return 0;
+    /* It runs unless the region cannot grow, the dispatcher took the workers
+     * back meanwhile, or every one of them was dying: then j takes the queue. */
+    bool ran = false;
+    if (fast_fit(pool, l.need) == 0) {
+        uint64_t seq = fast_publish(pool, j, &l);
+        int here = sched_getcpu();
+        size_t nslots = fast_borrow(pool, l.nchunks, here);
+        if (nslots > 0 && fast_start(pool, j, &l, seq, nslots, here) > 0) {
+            fast_wait(pool, j, nslots, seq);
+            fast_settle(pool, j, nslots);
+            ran = true;
+        }
     }
-    uint64_t seq = fast_publish(pool, j, &l);
-    int here = sched_getcpu();
-    size_t nslots = fast_borrow(pool, l.nchunks, here);
-    if (nslots == 0) {
-        fast_return(pool, j, gen); /* the dispatcher took them back meanwhile */
-        return 0;
-    }
-    if (fast_start(pool, j, &l, seq, nslots, here) == 0) {
-        fast_return(pool, j, gen); /* every one of them was dying */
-        return 0;
-    }
-    fast_wait(pool, j, nslots, seq);
-    fast_settle(pool, j, nslots);
-    return fast_return(pool, j, gen);
+    int rc = fast_return(pool, j, gen); /* the only way out: the workers go back */
+    return ran ? rc : 0;
 }

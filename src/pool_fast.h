@@ -13,7 +13,7 @@ void proc__fast_offer_locked(struct proc_pool *pool);
 void proc__fast_forget(struct proc_pool *pool, const struct proc__worker *w, int why);
 /* Frees the fast region and the lending arrays. */
 void proc__fast_free(struct proc_pool *pool);
-/* Runs j as a fast job: 1 settled here, 2 leftovers queued, 0 take the queue, -EINVAL closed. */
+/* Runs j (sizes checked) as a fast job: 1 settled, 2 rest queued, 0 queue it, -EINVAL closed. */
 int proc__fast_run(struct proc_pool *pool, struct proc__job *j);
 
 #endif /* LIBPROC_POOL_FAST_H */

@@ -92,21 +92,6 @@ void proc__job_unref(struct proc__job *j)
     free(j);
 }
 
-/* Items per chunk: Python's chunksize (n / (4 * workers), rounded up),
- * capped by POOL_CHUNK_BYTES. */
-size_t proc__job_chunk(const struct proc_pool *pool, size_t n, size_t in_size, size_t out_size)
-{
-    size_t parts = (size_t)pool->nworkers * 4;
-    size_t chunk = n / parts + (n % parts != 0);
-    size_t per;
-    if (!proc__add_ok(in_size, out_size, &per) || !proc__add_ok(per, sizeof(int), &per))
-        per = SIZE_MAX;
-    size_t cap = per >= POOL_CHUNK_BYTES ? 1 : POOL_CHUNK_BYTES / per;
-    if (chunk > cap)
-        chunk = cap;
-    return chunk ? chunk : 1;
-}
-
 void proc__job_note_fail(struct proc__job *j, size_t idx, int rc)
 {
     if (idx < j->fail_idx) {
@@ -127,8 +112,26 @@ void proc__job_settle(struct proc__job *j)
     proc__job_unref(j);
 }
 
+/* Items per chunk of j: Python's chunksize (n / (4 * workers), rounded up),
+ * capped by POOL_CHUNK_BYTES. */
+static size_t job_chunk(const struct proc_pool *pool, const struct proc__job *j)
+{
+    size_t n = j->n, parts = (size_t)pool->nworkers * 4;
+    size_t chunk = n / parts + (n % parts != 0);
+    size_t per;
+    if (!proc__add_ok(j->in_size, j->out_size, &per) || !proc__add_ok(per, sizeof(int), &per))
+        per = SIZE_MAX;
+    size_t cap = per >= POOL_CHUNK_BYTES ? 1 : POOL_CHUNK_BYTES / per;
+    if (chunk > cap)
+        chunk = cap;
+    return chunk ? chunk : 1;
+}
+
+/* A job joins the queue from the inbox: its chunk size is fixed now (a fast
+ * job never needs one). */
 void proc__queue_push_back(struct proc_pool *pool, struct proc__job *j)
 {
+    j->chunk = job_chunk(pool, j);
     j->qnext = NULL;
     j->qprev = pool->qtail;
     if (pool->qtail)

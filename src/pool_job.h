@@ -17,13 +17,11 @@ struct proc__job *proc__job_alloc(size_t extra);
 void proc__job_unref(struct proc__job *j);
 /* Drops both references of a job the pool never saw. */
 void proc__job_discard(struct proc__job *j);
-/* Items per chunk: Python's chunksize, capped by a chunk's bytes. */
-size_t proc__job_chunk(const struct proc_pool *pool, size_t n, size_t in_size, size_t out_size);
 /* Records that item idx failed with rc, if it is the first failure so far. */
 void proc__job_note_fail(struct proc__job *j, size_t idx, int rc);
 /* Publishes the result and wakes the waiters; drops the pool's reference. */
 void proc__job_settle(struct proc__job *j);
-/* Queues j last / first (items put back after a worker's death go first). */
+/* Queues j last (from the inbox; sets j->chunk) / first (items put back after a worker's death). */
 void proc__queue_push_back(struct proc_pool *pool, struct proc__job *j);
 void proc__queue_push_front(struct proc_pool *pool, struct proc__job *j);
 /* Takes up to max items of j not yet handed out (*start the first); dequeues j when none is left.

@@ -116,7 +116,7 @@ struct proc__fast_slot {
     uint64_t pad[2];       /* a cache line per slot */
 };
 
-/* At offset 0 of the fast region; the slots follow at PROC__FAST_SLOTS. */
+/* At offset 0 of the fast region; a slot per borrowed worker follows (slot[]). */
 struct proc__fast_region {
     _Atomic uint32_t ring;    /* futex word: bumped by every worker that leaves the job */
     _Atomic uint32_t waiting; /* the caller sleeps on ring: leaving workers wake it */
@@ -133,15 +133,13 @@ struct proc__fast_region {
     uint64_t seq, n, chunk, in_size, out_size;
     uint64_t state_off, in_off, out_off; /* state: a byte per chunk, 1 once it is finished */
     proc_task_fn *fn;
+    uint64_t pad3[7];
+    struct proc__fast_slot slot[]; /* on a cache line of their own */
 };
 
-#define PROC__FAST_SLOTS ((sizeof(struct proc__fast_region) + 63) / 64 * 64)
-
-static inline struct proc__fast_slot *proc__fast_slot_at(unsigned char *region, uint64_t i)
-{
-    return (struct proc__fast_slot *)(void *)(region + PROC__FAST_SLOTS +
-                                              i * sizeof(struct proc__fast_slot));
-}
+/* Where the slots start: the bytes of the region before slot[0]. */
+#define PROC__FAST_SLOTS offsetof(struct proc__fast_region, slot)
+_Static_assert(PROC__FAST_SLOTS % 64 == 0, "the fast region's slots start a cache line");
 
 /* What a worker gets from its parent; read in the child only. */
 struct proc__worker_boot {

@@ -38,9 +38,9 @@ struct proc__job {
     const unsigned char *in;
     unsigned char *out;
     size_t in_size, out_size, n;
-    size_t chunk; /* items per chunk */
 
     /* dispatcher only */
+    size_t chunk;     /* items per chunk, set as j joins the queue */
     size_t next;      /* first item never handed out */
     size_t remaining; /* items not yet finished or failed */
     size_t fail_idx;  /* first failing item so far, SIZE_MAX if none */
