@@ -39,7 +39,7 @@ static void usage(FILE *f)
             "usage: proc_bench [--quick] [--rounds N] [--csv FILE] [--only LIST] [--targets FILE]\n"
             "  --quick         tiny sizes, a few seconds (CI smoke run)\n"
             "  --rounds N      rounds per scenario (defaults: 1:31 2:21 3:5 (3 at k=4000) 5:3 6:5\n"
-            "                  7:11 (CPU-bound part 5) 8:7 9:9; --quick 1:5 2:3 3:3 5:3 6:3 7:3\n"
+            "                  7:41 (CPU-bound part 5) 8:7 9:9; --quick 1:5 2:3 3:3 5:3 6:3 7:3\n"
             "                  8:3 9:3); scenario 4 is per sample\n"
             "  --csv FILE      also write the results as CSV\n"
             "  --only LIST     run only these scenarios, e.g. --only 1,3\n"

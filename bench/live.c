@@ -18,7 +18,7 @@
 extern char **environ;
 
 struct live_batch live = {.fds = {-1, -1}};
-proc_pool_t *live_pool;
+proc_pool_t *live_pool, *live_pool_bound;
 struct live_coproc live_py = {0, -1, -1};
 static volatile sig_atomic_t fatal_sig; /* a deferred SIGINT/SIGTERM/SIGHUP, see on_fatal_signal */
 
@@ -79,6 +79,10 @@ static void cleanup_live(void)
     if (live_pool) {
         proc_pool_free(live_pool); /* terminates: kills and reaps the workers */
         live_pool = NULL;
+    }
+    if (live_pool_bound) {
+        proc_pool_free(live_pool_bound);
+        live_pool_bound = NULL;
     }
     live_coproc_kill(&live_py);
     for (int i = 0; i < 2; i++)
@@ -176,7 +180,7 @@ static void kill_own_children(void)
  */
 static void on_fatal_signal(int sig)
 {
-    if (live_pool) {
+    if (live_pool || live_pool_bound) {
         /*
          * A pool cannot be freed in a signal handler, and its thread replaces
          * killed workers, so a blocking reap here could wait forever. Kill

@@ -31,10 +31,13 @@ extern struct live_batch live;
 
 /*
  * Long-lived objects that outlive single batches (live_reset() leaves them
- * alone): scenario 7's pool, and the Python coprocess of 7-9, which leads its
- * own process group (its multiprocessing children are in it too).
+ * alone): scenario 7's pools, and the Python
+ * coprocess of 7-9, which leads its own process group (its multiprocessing
+ * children are in it too).
  */
 extern proc_pool_t *live_pool;
+/* Scenario 7's second pool, made with bind_cpus (on 2+ CPUs). */
+extern proc_pool_t *live_pool_bound;
 
 struct live_coproc {
     pid_t pid;    /* also the process group; 0: not running */

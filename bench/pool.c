@@ -204,25 +204,27 @@ static uint64_t sieve_count(uint32_t limit)
     return count;
 }
 
-/* Tiny tasks: loop, libproc and (if it runs) Python, interleaved. */
+/* Tiny tasks: loop, libproc, (if it runs) Python and (on 2+ CPUs) libproc on bound workers,
+ * interleaved. */
 static void scenario7_tiny(int cpus, bool have_py)
 {
     long items = opt.quick ? 10000 : 100000;
-    int rounds = rounds_or(opt.quick ? 3 : 11);
+    int rounds = rounds_or(opt.quick ? 3 : 41); /* each map is short and noisy: many cheap rounds */
     progress("scenario 7: pool map of %ld tiny tasks, %d workers, x %d rounds", items, cpus,
              rounds);
     struct s7ctx ctx = {live_pool, xcalloc((size_t)items, sizeof(long)),
                         xcalloc((size_t)items, sizeof(long))};
     for (long i = 0; i < items; i++)
         ctx.in[i] = i;
-    struct contender c[] = {
-        {"loop", s7_loop, &ctx},
-        {"libproc", s7_libproc, &ctx},
-        {"python", s7_python, &ctx},
-    };
-    int n = have_py ? 3 : 2;
-    double med[3];
-    double *out = xcalloc(3 * (size_t)rounds, sizeof *out);
+    struct s7ctx bound = {live_pool_bound, ctx.in, ctx.out};
+    struct contender c[4] = {{"loop", s7_loop, &ctx}, {"libproc", s7_libproc, &ctx}};
+    int n = 2, py = -1, bind = -1;
+    if (have_py)
+        c[py = n++] = (struct contender){"python", s7_python, &ctx};
+    if (bound.pool)
+        c[bind = n++] = (struct contender){"libproc_bind", s7_libproc, &bound};
+    double med[4];
+    double *out = xcalloc(4 * (size_t)rounds, sizeof *out);
     run_rounds(c, n, items, items, rounds, out); /* warm-up: Python creates its Pool there */
     for (int i = 0; i < n; i++) {
         med[i] = median(out + (size_t)i * (size_t)rounds, (size_t)rounds);
@@ -231,17 +233,21 @@ static void scenario7_tiny(int cpus, bool have_py)
     }
     add_row(7, "pool_map", items, "items", "libproc", "overhead", "ns/task", med[1] - med[0],
             NO_RATIO, rounds);
-    if (have_py) {
+    if (py >= 0) {
         char buf[16];
         python_cmd(buf, sizeof buf, "endmap", 0);
-        add_row(7, "pool_map", items, "items", "python", "overhead", "ns/task", med[2] - med[0],
+        add_row(7, "pool_map", items, "items", "python", "overhead", "ns/task", med[py] - med[0],
                 NO_RATIO, rounds);
         add_note("7: python %s: multiprocessing.Pool(%d).map(f, list(range(%ld))) on a running "
                  "pool, timed inside Python; python / libproc = %.1f.",
-                 python_version(), cpus, items, med[2] / med[1]);
+                 python_version(), cpus, items, med[py] / med[1]);
     } else {
         python_skipped_note("7");
     }
+    if (bind >= 0)
+        add_note("7: libproc_bind: the same map on a second pool made with bind_cpus (one worker "
+                 "bound per CPU; the default leaves them unbound); libproc / libproc_bind = %.2f.",
+                 med[1] / med[bind]);
     add_note("7: pool_map: out = in*in+7 on longs; loop = one process calling the same function "
              "pointer; overhead = contender - loop, per task.");
     free(out);
@@ -304,12 +310,21 @@ void scenario7(void)
     sigset_t old;
     block_fatal_signals(&old); /* on_fatal_signal must see the pool once it has workers */
     live_pool = proc_pool_new(&po);
+    po.bind_cpus = true;
+    if (live_pool && cpus > 1)
+        live_pool_bound = proc_pool_new(&po);
     int err = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
-    if (!live_pool)
+    if (!live_pool || (cpus > 1 && !live_pool_bound))
         die("proc_pool_new(%d workers): %s", cpus, strerror(err));
     bool have_py = python_start();
     scenario7_tiny(cpus, have_py);
+    if (live_pool_bound) { /* not during the CPU-bound part */
+        block_fatal_signals(&old);
+        CHECK_PROC(proc_pool_free(live_pool_bound));
+        live_pool_bound = NULL;
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    }
     scenario7_cpu(cpus);
     CHECK_PROC(proc_pool_close(live_pool));
     CHECK_PROC(proc_pool_join(live_pool, 60000));
