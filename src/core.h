@@ -110,7 +110,7 @@ struct proc__global {
     /* the spawner: a long-lived thread that forks daemons asked for by other threads */
     bool spawner_running;
     struct proc__spawn_req *requests;
-    struct proc__inflight *inflight; /* write ends of status pipes of starts in progress */
+    struct proc__inflight *inflight; /* the fds of starts in progress (fork.c) */
 };
 
 extern struct proc__global proc__g;

@@ -378,18 +378,12 @@ bool proc__on_reaper_thread(void)
 }
 
 /*
- * The sentinel of a child that has exit callbacks, or no pidfd: a pipe whose
- * write end libproc closes when the child becomes joinable (a pidfd turns
- * readable at the exit, before the callbacks ran).
- */
-/*
  * A registered child joins what the reaper watches: its pidfd in epoll, or,
  * without one, the count of children it polls for.
  */
 int proc__reaper_adopt(proc_t *p, struct proc__inflight *f, pid_t pid)
 {
     pthread_mutex_lock(&proc__g.lock);
-    proc__g.starting--;
     int r = pid < 0 ? pid : 0;
     if (r == 0) {
         atomic_store(&p->pid, pid);
@@ -410,17 +404,25 @@ int proc__reaper_adopt(proc_t *p, struct proc__inflight *f, pid_t pid)
     if (r == 0) {
         atomic_store(&p->state, PROC__RUNNING);
         proc__g.live++;
+        proc__g.starting--;
         update_wake_locked();
     } else {
         atomic_store(&p->state, PROC__NEW);
     }
     pthread_mutex_unlock(&proc__g.lock);
-    if (r < 0 && pid > 0) {
-        /* Started but not registered: taken back rather than lost. */
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        atomic_store(&p->pid, 0);
+    if (r < 0) {
+        if (pid > 0) {
+            /* Started but not registered: taken back rather than lost. The
+             * start still counts, so a reaper reaping the host's children
+             * leaves it alone and its pid stays this child's until here. */
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            atomic_store(&p->pid, 0);
+        }
+        pthread_mutex_lock(&proc__g.lock);
+        proc__g.starting--;
+        pthread_mutex_unlock(&proc__g.lock);
     }
     if (proc__g.host_ignores_chld)
         proc__reaper_wake();

@@ -238,6 +238,8 @@ static void become_proc(proc_t *p, pid_t parent_pid, proc_t *old_current)
     atomic_store(&p->state, PROC__RUNNING);
     p->owner = self;
     p->prev = p->next = NULL;
+    for (int i = 0; i < 3; i++)
+        p->stdio_parent[i] = -1; /* the parent's ends: closed here by the fork handler */
     proc__g.current = p;
     proc__g.identity = p->identity;
     proc__g.counter = 0;

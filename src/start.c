@@ -50,6 +50,9 @@ int proc_start(proc_t *p)
 
     struct proc__start_ctx ctx = {.child_fd = {-1, -1, -1}, .inflight.parent_fds = {-1, -1, -1}};
     sigset_t mask;
+    /* Its record on this stack is linked for every fork to see: no cancellation until adopted. */
+    int cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     proc__inflight_link(&ctx.inflight);
     /* Nothing buffered in the parent may be written again by the child. */
     fflush(NULL);
@@ -69,7 +72,9 @@ int proc_start(proc_t *p)
         }
         pid = proc__spawn_child(p, &ctx);
     }
-    return proc__reaper_adopt(p, &ctx.inflight, pid);
+    r = proc__reaper_adopt(p, &ctx.inflight, pid);
+    pthread_setcancelstate(cancel, NULL);
+    return r;
 }
 
 int proc_run(proc_t *p)

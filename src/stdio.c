@@ -36,6 +36,9 @@ int proc_stdio_fd(const proc_t *p, int stream)
 {
     if (!p || !valid_stream(stream))
         return -EINVAL;
+    int state = atomic_load(&((proc_t *)p)->state);
+    if (state == PROC__NEW || state == PROC__STARTING) /* its ends are the start's until then */
+        return -EBADF;
     int fd = p->stdio_parent[stream];
     return fd >= 0 && p->owner == proc__self_pid() ? fd : -EBADF;
 }
@@ -45,9 +48,9 @@ int proc_stdio_close(proc_t *p, int stream)
     if (!p || !valid_stream(stream))
         return -EINVAL;
     pthread_mutex_lock(&proc__g.lock);
-    int fd = p->stdio_parent[stream];
+    int fd = p->stdio_parent[stream], state = atomic_load(&p->state);
     int r = -EBADF;
-    if (fd >= 0 && p->owner == proc__self_pid()) {
+    if (fd >= 0 && p->owner == proc__self_pid() && state != PROC__NEW && state != PROC__STARTING) {
         proc__fd_untrack_locked(fd);
         close(fd);
         p->stdio_parent[stream] = -1;

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,18 +237,22 @@ static void test_sibling_does_not_hold_pipe_ends(void **state)
 }
 
 /*
- * Starts racing with forks in other threads: a pipe's parent end must never
+ * Starts racing with forks in another thread: a pipe's parent end must never
  * stay open in a process forked meanwhile (before the reaper adopted the
  * child, it is closed there as in flight; after, as the fd table's). One
  * thread's piped children must each see EOF while the other thread's
- * children, forked all along, are still alive.
+ * children, forked all along, are still alive. The piped children chdir, so
+ * each start waits for its child's report with the pipes in flight: a wide
+ * window for the other thread's forks.
  */
 #define RACE_ROUNDS 15
+#define RACE_HELD_MAX 200
 
 struct race {
-    tu_gate *gate;
-    proc_t *held[RACE_ROUNDS]; /* the holder thread's children, alive until the gate opens */
-    int failures;
+    tu_gate gate;
+    proc_t *held[RACE_HELD_MAX]; /* alive until the gate opens */
+    int nheld, piped_failures, held_failures;
+    atomic_bool piped_done;
 };
 
 static void *start_piped_children(void *arg)
@@ -256,26 +261,31 @@ static void *start_piped_children(void *arg)
     for (int i = 0; i < RACE_ROUNDS; i++) {
         proc_t *p = proc_new(upcase, NULL);
         char out[8];
-        if (!p || proc_set_stdio(p, 0, PROC_STDIO_PIPE) || proc_set_stdio(p, 1, PROC_STDIO_PIPE) ||
-            proc_start(p) || tu_write_full(proc_stdio_fd(p, 0), "xy", 2) ||
-            proc_stdio_close(p, 0) ||
+        if (!p || proc_set_cwd(p, ".") || proc_set_stdio(p, 0, PROC_STDIO_PIPE) ||
+            proc_set_stdio(p, 1, PROC_STDIO_PIPE) || proc_start(p) ||
+            tu_write_full(proc_stdio_fd(p, 0), "xy", 2) || proc_stdio_close(p, 0) ||
             tu_read_to_eof(proc_stdio_fd(p, 1), out, sizeof out, BOUND_MS) != 2 ||
             proc_join(p, BOUND_MS) || proc_exitcode(p) != 2)
-            r->failures++;
+            r->piped_failures++;
         proc_kill(p);
         proc_join(p, BOUND_MS);
         proc_close(p);
     }
+    atomic_store(&r->piped_done, true);
     return NULL;
 }
 
 static void *start_held_children(void *arg)
 {
     struct race *r = arg;
-    for (int i = 0; i < RACE_ROUNDS; i++) {
-        r->held[i] = proc_new(tu_gate_main, r->gate);
-        if (!r->held[i] || proc_start(r->held[i]) != 0)
-            r->failures++;
+    while (!atomic_load(&r->piped_done) && r->nheld < RACE_HELD_MAX) {
+        proc_t *p = proc_new(tu_gate_main, &r->gate);
+        if (!p || proc_start(p) != 0) {
+            r->held_failures++;
+            proc_close(p);
+            break;
+        }
+        r->held[r->nheld++] = p;
     }
     return NULL;
 }
@@ -283,21 +293,20 @@ static void *start_held_children(void *arg)
 static void test_racing_forks_do_not_hold_pipe_ends(void **state)
 {
     (void)state;
-    tu_gate gate;
-    assert_int_equal(tu_gate_init(&gate), 0);
-    struct race piped = {.gate = &gate}, held = {.gate = &gate};
+    struct race r = {.nheld = 0};
+    assert_int_equal(tu_gate_init(&r.gate), 0);
+    atomic_init(&r.piped_done, false);
     pthread_t a, b;
-    assert_int_equal(pthread_create(&a, NULL, start_piped_children, &piped), 0);
-    assert_int_equal(pthread_create(&b, NULL, start_held_children, &held), 0);
+    assert_int_equal(pthread_create(&a, NULL, start_piped_children, &r), 0);
+    assert_int_equal(pthread_create(&b, NULL, start_held_children, &r), 0);
     assert_int_equal(pthread_join(a, NULL), 0);
     assert_int_equal(pthread_join(b, NULL), 0);
-    tu_gate_open(&gate);
-    for (int i = 0; i < RACE_ROUNDS; i++)
-        if (held.held[i])
-            join_ok(held.held[i], 0);
-    assert_int_equal(piped.failures, 0);
-    assert_int_equal(held.failures, 0);
-    tu_gate_destroy(&gate);
+    tu_gate_open(&r.gate);
+    for (int i = 0; i < r.nheld; i++)
+        join_ok(r.held[i], 0);
+    assert_int_equal(r.piped_failures, 0);
+    assert_int_equal(r.held_failures, 0);
+    tu_gate_destroy(&r.gate);
 }
 
 static void test_bad_arguments(void **state)
