@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -100,6 +101,14 @@ void it_flood_start(struct it_flood *f)
     it_signals = 0;
     assert_int_equal(tu_gate_init(&f->stop), 0);
     f->p = it_start(it_flood_main, f);
+    /* Returns once the flood is on (a loaded machine or a sanitizer's fork can
+     * take longer to start it than the wait under test lasts), counting anew:
+     * it_signals then says how many came during the caller's wait. */
+    int64_t end = tu_now_ms() + IT_BOUND_MS;
+    while (it_signals == 0 && tu_now_ms() < end)
+        poll(NULL, 0, 10); /* a signal ends it early */
+    assert_true(it_signals > 0);
+    it_signals = 0;
 }
 
 void it_flood_stop(struct it_flood *f)

@@ -71,8 +71,9 @@ struct it_flood {
     tu_gate stop;
 };
 
-/* Installs a SIGUSR1 handler without SA_RESTART (left installed), resets
- * it_signals and starts the flood. */
+/* Installs a SIGUSR1 handler without SA_RESTART (left installed), starts the
+ * flood and returns once its first signal came, with it_signals reset: what
+ * it counts from then on came during the caller's wait. */
 void it_flood_start(struct it_flood *f);
 
 /* Stops the flood and joins its child. */
