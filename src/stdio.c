@@ -36,11 +36,9 @@ int proc_stdio_fd(const proc_t *p, int stream)
 {
     if (!p || !valid_stream(stream))
         return -EINVAL;
-    int state = atomic_load(&((proc_t *)p)->state);
-    if (state == PROC__NEW || state == PROC__STARTING) /* its ends are the start's until then */
-        return -EBADF;
+    /* Until the start is over its ends are the start's; a fork copy owns none. */
     int fd = p->stdio_parent[stream];
-    return fd >= 0 && p->owner == proc__self_pid() ? fd : -EBADF;
+    return fd >= 0 && proc__check_own_child(p) == 0 ? fd : -EBADF;
 }
 
 int proc_stdio_close(proc_t *p, int stream)
@@ -48,9 +46,9 @@ int proc_stdio_close(proc_t *p, int stream)
     if (!p || !valid_stream(stream))
         return -EINVAL;
     pthread_mutex_lock(&proc__g.lock);
-    int fd = p->stdio_parent[stream], state = atomic_load(&p->state);
+    int fd = p->stdio_parent[stream];
     int r = -EBADF;
-    if (fd >= 0 && p->owner == proc__self_pid() && state != PROC__NEW && state != PROC__STARTING) {
+    if (fd >= 0 && proc__check_own_child(p) == 0) {
         proc__fd_untrack_locked(fd);
         close(fd);
         p->stdio_parent[stream] = -1;
