@@ -71,8 +71,10 @@ struct proc {
     int stdio_parent[3]; /* the parent's ends of PROC_STDIO_PIPE streams, or -1 */
     int pipe_r, pipe_w;  /* sentinel without pidfd: the reaper closes pipe_w */
     unsigned long long start_time; /* without pidfd: the kernel's start time of pid, or 0 */
-    struct proc *prev, *next;      /* the owner's registry of started, unclosed children */
-    struct proc *ended_next;       /* reaper's batch of children whose callbacks are due */
+    struct rusage rusage;          /* from the reap, once have_rusage */
+    bool have_rusage;
+    struct proc *prev, *next; /* the owner's registry of started, unclosed children */
+    struct proc *ended_next;  /* reaper's batch of children whose callbacks are due */
 };
 
 /* Process-wide state. Guarded by lock unless the field says otherwise. */

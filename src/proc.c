@@ -389,6 +389,23 @@ int proc_exitcode(const proc_t *p)
     return p ? atomic_load(&((proc_t *)p)->exitcode) : PROC_EXITCODE_NONE;
 }
 
+int proc_rusage(const proc_t *p, struct rusage *ru)
+{
+    if (!p || !ru || !is_child_object(p))
+        return -EINVAL;
+    int state = atomic_load(&((proc_t *)p)->state);
+    if (state == PROC__NEW || state == PROC__STARTING)
+        return -EAGAIN;
+    if (p->owner != proc__self_pid())
+        return -ECHILD; /* a copy inherited through fork: the child is not ours */
+    if (state != PROC__DONE)
+        return -EAGAIN;
+    if (!p->have_rusage)
+        return -ECHILD; /* reaped by something else: PROC_EXITCODE_UNKNOWN */
+    *ru = p->rusage;
+    return 0;
+}
+
 bool proc_daemon(const proc_t *p)
 {
     return p ? p->daemon : false;

@@ -113,8 +113,12 @@ static void mark_done_locked(proc_t *p)
  * finished at once (joiners are released by the broadcast the caller owes);
  * otherwise it waits on *ended for the reaper to run its callbacks.
  */
-static void mark_ended_locked(proc_t *p, int code, proc_t **ended)
+static void mark_ended_locked(proc_t *p, int code, const struct rusage *ru, proc_t **ended)
 {
+    if (ru) {
+        p->rusage = *ru;
+        p->have_rusage = true;
+    }
     atomic_store(&p->exitcode, code);
     proc__g.live--;
     if (!p->callbacks || !ended) { /* no ended list: only callers for callback-less objects */
@@ -139,12 +143,16 @@ static void broadcast_if_due_locked(void)
 static bool try_reap_pidfd_locked(proc_t *p, proc_t **ended)
 {
     siginfo_t si;
+    struct rusage ru;
     memset(&si, 0, sizeof si);
-    int r = proc__sys_waitid_pidfd(p->pidfd, &si, WEXITED | WNOHANG);
+    int r = proc__sys_waitid_pidfd(p->pidfd, &si, WEXITED | WNOHANG, &ru);
     if (r == 0 && si.si_pid == 0)
         return false;
     /* ECHILD: someone else (a host's waitpid(-1)) took the status. */
-    mark_ended_locked(p, r < 0 ? PROC_EXITCODE_UNKNOWN : proc__sys_decode_siginfo(&si), ended);
+    if (r < 0)
+        mark_ended_locked(p, PROC_EXITCODE_UNKNOWN, NULL, ended);
+    else
+        mark_ended_locked(p, proc__sys_decode_siginfo(&si), &ru, ended);
     return true;
 }
 
@@ -163,14 +171,18 @@ static void reap_pidfd_locked(int epfd, proc_t *p, proc_t **ended)
 static bool reap_pid_locked(proc_t *p, proc_t **ended)
 {
     int status = 0;
+    struct rusage ru;
     pid_t r;
     do {
-        r = waitpid(atomic_load(&p->pid), &status, WNOHANG);
+        r = wait4(atomic_load(&p->pid), &status, WNOHANG, &ru);
     } while (r < 0 && errno == EINTR);
     if (r == 0)
         return false;
     proc__g.unwatched--;
-    mark_ended_locked(p, r < 0 ? PROC_EXITCODE_UNKNOWN : proc__sys_decode_status(status), ended);
+    if (r < 0)
+        mark_ended_locked(p, PROC_EXITCODE_UNKNOWN, NULL, ended);
+    else
+        mark_ended_locked(p, proc__sys_decode_status(status), &ru, ended);
     return true;
 }
 

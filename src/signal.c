@@ -35,7 +35,7 @@ static bool unreaped_locked(proc_t *p, bool zombie_ok)
     siginfo_t si;
     memset(&si, 0, sizeof si);
     if (p->pidfd >= 0) {
-        if (proc__sys_waitid_pidfd(p->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+        if (proc__sys_waitid_pidfd(p->pidfd, &si, WEXITED | WNOHANG | WNOWAIT, NULL) < 0)
             return false;
         return zombie_ok || si.si_pid == 0;
     }

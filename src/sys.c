@@ -97,11 +97,11 @@ int proc__sys_pidfd_signal_group(int pidfd, int sig)
 #endif
 }
 
-int proc__sys_waitid_pidfd(int pidfd, siginfo_t *info, int options)
+int proc__sys_waitid_pidfd(int pidfd, siginfo_t *info, int options, struct rusage *ru)
 {
-    int r;
-    do {
-        r = waitid((idtype_t)P_PIDFD, (id_t)pidfd, info, options);
+    long r;
+    do { /* the system call: glibc's waitid() has no rusage argument */
+        r = syscall(SYS_waitid, P_PIDFD, pidfd, info, options, ru);
     } while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : 0;
 }

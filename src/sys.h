@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -27,7 +28,8 @@ int proc__sys_pidfd_signal(int pidfd, int sig);
  * id): -EINVAL on kernels before 6.9, -ESRCH when the group is empty. */
 int proc__sys_pidfd_signal_group(int pidfd, int sig);
 /* waitid(P_PIDFD), restarted on EINTR: 0 or -errno. */
-int proc__sys_waitid_pidfd(int pidfd, siginfo_t *info, int options);
+/* waitid(P_PIDFD) with the child's resource usage in *ru (NULL: not wanted). 0 or -errno. */
+int proc__sys_waitid_pidfd(int pidfd, siginfo_t *info, int options, struct rusage *ru);
 /* Closes every fd in [first, last] (close_range, or one by one). */
 void proc__sys_close_range(unsigned first, unsigned last);
 

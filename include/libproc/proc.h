@@ -29,6 +29,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <libproc/version.h>
@@ -264,6 +265,17 @@ PROC_API pid_t proc_pid(const proc_t *p);
  * outside libproc reaped it first.
  */
 PROC_API int proc_exitcode(const proc_t *p);
+
+/**
+ * The ended child's own resource usage, as the reap reported it (wait4(2):
+ * ru_utime, ru_stime, ru_maxrss, ...; its own children's usage is not in it).
+ * Returns 0 with *ru filled in once proc_join(p, 0) would return 0; -EAGAIN
+ * before the start and while the child runs (or its exit callbacks do);
+ * -ECHILD when something outside libproc reaped it (proc_exitcode() is
+ * PROC_EXITCODE_UNKNOWN) or p is a copy inherited through fork; -EINVAL for a
+ * NULL argument or an object that is not a child. Thread-safe.
+ */
+PROC_API int proc_rusage(const proc_t *p, struct rusage *ru);
 
 /** The daemon flag. */
 PROC_API bool proc_daemon(const proc_t *p);
