@@ -125,6 +125,35 @@ int proc_join(proc_t *p, int timeout_ms)
     return join_cond(p, &d);
 }
 
+static bool stop_steps_valid(const proc_stop_step_t *steps, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (steps[i].sig < 0 || steps[i].sig >= NSIG || steps[i].timeout_ms < PROC_WAIT_FOREVER)
+            return false;
+    return n > 0;
+}
+
+int proc_stop(proc_t *p, const proc_stop_step_t *steps, size_t n)
+{
+    static const proc_stop_step_t python_way[] = {{SIGTERM, 3000}, {SIGKILL, PROC_WAIT_FOREVER}};
+    if (!steps) {
+        steps = python_way;
+        n = sizeof python_way / sizeof python_way[0];
+    }
+    if (!p || !stop_steps_valid(steps, n) || p->kind != PROC__KIND_CHILD)
+        return -EINVAL;
+    int r = proc_join(p, 0); /* also the checks: not started, not ours */
+    for (size_t i = 0; i < n && r == -ETIMEDOUT; i++) {
+        if (steps[i].sig) {
+            r = p->new_group ? proc_signal_tree(p, steps[i].sig) : proc_signal(p, steps[i].sig);
+            if (r < 0)
+                return r;
+        }
+        r = proc_join(p, steps[i].timeout_ms);
+    }
+    return r;
+}
+
 bool proc_is_alive(proc_t *p)
 {
     if (!p)

@@ -245,6 +245,28 @@ PROC_API int proc_signal(proc_t *p, int sig);
  */
 PROC_API int proc_signal_tree(proc_t *p, int sig);
 
+/** One step of proc_stop(): a signal to send, then how long to wait. */
+typedef struct proc_stop_step {
+    int sig;        /**< signal to send first; 0 = send nothing, only wait */
+    int timeout_ms; /**< then wait this long for the child to end (PROC_WAIT_FOREVER) */
+} proc_stop_step_t;
+
+/**
+ * Stops a child the way Python's terminate(); join(t); kill() does (reproc's
+ * stop sequence): for each step in order, sends sig (to the whole process
+ * group when the child leads one, see proc_set_new_group(), else to the
+ * child; never to a reused pid or a stranger's group, as proc_signal() and
+ * proc_signal_tree() promise) and then waits up to timeout_ms for the child
+ * to end. steps NULL means {SIGTERM, 3000}, {SIGKILL, PROC_WAIT_FOREVER}.
+ * Returns 0 as soon as the child has ended (proc_join(p, 0) would return 0:
+ * exit callbacks included), with nothing sent if it had already ended;
+ * -ETIMEDOUT if it is still alive after the last step; -EINVAL (NULL, not
+ * started, n == 0 with steps, a bad signal or timeout); -ECHILD (not the
+ * caller's child); -EPERM from the kernel; -EDEADLK from the reaper's own
+ * thread (an exit callback). Thread-safe.
+ */
+PROC_API int proc_stop(proc_t *p, const proc_stop_step_t *steps, size_t n);
+
 /**
  * Frees the object and everything it owns, including the sentinel fd.
  * Returns 0 (also for NULL); -EBUSY while the process runs or its exit

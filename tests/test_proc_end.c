@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Ending children and what they leave behind (API 4.1): proc_stop()'s steps
+ * (a child that ignores SIGTERM, a group with a grandchild, one already
+ * ended, a sequence that runs out), proc_rusage() from the reap itself (CPU
+ * time, max RSS), and every error row.
+ *
+ * Children never call cmocka: they report through pipes and exit codes and
+ * the parent asserts. Timeouts only bound hangs.
+ */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libproc/proc.h>
+
+#include "testutil.h"
+
+#define BOUND_MS 10000 /* bound on any hang; never reached when things work */
+
+static long long tv_us(struct timeval tv)
+{
+    return (long long)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+static long long thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Burns at least 200 ms of CPU time (its own clock, not the wall clock). */
+static int burn_cpu(void *arg)
+{
+    (void)arg;
+    volatile unsigned long x = 0;
+    long long end = thread_cpu_us() + 200000;
+    while (thread_cpu_us() < end)
+        for (int i = 0; i < 100000; i++)
+            x += (unsigned long)i;
+    return 0;
+}
+
+#define TOUCH_BYTES ((size_t)100 << 20)
+
+/* Touches every page of 100 MiB, so that its max RSS is at least that. */
+static int touch_memory(void *arg)
+{
+    (void)arg;
+    unsigned char *m = malloc(TOUCH_BYTES);
+    if (!m)
+        return 1;
+    long page = sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; i < TOUCH_BYTES; i += (size_t)page)
+        m[i] = 1;
+    return m[TOUCH_BYTES - 1] == 0 ? 0 : 2;
+}
+
+static int burn_nothing(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static proc_t *run_to_end(proc_target_fn *target)
+{
+    proc_t *p = proc_new(target, NULL);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(proc_join(p, BOUND_MS), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    return p;
+}
+
+static void test_rusage_counts_cpu_time(void **state)
+{
+    (void)state;
+    proc_t *p = run_to_end(burn_cpu);
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    assert_int_equal(proc_rusage(p, &ru), 0);
+    assert_true(tv_us(ru.ru_utime) + tv_us(ru.ru_stime) >= 200000);
+    assert_int_equal(proc_close(p), 0);
+}
+
+static void test_rusage_counts_max_rss(void **state)
+{
+    (void)state;
+    proc_t *p = run_to_end(touch_memory);
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    assert_int_equal(proc_rusage(p, &ru), 0);
+    assert_true(ru.ru_maxrss >= (long)(TOUCH_BYTES / 1024)); /* KiB */
+    assert_int_equal(proc_close(p), 0);
+}
+
+static void test_rusage_of_an_exec_child(void **state)
+{
+    (void)state;
+    const char *argv[] = {"true", NULL};
+    proc_t *p = proc_new_exec(argv);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(proc_join(p, BOUND_MS), 0);
+    struct rusage ru;
+    assert_int_equal(proc_rusage(p, &ru), 0);
+    assert_true(ru.ru_maxrss > 0);
+    assert_int_equal(proc_close(p), 0);
+}
+
+static void test_rusage_errors(void **state)
+{
+    (void)state;
+    struct rusage ru;
+    tu_gate gate;
+    assert_int_equal(tu_gate_init(&gate), 0);
+    proc_t *p = proc_new(tu_gate_main, &gate);
+    assert_non_null(p);
+    assert_int_equal(proc_rusage(NULL, &ru), -EINVAL);
+    assert_int_equal(proc_rusage(p, NULL), -EINVAL);
+    assert_int_equal(proc_rusage(p, &ru), -EAGAIN); /* not started */
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(proc_rusage(p, &ru), -EAGAIN); /* running */
+    tu_gate_open(&gate);
+    assert_int_equal(proc_join(p, BOUND_MS), 0);
+    assert_int_equal(proc_rusage(p, &ru), 0);
+    assert_int_equal(proc_rusage(proc_current(), &ru), -EINVAL); /* not a child */
+    assert_int_equal(proc_close(p), 0);
+    tu_gate_destroy(&gate);
+}
+
+/* Ignores SIGTERM, says so on the pipe (arg: its write end), then waits to be killed. */
+static int ignore_term(void *arg)
+{
+    signal(SIGTERM, SIG_IGN);
+    if (tu_write_full(*(int *)arg, "r", 1) < 0)
+        return 1;
+    for (;;)
+        pause();
+}
+
+static void test_stop_escalates_past_an_ignored_sigterm(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(tu_pipe(fds), 0);
+    proc_t *p = proc_new(ignore_term, &fds[1]);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    char c;
+    assert_int_equal(tu_read_full(fds[0], &c, 1, BOUND_MS), 1);
+    const proc_stop_step_t steps[] = {{SIGTERM, 100}, {SIGKILL, BOUND_MS}};
+    assert_int_equal(proc_stop(p, steps, 2), 0);
+    assert_int_equal(proc_exitcode(p), -SIGKILL);
+    assert_int_equal(proc_close(p), 0);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* Leads its group: forks a grandchild that holds the pipe's write end (arg) and waits. */
+static int group_with_grandchild(void *arg)
+{
+    int wr = *(int *)arg;
+    pid_t g = fork();
+    if (g < 0)
+        return 1;
+    if (g == 0) {
+        (void)tu_write_full(wr, "g", 1);
+        for (;;)
+            pause();
+    }
+    for (;;)
+        pause();
+}
+
+static void test_stop_reaches_the_whole_group(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(tu_pipe(fds), 0);
+    proc_t *p = proc_new(group_with_grandchild, &fds[1]);
+    assert_non_null(p);
+    assert_int_equal(proc_set_new_group(p, true), 0);
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+    char c;
+    assert_int_equal(tu_read_full(fds[0], &c, 1, BOUND_MS), 1); /* the grandchild runs */
+    assert_int_equal(proc_stop(p, NULL, 0), 0);
+    assert_int_equal(proc_exitcode(p), -SIGTERM);
+    /* EOF: the grandchild, the last holder of the write end, is gone too. */
+    assert_int_equal(tu_read_to_eof(fds[0], &c, 1, BOUND_MS), 0);
+    assert_int_equal(proc_close(p), 0);
+    close(fds[0]);
+}
+
+static void test_stop_of_an_ended_child_sends_nothing(void **state)
+{
+    (void)state;
+    proc_t *p = run_to_end(burn_nothing);
+    assert_int_equal(proc_stop(p, NULL, 0), 0);
+    assert_int_equal(proc_exitcode(p), 0); /* what it exited with, not a signal */
+    assert_int_equal(proc_close(p), 0);
+}
+
+static void test_stop_runs_out_of_steps(void **state)
+{
+    (void)state;
+    tu_gate gate;
+    assert_int_equal(tu_gate_init(&gate), 0);
+    proc_t *p = proc_new(tu_gate_main, &gate);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    const proc_stop_step_t wait_only[] = {{0, 0}, {0, 20}};
+    assert_int_equal(proc_stop(p, wait_only, 2), -ETIMEDOUT);
+    assert_true(proc_is_alive(p));
+    tu_gate_open(&gate);
+    const proc_stop_step_t wait_long[] = {{0, BOUND_MS}};
+    assert_int_equal(proc_stop(p, wait_long, 1), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    assert_int_equal(proc_close(p), 0);
+    tu_gate_destroy(&gate);
+}
+
+static void test_stop_errors(void **state)
+{
+    (void)state;
+    const proc_stop_step_t ok[] = {{SIGTERM, 10}};
+    const proc_stop_step_t bad_sig[] = {{-1, 10}};
+    const proc_stop_step_t big_sig[] = {{NSIG, 10}};
+    const proc_stop_step_t bad_timeout[] = {{SIGTERM, -2}};
+    assert_int_equal(proc_stop(NULL, NULL, 0), -EINVAL);
+    proc_t *p = proc_new(NULL, NULL);
+    assert_non_null(p);
+    assert_int_equal(proc_stop(p, NULL, 0), -EINVAL); /* not started */
+    assert_int_equal(proc_stop(p, ok, 1), -EINVAL);
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(proc_stop(p, ok, 0), -EINVAL); /* n == 0 with steps */
+    assert_int_equal(proc_stop(p, bad_sig, 1), -EINVAL);
+    assert_int_equal(proc_stop(p, big_sig, 1), -EINVAL);
+    assert_int_equal(proc_stop(p, bad_timeout, 1), -EINVAL);
+    assert_int_equal(proc_stop(proc_current(), NULL, 0), -EINVAL);
+    assert_int_equal(proc_join(p, BOUND_MS), 0);
+    assert_int_equal(proc_close(p), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stop_escalates_past_an_ignored_sigterm),
+        cmocka_unit_test(test_stop_reaches_the_whole_group),
+        cmocka_unit_test(test_stop_of_an_ended_child_sends_nothing),
+        cmocka_unit_test(test_stop_runs_out_of_steps),
+        cmocka_unit_test(test_stop_errors),
+        cmocka_unit_test(test_rusage_counts_cpu_time),
+        cmocka_unit_test(test_rusage_counts_max_rss),
+        cmocka_unit_test(test_rusage_of_an_exec_child),
+        cmocka_unit_test(test_rusage_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
