@@ -7,7 +7,9 @@
 #include "core.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 /* How long daemonic children get between SIGTERM and SIGKILL at exit. */
@@ -151,6 +153,55 @@ int proc_stop(proc_t *p, const proc_stop_step_t *steps, size_t n)
         }
         r = proc_join(p, steps[i].timeout_ms);
     }
+    return r;
+}
+
+/* The lowest index whose child has ended, -ETIMEDOUT if none, or an error of proc_join. */
+static int first_ended(proc_t *const procs[], size_t n, const struct pollfd *fds)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (fds && !fds[i].revents)
+            continue;
+        int r = proc_join(procs[i], 0);
+        if (r != -ETIMEDOUT)
+            return r == 0 ? (int)i : r;
+    }
+    return -ETIMEDOUT;
+}
+
+int proc_wait_any(proc_t *const procs[], size_t n, int timeout_ms)
+{
+    struct proc__deadline d;
+    if (!procs || n == 0 || n > INT_MAX || proc__deadline_init(&d, timeout_ms) < 0)
+        return -EINVAL;
+    struct pollfd *fds = calloc(n, sizeof *fds);
+    if (!fds)
+        return -ENOMEM;
+    int r = 0;
+    for (size_t i = 0; i < n && r >= 0; i++) {
+        r = procs[i] ? proc_sentinel(procs[i]) : -EINVAL;
+        fds[i] = (struct pollfd){.fd = r, .events = POLLIN};
+    }
+    if (r >= 0)
+        r = first_ended(procs, n, NULL);
+    /* Every wake (and every tick: without pidfds a sentinel may lag behind
+     * proc_join) looks again, lowest index first. */
+    while (r == -ETIMEDOUT) {
+        int wait_ms = proc__deadline_left_ms(&d);
+        if (wait_ms == 0)
+            break;
+        if (wait_ms < 0 || wait_ms > PROC__POLL_TICK_MS)
+            wait_ms = PROC__POLL_TICK_MS;
+        int k = poll(fds, (nfds_t)n, wait_ms);
+        if (k < 0 && errno != EINTR) {
+            r = -errno;
+            break;
+        }
+        r = first_ended(procs, n, k > 0 ? fds : NULL);
+        if (r == -ETIMEDOUT && k > 0) /* a sentinel woke us before its join agreed */
+            r = first_ended(procs, n, NULL);
+    }
+    free(fds);
     return r;
 }
 

@@ -18,9 +18,11 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -256,6 +258,112 @@ static void test_stop_errors(void **state)
     assert_int_equal(proc_close(p), 0);
 }
 
+/* Waits until a signal ends it. */
+static int wait_forever(void *arg)
+{
+    (void)arg;
+    while (pause() < 0)
+        ;
+    return 0;
+}
+
+/* Room for n more children's fds (a pidfd or a sentinel pipe each); how many fit. */
+static size_t children_that_fit(size_t n)
+{
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rlim_t want = (rlim_t)(2 * n + 64);
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    size_t fit = rl.rlim_cur >= want ? n : (size_t)(rl.rlim_cur - 64) / 2;
+    if (fit < n)
+        printf("# RLIMIT_NOFILE allows %zu children, not %zu\n", fit, n);
+    return fit;
+}
+
+/* 2,000 children killed in random order: each comes back exactly once. */
+static void test_wait_any_returns_each_child_once(void **state)
+{
+    (void)state;
+    size_t n = children_that_fit(2000);
+    proc_t **live = calloc(n, sizeof *live), **order = calloc(n, sizeof *order);
+    assert_non_null(live);
+    assert_non_null(order);
+    for (size_t i = 0; i < n; i++) {
+        live[i] = proc_new(wait_forever, NULL);
+        assert_non_null(live[i]);
+        assert_int_equal(proc_start(live[i]), 0);
+        order[i] = live[i];
+    }
+    srand(12345);
+    for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        size_t j = (size_t)rand() % (i + 1);
+        proc_t *t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(proc_kill(order[i]), 0);
+    size_t left = n;
+    while (left > 0) {
+        int i = proc_wait_any(live, left, BOUND_MS);
+        assert_true(i >= 0 && (size_t)i < left);
+        assert_int_equal(proc_join(live[i], 0), 0);
+        assert_int_equal(proc_exitcode(live[i]), -SIGKILL);
+        assert_int_equal(proc_close(live[i]), 0); /* a second return would touch freed memory */
+        live[i] = live[--left];
+    }
+    free(live);
+    free(order);
+}
+
+static void test_wait_any_gives_the_lowest_ended_index(void **state)
+{
+    (void)state;
+    tu_gate gate;
+    assert_int_equal(tu_gate_init(&gate), 0);
+    proc_t *p[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = proc_new(i == 0 ? tu_gate_main : burn_nothing, &gate);
+        assert_non_null(p[i]);
+        assert_int_equal(proc_start(p[i]), 0);
+    }
+    assert_int_equal(proc_join(p[2], BOUND_MS), 0); /* already joined counts too */
+    assert_int_equal(proc_join(p[1], BOUND_MS), 0);
+    assert_int_equal(proc_wait_any(p, 3, BOUND_MS), 1);
+    assert_int_equal(proc_wait_any(p + 2, 1, 0), 0);
+    assert_int_equal(proc_wait_any(p, 1, 20), -ETIMEDOUT); /* p[0] waits for the gate */
+    tu_gate_open(&gate);
+    assert_int_equal(proc_wait_any(p, 1, BOUND_MS), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(proc_join(p[i], BOUND_MS), 0);
+        assert_int_equal(proc_close(p[i]), 0);
+    }
+    tu_gate_destroy(&gate);
+}
+
+static void test_wait_any_errors(void **state)
+{
+    (void)state;
+    proc_t *started = proc_new(NULL, NULL), *fresh = proc_new(NULL, NULL);
+    assert_non_null(started);
+    assert_non_null(fresh);
+    assert_int_equal(proc_start(started), 0);
+    proc_t *one[1] = {started}, *with_null[2] = {started, NULL}, *unstarted[2] = {started, fresh};
+    assert_int_equal(proc_wait_any(NULL, 1, 0), -EINVAL);
+    assert_int_equal(proc_wait_any(one, 0, 0), -EINVAL);
+    assert_int_equal(proc_wait_any(with_null, 2, 0), -EINVAL);
+    assert_int_equal(proc_wait_any(unstarted, 2, 0), -EINVAL);
+    assert_int_equal(proc_wait_any(one, 1, -2), -EINVAL);
+    proc_t *self[1] = {proc_current()};
+    assert_int_equal(proc_wait_any(self, 1, 0), -EINVAL);
+    assert_int_equal(proc_join(started, BOUND_MS), 0);
+    assert_int_equal(proc_close(started), 0);
+    assert_int_equal(proc_close(fresh), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +372,9 @@ int main(void)
         cmocka_unit_test(test_stop_of_an_ended_child_sends_nothing),
         cmocka_unit_test(test_stop_runs_out_of_steps),
         cmocka_unit_test(test_stop_errors),
+        cmocka_unit_test(test_wait_any_returns_each_child_once),
+        cmocka_unit_test(test_wait_any_gives_the_lowest_ended_index),
+        cmocka_unit_test(test_wait_any_errors),
         cmocka_unit_test(test_rusage_counts_cpu_time),
         cmocka_unit_test(test_rusage_counts_max_rss),
         cmocka_unit_test(test_rusage_of_an_exec_child),

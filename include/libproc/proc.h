@@ -268,6 +268,20 @@ typedef struct proc_stop_step {
 PROC_API int proc_stop(proc_t *p, const proc_stop_step_t *steps, size_t n);
 
 /**
+ * Waits until any of n children has ended, as Python's
+ * multiprocessing.connection.wait() on their sentinels: returns the lowest
+ * index i for which proc_join(procs[i], 0) would return 0 (children already
+ * joined count too), at once if one has already ended. One poll(2) over
+ * their sentinels, so thousands of entries are fine; the same object may
+ * appear more than once. Returns the index; -ETIMEDOUT when none ended in
+ * time; -EINVAL (procs NULL, n == 0, a NULL entry, an entry that is not a
+ * started child of the caller, a bad timeout); -ENOMEM; -EDEADLK from the
+ * reaper's own thread (an exit callback).
+ * Thread-safe.
+ */
+PROC_API int proc_wait_any(proc_t *const procs[], size_t n, int timeout_ms);
+
+/**
  * Frees the object and everything it owns, including the sentinel fd.
  * Returns 0 (also for NULL); -EBUSY while the process runs or its exit
  * callbacks run (the object is untouched); -EINVAL for proc_current() /
