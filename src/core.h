@@ -64,12 +64,13 @@ struct proc {
     _Atomic int state; /* enum proc__state */
     _Atomic pid_t pid;
     _Atomic int exitcode;
-    pid_t owner;         /* the process that started it */
-    int pidfd;           /* sentinel on Linux; -1 without pidfd */
-    int joiners;         /* threads polling pidfd in proc_join: the reaper leaves p to them */
-    int stdio_how[3];    /* PROC_STDIO_* or an fd of the caller's, for 0, 1, 2 */
-    int stdio_parent[3]; /* the parent's ends of PROC_STDIO_PIPE streams, or -1 */
-    int pipe_r, pipe_w;  /* sentinel without pidfd: the reaper closes pipe_w */
+    pid_t owner;             /* the process that started it */
+    int pidfd;               /* sentinel on Linux; -1 without pidfd */
+    int joiners;             /* threads polling pidfd in proc_join: the reaper leaves p to them */
+    int stdio_how[3];        /* PROC_STDIO_* or an fd of the caller's, for 0, 1, 2 */
+    int stdio_parent[3];     /* the parent's ends of PROC_STDIO_PIPE streams, or -1 */
+    struct proc__comm *comm; /* what proc_communicate() left for its next call (communicate.c) */
+    int pipe_r, pipe_w;      /* sentinel without pidfd: the reaper closes pipe_w */
     unsigned long long start_time; /* without pidfd: the kernel's start time of pid, or 0 */
     struct rusage rusage;          /* from the reap, once have_rusage */
     bool have_rusage;

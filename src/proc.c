@@ -475,6 +475,7 @@ int proc_close(proc_t *p)
     free(p->cwd);
     free(p->authkey);
     free(p->identity);
+    free(p->comm);
     for (struct proc__exit_cb *cb = p->callbacks, *next; cb; cb = next) {
         next = cb->next;
         free(cb);

@@ -82,6 +82,34 @@ PROC_API int proc_stdio_fd(const proc_t *p, int stream);
  */
 PROC_API int proc_stdio_close(proc_t *p, int stream);
 
+/** Output captured by proc_communicate(). Zero-initialise before the first call. */
+typedef struct proc_output {
+    char *data; /**< malloc'd, NUL-terminated; the caller frees it; NULL when nothing was read */
+    size_t len; /**< bytes in data, the NUL not counted */
+} proc_output_t;
+
+/**
+ * Python's Popen.communicate() on a started child: writes input to its stdin
+ * pipe and closes it, reads its stdout and stderr pipes to EOF at the same
+ * time (one thread, poll(2): no deadlock whatever the sizes or the order in
+ * which the child reads and writes), then joins it. out/err (either may be
+ * NULL: that stream is then read and dropped) receive what the child wrote,
+ * appended, in buffers that grow by doubling. A child that closes its stdin
+ * early is not an error. Writing never raises SIGPIPE in the process.
+ * Returns 0 once the child has ended, whatever its exit code; -ETIMEDOUT when
+ * the time ran out: the child is left running, what was read so far is in
+ * out/err, and a later call goes on from there (pass the same out/err again,
+ * unchanged; as in Python, the first call's input is remembered, a later call
+ * goes on writing what is left of it and ignores its own input arguments, so
+ * that buffer must stay valid until a call returns 0). -EINVAL (NULL, not
+ * started, input_len > 0 but stdin is not PROC_STDIO_PIPE, a non-NULL out or
+ * err whose stream is not a pipe, a bad timeout); -ECHILD (not the caller's
+ * child); -ENOMEM (what was read so far stays in out/err).
+ * Not thread-safe against other calls on the same object.
+ */
+PROC_API int proc_communicate(proc_t *p, const void *input, size_t input_len, proc_output_t *out,
+                              proc_output_t *err, int timeout_ms);
+
 /* ------------------------------------------------------------------- Pipe() */
 
 /**
