@@ -21,6 +21,8 @@
 
 /* The first read into an empty buffer; growth doubles from there. */
 #define COMM_FIRST_CAP ((size_t)64 << 10)
+/* The most one write() offers the child's stdin: what a pipe can hold at the most. */
+#define COMM_WRITE_MAX ((size_t)1 << 20)
 
 /* What a proc_communicate() call leaves for the next (API: input remembered). */
 struct proc__comm {
@@ -121,12 +123,13 @@ static int drain(proc_t *p, struct proc__comm *c, int i, proc_output_t *o)
     return 1;
 }
 
-/* Writes what poll says fits; closes stdin when all is written or the child closed it. */
+/* Writes what fits (stdin is non-blocking while pump() runs); closes stdin when all is written
+ * or the child closed it. */
 static int feed(proc_t *p, struct proc__comm *c)
 {
     int fd = proc_stdio_fd(p, 0);
     size_t n = c->in_len - c->in_off;
-    ssize_t r = write_quietly(fd, c->in + c->in_off, n < PIPE_BUF ? n : PIPE_BUF);
+    ssize_t r = write_quietly(fd, c->in + c->in_off, n < COMM_WRITE_MAX ? n : COMM_WRITE_MAX);
     if (r > 0)
         c->in_off += (size_t)r;
     else if (r < 0 && errno == EPIPE)
@@ -138,9 +141,18 @@ static int feed(proc_t *p, struct proc__comm *c)
     return 0;
 }
 
+/* Makes fd non-blocking for a while; its old flags, or -1 when they were not changed. */
+static int nonblock(int fd)
+{
+    int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+    if (fl < 0 || (fl & O_NONBLOCK) || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return fl;
+}
+
 /* Polls the open ends until all are done or the deadline passes; 0, -ETIMEDOUT, -errno. */
-static int pump(proc_t *p, struct proc__comm *c, proc_output_t *out, proc_output_t *err,
-                const struct proc__deadline *d)
+static int pump_fds(proc_t *p, struct proc__comm *c, proc_output_t *out, proc_output_t *err,
+                    const struct proc__deadline *d)
 {
     proc_output_t *outs[3] = {NULL, out, err};
     for (;;) {
@@ -174,6 +186,17 @@ static int pump(proc_t *p, struct proc__comm *c, proc_output_t *out, proc_output
                 return r;
         }
     }
+}
+
+/* pump_fds() with the child's stdin made non-blocking (a write never waits), as it was after. */
+static int pump(proc_t *p, struct proc__comm *c, proc_output_t *out, proc_output_t *err,
+                const struct proc__deadline *d)
+{
+    int fd = proc_stdio_fd(p, 0), old = nonblock(fd);
+    int r = pump_fds(p, c, out, err, d);
+    if (old >= 0 && proc_stdio_fd(p, 0) == fd)
+        fcntl(fd, F_SETFL, old);
+    return r;
 }
 
 int proc_communicate(proc_t *p, const void *input, size_t input_len, proc_output_t *out,
