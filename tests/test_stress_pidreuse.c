@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * PID reuse (issue 3): once a child is reaped, proc_kill / proc_terminate /
- * proc_signal on its object must not signal a new process that got the same
- * PID.
+ * proc_signal / proc_stop on its object must not signal a new process that got
+ * the same PID, and proc_rusage says -ECHILD when the host reaped the child.
  *
  * The reuse is forced, not hoped for: a fresh copy of this program ("--sub")
  * enters a new PID namespace (unshare(CLONE_NEWPID), as root); its first
@@ -110,6 +110,9 @@ static int write_ns_last_pid(pid_t last)
     close(fd);
     return r;
 }
+
+/* proc_stop on the reaped child's object: each step would reach the victim */
+static const proc_stop_step_t stop_steps[] = {{SIGTERM, 0}, {SIGUSR1, 0}};
 
 static int gate_w = -1;
 
@@ -228,7 +231,9 @@ static int ns_init(void)
                                  proc_signal(p, SIGHUP),
                                  proc_signal(p, 0),
                                  strcmp(mode, "tree") == 0 ? proc_signal_tree(p, SIGTERM) : 0,
-                                 strcmp(mode, "tree") == 0 ? proc_signal_tree(p, SIGUSR1) : 0};
+                                 strcmp(mode, "tree") == 0 ? proc_signal_tree(p, SIGUSR1) : 0,
+                                 proc_stop(p, stop_steps, 2),
+                                 proc_stop(p, NULL, 0)};
             for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
                 CHECK(codes[i] == 0, "round %d: signal call %zu on the reaped child = %d", round, i,
                       codes[i]);
@@ -250,6 +255,9 @@ static int ns_init(void)
         int ec = proc_exitcode(p);
         CHECK(ec == 42 || (strcmp(mode, "foreign") == 0 && ec == PROC_EXITCODE_UNKNOWN),
               "exit code %d", ec);
+        struct rusage ru;
+        int rr = proc_rusage(p, &ru);
+        CHECK(rr == (ec == 42 ? 0 : -ECHILD), "proc_rusage = %d with exit code %d", rr, ec);
         CHECK(proc_close(p) == 0, "close");
         close(ping[1]); /* the victim leaves */
         CHECK(st_wait_pid(v) == 0, "victim exit");
