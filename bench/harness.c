@@ -67,13 +67,16 @@ void parse_args(int argc, char **argv)
             opt.targets = argv[++i];
             opt.targets_given = true;
         } else if (strcmp(a, "--only") == 0 && i + 1 < argc) {
-            for (const char *s = argv[++i]; *s; s++) {
-                if (*s >= '1' && *s <= '9')
-                    opt.only |= 1u << (*s - '0');
-                else if (*s != ',') {
-                    fprintf(stderr, "proc_bench: --only wants scenario numbers 1-9\n");
+            for (const char *s = argv[++i]; *s;) {
+                char *end;
+                long k = strtol(s, &end, 10);
+                if (end == s || k < 1 || k > MAX_SCENARIO || (*end && *end != ',')) {
+                    fprintf(stderr, "proc_bench: --only wants scenario numbers 1-%d\n",
+                            MAX_SCENARIO);
                     exit(2);
                 }
+                opt.only |= 1u << k;
+                s = *end ? end + 1 : end;
             }
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
@@ -252,12 +255,22 @@ static const struct scenario *scenario_of(const struct scenario *s, size_t n, in
     return NULL;
 }
 
+/* Whether contender is one of the baselines ("raw", or "loop / raw": one per row group). */
+static bool is_baseline(const char *baselines, const char *contender)
+{
+    size_t len = strlen(contender);
+    for (const char *b = baselines; (b = strstr(b, contender)) != NULL; b += len)
+        if ((b == baselines || b[-1] == ' ') && (b[len] == '\0' || b[len] == ' '))
+            return true;
+    return false;
+}
+
 void print_table(const struct scenario *s, size_t n)
 {
     printf("\n%-31s %-13s %-13s %-10s %12s %-9s %s\n", "scenario", "param", "contender", "metric",
            "median", "unit", "ratio");
     int last = 0;
-    for (int k = 1; k <= 9; k++) {
+    for (int k = 1; k <= MAX_SCENARIO; k++) {
         const struct scenario *sc = scenario_of(s, n, k);
         for (size_t i = 0; sc && i < nrows; i++) {
             const struct row *r = &rows[i];
@@ -267,7 +280,7 @@ void print_table(const struct scenario *s, size_t n)
             fmt_param(r, param, sizeof param);
             if (r->ratio == NO_RATIO)
                 snprintf(ratio, sizeof ratio, "-");
-            else if (strcmp(r->contender, sc->baseline) == 0)
+            else if (is_baseline(sc->baseline, r->contender))
                 snprintf(ratio, sizeof ratio, "1.00 (baseline)");
             else
                 snprintf(ratio, sizeof ratio, "%.2f", r->ratio);
@@ -278,9 +291,9 @@ void print_table(const struct scenario *s, size_t n)
     }
     if (nnotes)
         printf("\nnotes:\n");
-    for (char c = '1'; c <= '9'; c++) /* notes start with their scenario number */
+    for (long k = 1; k <= MAX_SCENARIO; k++) /* notes start with their scenario number */
         for (size_t i = 0; i < nnotes; i++)
-            if (notes[i][0] == c)
+            if (strtol(notes[i], NULL, 10) == k)
                 printf("  %s\n", notes[i]);
 }
 
@@ -301,7 +314,7 @@ void write_csv(const char *path)
         die("%s: %s", path, strerror(errno));
     machine_write(f, "# "); /* a '#' comment to gnuplot, pandas (comment='#') and R */
     fprintf(f, "scenario,name,param,contender,metric,unit,median,ratio,n\n");
-    for (int s = 1; s <= 9; s++) {
+    for (int s = 1; s <= MAX_SCENARIO; s++) {
         for (size_t i = 0; i < nrows; i++) {
             const struct row *r = &rows[i];
             if (r->scenario != s)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #define MIB (1024UL * 1024UL)
+#define MAX_SCENARIO 10 /* scenarios are numbered 1..MAX_SCENARIO */
 #define NO_RATIO (-1.0)
 
 /* ---------------------------------------------------------------- options */
@@ -103,7 +104,7 @@ struct scenario {
     int number;
     const char *name;     /* as in the CSV's name column (the first, if several) */
     const char *title;    /* in the printed table */
-    const char *baseline; /* the contender the ratios are relative to */
+    const char *baseline; /* the contender the ratios are relative to ("a / b": per row group) */
     void (*run)(void);
     void (*info)(void); /* INFO lines under the targets, or NULL */
 };

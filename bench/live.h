@@ -32,7 +32,7 @@ extern struct live_batch live;
 /*
  * Long-lived objects that outlive single batches (live_reset() leaves them
  * alone): scenario 7's pools, and the Python
- * coprocess of 7-9, which leads its own process group (its multiprocessing
+ * coprocess of 7-10, which leads its own process group (its multiprocessing
  * children are in it too).
  */
 extern proc_pool_t *live_pool;

@@ -2,7 +2,8 @@
 /*
  * proc_bench: what libproc costs next to the raw system calls, libuv's
  * uv_spawn (when built with libuv) and Python's multiprocessing: processes
- * (scenarios 1-6), the worker pool (7), the queue (8) and the pipe (9).
+ * (scenarios 1-6), the worker pool (7), the queue (8), the pipe (9) and
+ * running a program with its output captured (10).
  *
  * Every scenario runs its contenders interleaved in rounds (A B, B A, ...)
  * inside one process, so that drift of the machine hits all of them alike,
@@ -37,7 +38,7 @@ char *head_argv[] = {"head", "-c1", NULL};
  * In run order: the libuv-free scenarios first. Once libuv has initialized,
  * it keeps a pthread_atfork child handler that makes every later fork child
  * (raw and libproc alike) a little slower. Number 0 is a step, not a
- * scenario: it ends the Python coprocess of 7-9 before 2 and 3 (always runs).
+ * scenario: it ends the Python coprocess of 7-10 before 2 and 3 (always runs).
  */
 static const struct scenario scenarios[] = {
     {1, "start_join", "1 start+join (fork, exit 0)", "raw", scenario1, NULL},
@@ -47,6 +48,7 @@ static const struct scenario scenarios[] = {
     {7, "pool_map", "7 pool map (running pool)", "loop", scenario7, scenario7_info},
     {8, "queue_throughput", "8 queue throughput", "raw", scenario8, scenario8_info},
     {9, "pipe_round_trip", "9 pipe round trip", "raw", scenario9, scenario9_info},
+    {10, "communicate", "10 exec + communicate", "loop / raw", scenario10, scenario10_info},
     {0, "python_stop", "", "", python_stop, NULL},
     {2, "exec_true", "2 exec /bin/true", "raw", scenario2, NULL},
     {3, "mass_exit", "3 mass exit (release->joined)", "raw", scenario3, NULL},

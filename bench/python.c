@@ -3,7 +3,7 @@
  * Python's multiprocessing as a contender: scenario 6 (a `python3 -c` loop
  * of Process(target=f).start(); join(), timed inside Python, next to
  * libproc and raw fork), and the coprocess that serves the Python
- * contenders of 7-9 (see python.h). Without python3 they are left out.
+ * contenders of 7-10 (see python.h). Without python3 they are left out.
  */
 #include "python.h"
 
@@ -136,18 +136,17 @@ void scenario6(void)
              s6_version, python_path);
 }
 
-/* ===================================================== Python coprocess (7-9)
- * One python3 process serves the Python contenders of scenarios 7-9: it
+/* ===================================================== Python coprocess (7-10)
+ * One python3 process serves the Python contenders of scenarios 7-10: it
  * reads one command per line ("map N", "endmap 0", "queue N", "pipe<bytes> N",
- * "quit 0") on its stdin (a socket: sending to a dead Python is then -EPIPE,
- * not SIGPIPE) and answers each with one line on its stdout, its own timing
- * in ns. So its Pool is created once and stays up across the rounds, as
- * libproc's does. It leads its own process group, which also holds its
- * multiprocessing children: the fatal paths kill the whole group.
+ * "catrun MiB", "echorun N", "quit 0") on its stdin (a socket: sending to a dead Python is then
+ * -EPIPE, not SIGPIPE) and answers each with one line on its stdout, its own timing in ns. So its
+ * Pool is created once and stays up across the rounds, as libproc's does. It leads its own process
+ * group, which also holds its multiprocessing children: the fatal paths kill the whole group.
  */
 
 static const char python_coproc_script[] =
-    "import multiprocessing as mp, sys, time\n"
+    "import multiprocessing as mp, subprocess, sys, time\n"
     "def sq(x):\n"
     "    return x * x + 7\n"
     "def producer(q, go, n):\n"
@@ -226,6 +225,21 @@ static const char python_coproc_script[] =
     "                sys.exit(3)\n"
     "            s.sort()\n"
     "            print(s[len(s) // 2], s[min(len(s) - 1, len(s) * 99 // 100)], flush=True)\n"
+    "        elif cmd == 'catrun':\n" /* "catrun MiB": 10 */
+    "            data = b'c' * (n << 20)\n"
+    "            t0 = clock()\n"
+    "            r = subprocess.run(['cat'], input=data, capture_output=True)\n"
+    "            t1 = clock()\n"
+    "            if r.returncode != 0 or r.stdout != data:\n"
+    "                sys.exit(3)\n"
+    "            print(t1 - t0, flush=True)\n"
+    "        elif cmd == 'echorun':\n" /* "echorun N": 10 */
+    "            t0 = clock()\n"
+    "            for _ in range(n):\n"
+    "                r = subprocess.run(['echo', 'hi'], capture_output=True)\n"
+    "                if r.returncode != 0 or r.stdout != b'hi\\n':\n"
+    "                    sys.exit(3)\n"
+    "            print((clock() - t0) / n, flush=True)\n"
     "        else:\n"
     "            sys.exit(2)\n"
     "    if pool is not None:\n"

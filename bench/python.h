@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The Python coprocess that serves the Python contenders of scenarios 7-9:
+ * The Python coprocess that serves the Python contenders of scenarios 7-10:
  * one python3 started once, one command per line, its own timing back.
  */
 #ifndef PROC_BENCH_PYTHON_H

@@ -130,8 +130,8 @@ static const char *parse_line(char *line, struct target *t)
     char *why = strtok_r(NULL, "", &save);
     char *end;
     long s = strtol(field[0], &end, 10);
-    if (*end || s < 1 || s > 9)
-        return "scenario: 1-9";
+    if (*end || s < 1 || s > MAX_SCENARIO)
+        return "scenario: 1-10";
     t->scenario = (int)s;
     if (!parse_key(field[1], &t->rows, false))
         return "rows: name:param:contender:metric, param a number, -, *, min or max";
@@ -327,7 +327,7 @@ void print_targets(const struct scenario *s, size_t n)
         printf("\ntargets: none (%s: %s)\n", targets_path, targets_missing);
     else
         printf("\ntargets (%s):\n", targets_path);
-    for (int k = 1; k <= 9; k++) {
+    for (int k = 1; k <= MAX_SCENARIO; k++) {
         for (size_t i = 0; i < ntargets; i++)
             if (targets[i].scenario == k)
                 check_target(&targets[i]);
