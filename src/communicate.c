@@ -36,12 +36,13 @@ static bool is_pipe(const proc_t *p, int stream)
     return p->stdio_how[stream] == PROC_STDIO_PIPE;
 }
 
-static int check_args(const proc_t *p, size_t input_len, const proc_output_t *out,
-                      const proc_output_t *err)
+static int check_args(const proc_t *p, const void *input, size_t input_len,
+                      const proc_output_t *out, const proc_output_t *err)
 {
     if (!p || p->kind != PROC__KIND_CHILD)
         return -EINVAL;
-    if ((input_len > 0 && !is_pipe(p, 0)) || (out && !is_pipe(p, 1)) || (err && !is_pipe(p, 2)))
+    if ((input_len > 0 && (!input || !is_pipe(p, 0))) || (out && !is_pipe(p, 1)) ||
+        (err && !is_pipe(p, 2)))
         return -EINVAL;
     return proc__check_own_child(p);
 }
@@ -205,7 +206,7 @@ int proc_communicate(proc_t *p, const void *input, size_t input_len, proc_output
     struct proc__deadline d;
     if (proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
-    int r = check_args(p, input_len, out, err);
+    int r = check_args(p, input, input_len, out, err);
     if (r < 0)
         return r;
     if (!p->comm) {
@@ -213,7 +214,7 @@ int proc_communicate(proc_t *p, const void *input, size_t input_len, proc_output
         if (!p->comm)
             return -ENOMEM;
         p->comm->in = input;
-        p->comm->in_len = input ? input_len : 0;
+        p->comm->in_len = input_len;
     }
     r = pump(p, p->comm, out, err, &d);
     if (r == 0)

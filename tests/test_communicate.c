@@ -276,6 +276,14 @@ static void test_communicate_errors(void **state)
     assert_int_equal(proc_communicate(p, NULL, 0, &out, NULL, BOUND_MS), 0);
     assert_null(out.data);
     assert_int_equal(proc_close(p), 0);
+
+    p = proc_new(NULL, NULL); /* stdin a pipe, but no input behind the length */
+    assert_non_null(p);
+    assert_int_equal(proc_set_stdio(p, 0, PROC_STDIO_PIPE), 0);
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(proc_communicate(p, NULL, 1, NULL, NULL, BOUND_MS), -EINVAL);
+    assert_int_equal(proc_communicate(p, "x", 1, NULL, NULL, BOUND_MS), 0);
+    assert_int_equal(proc_close(p), 0);
 }
 
 int main(void)

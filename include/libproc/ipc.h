@@ -102,7 +102,7 @@ typedef struct proc_output {
  * unchanged; as in Python, the first call's input is remembered, a later call
  * goes on writing what is left of it and ignores its own input arguments, so
  * that buffer must stay valid until a call returns 0). -EINVAL (NULL, not
- * started, input_len > 0 but stdin is not PROC_STDIO_PIPE, a non-NULL out or
+ * started, input_len > 0 but input NULL or stdin not PROC_STDIO_PIPE, a non-NULL out or
  * err whose stream is not a pipe, a bad timeout); -ECHILD (not the caller's
  * child); -ENOMEM (what was read so far stays in out/err).
  * Not thread-safe against other calls on the same object.
