@@ -30,7 +30,7 @@ static int run(const char *const argv[], const char *input, int timeout_ms, stru
     memset(res, 0, sizeof *res);
     proc_t *p = proc_new_exec(argv);
     if (!p)
-        return -1;
+        return -errno;
     int rc = 0;
     for (int i = 0; i < 3 && rc == 0; i++)
         rc = proc_set_stdio(p, i, PROC_STDIO_PIPE);

@@ -41,7 +41,9 @@ static int check_args(const proc_t *p, const void *input, size_t input_len,
 {
     if (!p || p->kind != PROC__KIND_CHILD)
         return -EINVAL;
-    if ((input_len > 0 && (!input || !is_pipe(p, 0))) || (out && !is_pipe(p, 1)) ||
+    /* A call after a timeout goes on with the first call's input and ignores its own. */
+    bool new_input = !p->comm && input_len > 0;
+    if ((new_input && (!input || !is_pipe(p, 0))) || (out && !is_pipe(p, 1)) ||
         (err && !is_pipe(p, 2)))
         return -EINVAL;
     return proc__check_own_child(p);
@@ -156,7 +158,7 @@ static int pump_fds(proc_t *p, struct proc__comm *c, proc_output_t *out, proc_ou
                     const struct proc__deadline *d)
 {
     proc_output_t *outs[3] = {NULL, out, err};
-    for (;;) {
+    for (bool polled = false;; polled = true) {
         struct pollfd fds[3];
         int streams[3], nfds = 0;
         for (int i = 0; i < 3; i++) {
@@ -172,12 +174,13 @@ static int pump_fds(proc_t *p, struct proc__comm *c, proc_output_t *out, proc_ou
         }
         if (nfds == 0)
             return 0;
-        int wait_ms = proc__deadline_left_ms(d);
-        int k = poll(fds, (nfds_t)nfds, wait_ms);
+        /* Checked at every pass, not only when poll() times out: a child that never stops
+         * writing keeps some end ready at every poll. */
+        if (polled && proc__deadline_passed(d))
+            return -ETIMEDOUT;
+        int k = poll(fds, (nfds_t)nfds, proc__deadline_left_ms(d));
         if (k < 0 && errno != EINTR)
             return -errno;
-        if (k == 0 && wait_ms >= 0 && proc__deadline_passed(d))
-            return -ETIMEDOUT;
         for (int j = 0; j < nfds && k > 0; j++) {
             if (!fds[j].revents)
                 continue;

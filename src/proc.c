@@ -398,8 +398,8 @@ int proc_rusage(const proc_t *p, struct rusage *ru)
         return -EAGAIN;
     if (p->owner != proc__self_pid())
         return -ECHILD; /* a copy inherited through fork: the child is not ours */
-    if (state != PROC__DONE)
-        return -EAGAIN;
+    if (state != PROC__ENDED && state != PROC__DONE)
+        return -EAGAIN; /* from the reap on (exit callbacks may ask) */
     if (!p->have_rusage)
         return -ECHILD; /* reaped by something else: PROC_EXITCODE_UNKNOWN */
     *ru = p->rusage;

@@ -4,6 +4,7 @@
 
 #include <libproc/proc.h>
 
+#include <asm/posix_types.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -97,13 +98,44 @@ int proc__sys_pidfd_signal_group(int pidfd, int sig)
 #endif
 }
 
+/*
+ * The kernel's struct rusage for waitid(2): its own long type throughout,
+ * which is not glibc's layout on 32-bit ABIs built with 64-bit time_t.
+ */
+struct kernel_rusage {
+    struct {
+        __kernel_long_t tv_sec, tv_usec;
+    } ru_utime, ru_stime;
+    __kernel_long_t counts[14]; /* ru_maxrss ... ru_nivcsw, in struct rusage's order */
+};
+
+static void rusage_from_kernel(struct rusage *ru, const struct kernel_rusage *k)
+{
+    memset(ru, 0, sizeof *ru);
+    ru->ru_utime.tv_sec = (time_t)k->ru_utime.tv_sec;
+    ru->ru_utime.tv_usec = (suseconds_t)k->ru_utime.tv_usec;
+    ru->ru_stime.tv_sec = (time_t)k->ru_stime.tv_sec;
+    ru->ru_stime.tv_usec = (suseconds_t)k->ru_stime.tv_usec;
+    long *to[14] = {&ru->ru_maxrss,  &ru->ru_ixrss,  &ru->ru_idrss,  &ru->ru_isrss,
+                    &ru->ru_minflt,  &ru->ru_majflt, &ru->ru_nswap,  &ru->ru_inblock,
+                    &ru->ru_oublock, &ru->ru_msgsnd, &ru->ru_msgrcv, &ru->ru_nsignals,
+                    &ru->ru_nvcsw,   &ru->ru_nivcsw};
+    for (int i = 0; i < 14; i++)
+        *to[i] = (long)k->counts[i];
+}
+
 int proc__sys_waitid_pidfd(int pidfd, siginfo_t *info, int options, struct rusage *ru)
 {
+    struct kernel_rusage kru = {0};
     long r;
     do { /* the system call: glibc's waitid() has no rusage argument */
-        r = syscall(SYS_waitid, P_PIDFD, pidfd, info, options, ru);
+        r = syscall(SYS_waitid, P_PIDFD, pidfd, info, options, ru ? &kru : NULL);
     } while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : 0;
+    if (r < 0)
+        return -errno;
+    if (ru)
+        rusage_from_kernel(ru, &kru);
+    return 0;
 }
 
 int proc__sys_random(void *buf, size_t len)

@@ -156,11 +156,16 @@ int proc_stop(proc_t *p, const proc_stop_step_t *steps, size_t n)
     return r;
 }
 
-/* The lowest index whose child has ended, -ETIMEDOUT if none, or an error of proc_join. */
+/*
+ * The lowest index whose child has ended, -ETIMEDOUT if none, or an error of
+ * proc_join. Looks at every entry (fds NULL), or at those whose sentinel woke
+ * and those without a pidfd, whose sentinel pipe the reaper closes only at
+ * its next look (and whose join may reap sooner by itself).
+ */
 static int first_ended(proc_t *const procs[], size_t n, const struct pollfd *fds)
 {
     for (size_t i = 0; i < n; i++) {
-        if (fds && !fds[i].revents)
+        if (fds && !fds[i].revents && procs[i]->pidfd >= 0)
             continue;
         int r = proc_join(procs[i], 0);
         if (r != -ETIMEDOUT)
@@ -178,28 +183,26 @@ int proc_wait_any(proc_t *const procs[], size_t n, int timeout_ms)
     if (!fds)
         return -ENOMEM;
     int r = 0;
+    bool lagging = false; /* some entry has no pidfd: look again at every tick */
     for (size_t i = 0; i < n && r >= 0; i++) {
         r = procs[i] ? proc_sentinel(procs[i]) : -EINVAL;
         fds[i] = (struct pollfd){.fd = r, .events = POLLIN};
+        lagging = lagging || (r >= 0 && procs[i]->pidfd < 0);
     }
     if (r >= 0)
         r = first_ended(procs, n, NULL);
-    /* Every wake (and every tick: without pidfds a sentinel may lag behind
-     * proc_join) looks again, lowest index first. */
     while (r == -ETIMEDOUT) {
         int wait_ms = proc__deadline_left_ms(&d);
         if (wait_ms == 0)
             break;
-        if (wait_ms < 0 || wait_ms > PROC__POLL_TICK_MS)
+        if (lagging && (wait_ms < 0 || wait_ms > PROC__POLL_TICK_MS))
             wait_ms = PROC__POLL_TICK_MS;
         int k = poll(fds, (nfds_t)n, wait_ms);
         if (k < 0 && errno != EINTR) {
             r = -errno;
             break;
         }
-        r = first_ended(procs, n, k > 0 ? fds : NULL);
-        if (r == -ETIMEDOUT && k > 0) /* a sentinel woke us before its join agreed */
-            r = first_ended(procs, n, NULL);
+        r = first_ended(procs, n, fds);
     }
     free(fds);
     return r;

@@ -3,8 +3,9 @@
  * proc_communicate() (API 4.2): 100 MiB each way with checksums in both
  * orders of the child's reads and writes, a child that never reads its
  * stdin, one that closes it and goes on writing, a timeout in the middle of
- * the output and a second call that gets the rest, an exec'd program, and
- * every error row.
+ * the output and a second call that gets the rest, a timeout while the
+ * output never stops, input and output carried across a timeout, an exec'd
+ * program, and every error row.
  *
  * Children never call cmocka: they report through pipes and exit codes and
  * the parent asserts. Timeouts only bound hangs, except where a timeout is
@@ -19,6 +20,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,7 +216,9 @@ static void test_timeout_then_the_rest(void **state)
     proc_output_t out = {0};
     /* The child cannot end before the gate opens: this call must time out. */
     int r;
-    while ((r = proc_communicate(p, NULL, 0, &out, NULL, 50)) == -ETIMEDOUT && out.len < 5)
+    int64_t bound = tu_now_ms() + BOUND_MS;
+    while ((r = proc_communicate(p, NULL, 0, &out, NULL, 50)) == -ETIMEDOUT && out.len < 5 &&
+           tu_now_ms() < bound)
         ;
     assert_int_equal(r, -ETIMEDOUT);
     assert_string_equal(out.data, "first");
@@ -224,6 +228,83 @@ static void test_timeout_then_the_rest(void **state)
     assert_string_equal(out.data, "firstsecond");
     assert_int_equal(proc_exitcode(p), 0);
     free(out.data);
+    assert_int_equal(proc_close(p), 0);
+    tu_gate_destroy(&gate);
+}
+
+/* Writes to stdout until it is killed (or the pipe breaks), into a pipe of 1 MiB: a reader that
+ * takes 16 KiB at a time (proc_communicate() dropping a stream) finds it ready at every poll. */
+static int write_for_ever(void *arg)
+{
+    (void)arg;
+    alarm(60); /* bound on a hang of the test */
+    (void)fcntl(1, F_SETPIPE_SZ, 1 << 20);
+    char buf[65536];
+    memset(buf, 'y', sizeof buf);
+    while (tu_write_full(1, buf, sizeof buf) == 0)
+        ;
+    return 1;
+}
+
+/* Some end is ready at every poll: the deadline must still end the call. */
+static void test_timeout_while_output_never_stops(void **state)
+{
+    (void)state;
+    proc_t *p = start_piped(write_for_ever, NULL, false);
+    assert_int_equal(proc_communicate(p, NULL, 0, NULL, NULL, 200), -ETIMEDOUT);
+    proc_output_t out = {0};
+    assert_int_equal(proc_communicate(p, NULL, 0, &out, NULL, 100), -ETIMEDOUT);
+    assert_int_equal(proc_communicate(p, NULL, 0, &out, NULL, 0), -ETIMEDOUT);
+    assert_true(proc_is_alive(p));
+    assert_int_equal(proc_kill(p), 0);
+    assert_int_equal(proc_communicate(p, NULL, 0, &out, NULL, BOUND_MS), 0);
+    assert_int_equal(proc_exitcode(p), -SIGKILL);
+    assert_true(out.len > 0 && out.data[0] == 'y' && out.data[out.len - 1] == 'y');
+    free(out.data);
+    assert_int_equal(proc_close(p), 0);
+}
+
+#define PREFIX ((size_t)256 << 10)
+#define ECHOED ((size_t)4 << 20)
+
+/* Writes PREFIX bytes of seed 1, waits for the gate (arg), then copies stdin to stdout. */
+static int prefix_gate_echo(void *arg)
+{
+    if (write_pattern(1, PREFIX, 1) < 0)
+        return 1;
+    if (tu_gate_wait(arg, BOUND_MS) != 0)
+        return 2;
+    char buf[65536];
+    ssize_t r;
+    while ((r = read(0, buf, sizeof buf)) > 0)
+        if (tu_write_full(1, buf, (size_t)r) < 0)
+            return 3;
+    return r == 0 ? 0 : 4;
+}
+
+/* A call that timed out left input unwritten and output in the buffer: the next call, with
+ * other input arguments (ignored), writes the rest of the first input and appends. */
+static void test_timeout_keeps_input_and_output(void **state)
+{
+    (void)state;
+    tu_gate gate;
+    assert_int_equal(tu_gate_init(&gate), 0);
+    unsigned char *in = malloc(ECHOED);
+    assert_non_null(in);
+    fill(in, 0, ECHOED, 2);
+    proc_t *p = start_piped(prefix_gate_echo, &gate, true);
+    proc_output_t out = {0};
+    /* Stdin fills up and the child waits at the gate: the call cannot finish. */
+    assert_int_equal(proc_communicate(p, in, ECHOED, &out, NULL, 300), -ETIMEDOUT);
+    assert_true(out.len <= PREFIX);
+    tu_gate_open(&gate);
+    assert_int_equal(proc_communicate(p, "other", 5, &out, NULL, BOUND_MS), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    assert_int_equal(out.len, PREFIX + ECHOED);
+    assert_true(fnv(FNV_START, (unsigned char *)out.data, PREFIX) == pattern_hash(PREFIX, 1));
+    assert_memory_equal(out.data + PREFIX, in, ECHOED);
+    free(out.data);
+    free(in);
     assert_int_equal(proc_close(p), 0);
     tu_gate_destroy(&gate);
 }
@@ -282,6 +363,7 @@ static void test_communicate_errors(void **state)
     assert_int_equal(proc_set_stdio(p, 0, PROC_STDIO_PIPE), 0);
     assert_int_equal(proc_start(p), 0);
     assert_int_equal(proc_communicate(p, NULL, 1, NULL, NULL, BOUND_MS), -EINVAL);
+    assert_int_equal(proc_communicate(p, NULL, 0, &out, NULL, BOUND_MS), -EINVAL); /* stdout */
     assert_int_equal(proc_communicate(p, "x", 1, NULL, NULL, BOUND_MS), 0);
     assert_int_equal(proc_close(p), 0);
 }
@@ -295,6 +377,8 @@ int main(void)
         cmocka_unit_test(test_child_that_never_reads_stdin),
         cmocka_unit_test(test_child_that_closes_stdin_and_goes_on),
         cmocka_unit_test(test_timeout_then_the_rest),
+        cmocka_unit_test(test_timeout_while_output_never_stops),
+        cmocka_unit_test(test_timeout_keeps_input_and_output),
         cmocka_unit_test(test_exec_echo),
         cmocka_unit_test(test_nothing_read_leaves_null),
         cmocka_unit_test(test_communicate_errors),

@@ -2,8 +2,10 @@
 /*
  * Ending children and what they leave behind (API 4.1): proc_stop()'s steps
  * (a child that ignores SIGTERM, a group with a grandchild, one already
- * ended, a sequence that runs out), proc_rusage() from the reap itself (CPU
- * time, max RSS), and every error row.
+ * ended whose group lingers, a sequence that runs out), proc_wait_any() over
+ * 2,000 children, proc_rusage() from the reap itself (CPU time, max RSS, in
+ * an exit callback), what a sibling's copy of an object gets, and every
+ * error row; then all of it again on the paths without pidfds.
  *
  * Children never call cmocka: they report through pipes and exit codes and
  * the parent asserts. Timeouts only bound hangs.
@@ -26,8 +28,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libproc/ipc.h>
 #include <libproc/proc.h>
 
+#include "testcheck.h"
 #include "testutil.h"
 
 #define BOUND_MS 10000 /* bound on any hang; never reached when things work */
@@ -53,6 +57,7 @@ static int burn_cpu(void *arg)
     while (thread_cpu_us() < end)
         for (int i = 0; i < 100000; i++)
             x += (unsigned long)i;
+    (void)x; /* the sum is only work to do */
     return 0;
 }
 
@@ -120,6 +125,33 @@ static void test_rusage_of_an_exec_child(void **state)
     struct rusage ru;
     assert_int_equal(proc_rusage(p, &ru), 0);
     assert_true(ru.ru_maxrss > 0);
+    assert_int_equal(proc_close(p), 0);
+}
+
+struct rusage_seen {
+    int r;
+    struct rusage ru;
+};
+
+static void note_rusage(proc_t *p, void *arg)
+{
+    struct rusage_seen *seen = arg;
+    seen->r = proc_rusage(p, &seen->ru);
+}
+
+/* Exit callbacks run once the child was reaped (by the reaper thread, or by a joiner): its
+ * usage is there for them. */
+static void test_rusage_in_an_exit_callback(void **state)
+{
+    (void)state;
+    struct rusage_seen seen = {.r = -1};
+    proc_t *p = proc_new(burn_cpu, NULL);
+    assert_non_null(p);
+    assert_int_equal(proc_on_exit(p, note_rusage, &seen), 0);
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(proc_join(p, BOUND_MS), 0);
+    assert_int_equal(seen.r, 0);
+    assert_true(tv_us(seen.ru.ru_utime) + tv_us(seen.ru.ru_stime) >= 200000);
     assert_int_equal(proc_close(p), 0);
 }
 
@@ -208,13 +240,86 @@ static void test_stop_reaches_the_whole_group(void **state)
     close(fds[0]);
 }
 
+/* The pipes between the test and the grandchild a group leader leaves behind. */
+struct lingerer {
+    int ready[2]; /* the leader hears that the grandchild is set up */
+    int ping[2];  /* the test closes ping[1]: the grandchild answers, then leaves */
+    int pong[2];  /* the grandchild's answer: its pid and the signals it got */
+};
+
+static volatile sig_atomic_t lingerer_got; /* bit per signal received */
+
+static void lingerer_note(int sig)
+{
+    lingerer_got |= 1 << (sig & 31);
+}
+
+static void lingerer_main(struct lingerer *l)
+{
+    alarm(60); /* bound on a hang of the test */
+    close(l->ready[0]);
+    close(l->ping[1]);
+    close(l->pong[0]);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = lingerer_note;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGUSR1, &sa, NULL) != 0)
+        _exit(2);
+    if (tu_write_full(l->ready[1], "r", 1) != 0)
+        _exit(3);
+    char c;
+    while (tu_read_full(l->ping[0], &c, 1, -1) > 0)
+        ;
+    int answer[2] = {(int)getpid(), lingerer_got};
+    _exit(tu_write_full(l->pong[1], answer, sizeof answer) == 0 ? 0 : 4);
+}
+
+/* Leads its group: leaves a grandchild in it, set up to note signals, and exits 0. */
+static int leave_a_lingerer(void *arg)
+{
+    struct lingerer *l = arg;
+    pid_t g = fork();
+    if (g == 0)
+        lingerer_main(l);
+    close(l->ready[1]);
+    char c;
+    return g > 0 && tu_read_full(l->ready[0], &c, 1, BOUND_MS) == 1 ? 0 : 1;
+}
+
 static void test_stop_of_an_ended_child_sends_nothing(void **state)
 {
     (void)state;
-    proc_t *p = run_to_end(burn_nothing);
+    subreaper(true); /* the orphaned grandchild comes to this process to be reaped */
+    struct lingerer l;
+    assert_int_equal(tu_pipe(l.ready), 0);
+    assert_int_equal(tu_pipe(l.ping), 0);
+    assert_int_equal(tu_pipe(l.pong), 0);
+    proc_t *p = proc_new(leave_a_lingerer, &l);
+    assert_non_null(p);
+    assert_int_equal(proc_set_new_group(p, true), 0);
+    assert_int_equal(proc_start(p), 0);
+    close(l.ready[0]);
+    close(l.ready[1]);
+    close(l.ping[0]);
+    close(l.pong[1]);
+    assert_int_equal(proc_join(p, BOUND_MS), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    /* The group lives on in the grandchild: nothing may reach it. */
+    const proc_stop_step_t steps[] = {{SIGTERM, 0}, {SIGUSR1, 0}};
+    assert_int_equal(proc_stop(p, steps, 2), 0);
     assert_int_equal(proc_stop(p, NULL, 0), 0);
     assert_int_equal(proc_exitcode(p), 0); /* what it exited with, not a signal */
+    close(l.ping[1]);
+    int answer[2];
+    assert_int_equal(tu_read_full(l.pong[0], answer, sizeof answer, BOUND_MS), sizeof answer);
+    assert_int_equal(answer[1], 0); /* no signal came */
+    int st;
+    assert_int_equal(tu_waitpid(answer[0], &st), answer[0]);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(l.pong[0]);
     assert_int_equal(proc_close(p), 0);
+    subreaper(false);
 }
 
 static void test_stop_runs_out_of_steps(void **state)
@@ -364,21 +469,82 @@ static void test_wait_any_errors(void **state)
     assert_int_equal(proc_close(fresh), 0);
 }
 
+/* ------------------------------------------------ a sibling's copied object */
+
+struct sibling {
+    proc_t *other;
+    int report_fd;
+};
+
+static int sibling_main(void *arg)
+{
+    struct sibling *s = arg;
+    alarm(60);
+    struct rusage ru;
+    proc_t *procs[1] = {s->other};
+    int report[4] = {proc_stop(s->other, NULL, 0), proc_wait_any(procs, 1, 0),
+                     proc_rusage(s->other, &ru),
+                     proc_communicate(s->other, NULL, 0, NULL, NULL, 0)};
+    return tu_write_full(s->report_fd, report, sizeof report) == 0 ? 0 : 1;
+}
+
+/* A sibling inherits the object of a child that is not its own: it may not stop it, wait on
+ * it, read its usage or talk to it. */
+static void test_sibling_copy_gets_nothing(void **state)
+{
+    (void)state;
+    tu_gate gate;
+    assert_int_equal(tu_gate_init(&gate), 0);
+    proc_t *p = proc_new(tu_gate_main, &gate);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    int fds[2];
+    assert_int_equal(tu_pipe(fds), 0);
+    struct sibling sib = {p, fds[1]};
+    proc_t *s = proc_new(sibling_main, &sib);
+    assert_non_null(s);
+    assert_int_equal(proc_start(s), 0);
+    close(fds[1]);
+    int report[4];
+    assert_int_equal(tu_read_full(fds[0], report, sizeof report, BOUND_MS), sizeof report);
+    close(fds[0]);
+    assert_int_equal(proc_join(s, BOUND_MS), 0);
+    assert_int_equal(proc_exitcode(s), 0);
+    assert_int_equal(report[0], -ECHILD); /* proc_stop */
+    assert_int_equal(report[1], -EINVAL); /* proc_wait_any: not a started child of the caller */
+    assert_int_equal(report[2], -ECHILD); /* proc_rusage */
+    assert_int_equal(report[3], -ECHILD); /* proc_communicate */
+    assert_true(proc_is_alive(p));        /* nothing reached it */
+    tu_gate_open(&gate);
+    assert_int_equal(proc_join(p, BOUND_MS), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    assert_int_equal(proc_close(p), 0);
+    assert_int_equal(proc_close(s), 0);
+    tu_gate_destroy(&gate);
+}
+
+TEST_ALL_AGAIN_WITHOUT_PIDFD("test_proc_end")
+
+#define T(f) cmocka_unit_test_teardown(f, no_children_left)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stop_escalates_past_an_ignored_sigterm),
-        cmocka_unit_test(test_stop_reaches_the_whole_group),
-        cmocka_unit_test(test_stop_of_an_ended_child_sends_nothing),
-        cmocka_unit_test(test_stop_runs_out_of_steps),
-        cmocka_unit_test(test_stop_errors),
-        cmocka_unit_test(test_wait_any_returns_each_child_once),
-        cmocka_unit_test(test_wait_any_gives_the_lowest_ended_index),
-        cmocka_unit_test(test_wait_any_errors),
-        cmocka_unit_test(test_rusage_counts_cpu_time),
-        cmocka_unit_test(test_rusage_counts_max_rss),
-        cmocka_unit_test(test_rusage_of_an_exec_child),
-        cmocka_unit_test(test_rusage_errors),
+        T(test_stop_escalates_past_an_ignored_sigterm),
+        T(test_stop_reaches_the_whole_group),
+        T(test_stop_of_an_ended_child_sends_nothing),
+        T(test_stop_runs_out_of_steps),
+        T(test_stop_errors),
+        T(test_wait_any_returns_each_child_once),
+        T(test_wait_any_gives_the_lowest_ended_index),
+        T(test_wait_any_errors),
+        T(test_rusage_counts_cpu_time),
+        T(test_rusage_counts_max_rss),
+        T(test_rusage_of_an_exec_child),
+        T(test_rusage_in_an_exit_callback),
+        T(test_rusage_errors),
+        T(test_sibling_copy_gets_nothing),
+        T(test_all_again_without_pidfd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -305,8 +305,8 @@ PROC_API int proc_exitcode(const proc_t *p);
 /**
  * The ended child's own resource usage, as the reap reported it (wait4(2):
  * ru_utime, ru_stime, ru_maxrss, ...; its own children's usage is not in it).
- * Returns 0 with *ru filled in once proc_join(p, 0) would return 0; -EAGAIN
- * before the start and while the child runs (or its exit callbacks do);
+ * Returns 0 with *ru filled in once the child was reaped (also inside its
+ * exit callbacks); -EAGAIN before the start and while the child runs;
  * -ECHILD when something outside libproc reaped it (proc_exitcode() is
  * PROC_EXITCODE_UNKNOWN) or p is a copy inherited through fork; -EINVAL for a
  * NULL argument or an object that is not a child. Thread-safe.
