@@ -100,7 +100,6 @@ static bool reserve(proc_output_t *o, size_t *cap, size_t want)
 static int drain(proc_t *p, struct proc__comm *c, int i, proc_output_t *o)
 {
     int fd = proc_stdio_fd(p, i);
-    char scratch[16384];
     ssize_t r;
     if (o && o->data) {
         if (!reserve(o, &c->cap[i], o->len < COMM_FIRST_CAP ? COMM_FIRST_CAP / 2 : o->len / 2))
@@ -108,6 +107,7 @@ static int drain(proc_t *p, struct proc__comm *c, int i, proc_output_t *o)
         r = read(fd, o->data + o->len, c->cap[i] - o->len - 1);
     } else {
         /* Nothing kept yet: data stays NULL unless something comes. */
+        char scratch[16384];
         r = read(fd, scratch, sizeof scratch);
         if (r > 0 && o && !reserve(o, &c->cap[i], (size_t)r))
             return -ENOMEM;
