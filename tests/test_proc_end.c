@@ -186,22 +186,31 @@ static int ignore_term(void *arg)
         pause();
 }
 
+/* Starts fn(&fds[1]) (in a group of its own when asked) and waits for its first byte on fds. */
+static proc_t *start_and_hear(proc_target_fn *fn, int fds[2], bool group)
+{
+    assert_int_equal(tu_pipe(fds), 0);
+    proc_t *p = proc_new(fn, &fds[1]);
+    assert_non_null(p);
+    assert_int_equal(proc_set_new_group(p, group), 0);
+    assert_int_equal(proc_start(p), 0);
+    close(fds[1]);
+    fds[1] = -1;
+    char c;
+    assert_int_equal(tu_read_full(fds[0], &c, 1, BOUND_MS), 1);
+    return p;
+}
+
 static void test_stop_escalates_past_an_ignored_sigterm(void **state)
 {
     (void)state;
     int fds[2];
-    assert_int_equal(tu_pipe(fds), 0);
-    proc_t *p = proc_new(ignore_term, &fds[1]);
-    assert_non_null(p);
-    assert_int_equal(proc_start(p), 0);
-    char c;
-    assert_int_equal(tu_read_full(fds[0], &c, 1, BOUND_MS), 1);
+    proc_t *p = start_and_hear(ignore_term, fds, false);
     const proc_stop_step_t steps[] = {{SIGTERM, 100}, {SIGKILL, BOUND_MS}};
     assert_int_equal(proc_stop(p, steps, 2), 0);
     assert_int_equal(proc_exitcode(p), -SIGKILL);
     assert_int_equal(proc_close(p), 0);
     close(fds[0]);
-    close(fds[1]);
 }
 
 /* Leads its group: forks a grandchild that holds the pipe's write end (arg) and waits. */
@@ -224,17 +233,11 @@ static void test_stop_reaches_the_whole_group(void **state)
 {
     (void)state;
     int fds[2];
-    assert_int_equal(tu_pipe(fds), 0);
-    proc_t *p = proc_new(group_with_grandchild, &fds[1]);
-    assert_non_null(p);
-    assert_int_equal(proc_set_new_group(p, true), 0);
-    assert_int_equal(proc_start(p), 0);
-    close(fds[1]);
-    char c;
-    assert_int_equal(tu_read_full(fds[0], &c, 1, BOUND_MS), 1); /* the grandchild runs */
+    proc_t *p = start_and_hear(group_with_grandchild, fds, true); /* the grandchild runs */
     assert_int_equal(proc_stop(p, NULL, 0), 0);
     assert_int_equal(proc_exitcode(p), -SIGTERM);
     /* EOF: the grandchild, the last holder of the write end, is gone too. */
+    char c;
     assert_int_equal(tu_read_to_eof(fds[0], &c, 1, BOUND_MS), 0);
     assert_int_equal(proc_close(p), 0);
     close(fds[0]);
