@@ -8,15 +8,15 @@
 #ifndef PROC_BENCH_SCENARIOS_H
 #define PROC_BENCH_SCENARIOS_H
 
-void scenario1(void); /* start+join, fork mode */
-void scenario2(void); /* exec /bin/true with the parent's memory */
-void scenario3(void); /* mass exit */
-void scenario4(void); /* join latency */
-void scenario5(void); /* memory per live child */
-void scenario6(void); /* Python multiprocessing start+join */
-void scenario7(void); /* pool map */
-void scenario8(void); /* queue throughput and pipeline */
-void scenario9(void); /* pipe round trips */
+void scenario1(void);  /* start+join, fork mode */
+void scenario2(void);  /* exec /bin/true with the parent's memory */
+void scenario3(void);  /* mass exit */
+void scenario4(void);  /* join latency */
+void scenario5(void);  /* memory per live child */
+void scenario6(void);  /* Python multiprocessing start+join */
+void scenario7(void);  /* pool map */
+void scenario8(void);  /* queue throughput and pipeline */
+void scenario9(void);  /* pipe round trips */
 void scenario10(void); /* exec + capture: proc_communicate */
 
 /* INFO lines under the targets: numbers shown without a pass mark. */

@@ -329,10 +329,7 @@ static void test_stop_runs_out_of_steps(void **state)
 {
     (void)state;
     tu_gate gate;
-    assert_int_equal(tu_gate_init(&gate), 0);
-    proc_t *p = proc_new(tu_gate_main, &gate);
-    assert_non_null(p);
-    assert_int_equal(proc_start(p), 0);
+    proc_t *p = start_gated_child(&gate);
     const proc_stop_step_t wait_only[] = {{0, 0}, {0, 20}};
     assert_int_equal(proc_stop(p, wait_only, 2), -ETIMEDOUT);
     assert_true(proc_is_alive(p));
@@ -497,10 +494,7 @@ static void test_sibling_copy_gets_nothing(void **state)
 {
     (void)state;
     tu_gate gate;
-    assert_int_equal(tu_gate_init(&gate), 0);
-    proc_t *p = proc_new(tu_gate_main, &gate);
-    assert_non_null(p);
-    assert_int_equal(proc_start(p), 0);
+    proc_t *p = start_gated_child(&gate);
     int fds[2];
     assert_int_equal(tu_pipe(fds), 0);
     struct sibling sib = {p, fds[1]};
