@@ -310,7 +310,13 @@ static proc_t *blocked_event_waiter(struct sync_ctx *c)
 {
     proc_t *p = it_start(event_waiter_main, c);
     assert_int_equal(sync_await(c), 'w');
-    assert_int_equal(proc_join(p, 20), -ETIMEDOUT); /* let it fall asleep */
+    /* Asleep in the event's futex: proc_event_set() then takes the same path at every
+     * run, which the instruction counts of the sweep rely on (a waiter that had not yet
+     * gone to sleep made the set's path shorter, and the sweep non-monotone under load). */
+    int r = tu_wait_blocked_in(proc_pid(p), SYS_futex, IT_BOUND_MS);
+    if (r != 0 && r != -ETIMEDOUT) /* no /proc/<pid>/syscall here: the old grace time */
+        r = proc_join(p, 20) == -ETIMEDOUT ? 0 : -ECHILD;
+    assert_int_equal(r, 0);
     return p;
 }
 

@@ -292,6 +292,38 @@ char tu_child_state(pid_t pid)
     return tu_proc_state(pid, &state, &ppid) == 0 && ppid == getpid() ? state : 0;
 }
 
+/* The system call pid's main thread is blocked in (-1: running), or -errno. */
+static long blocked_in(pid_t pid)
+{
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    int err = errno;
+    close(fd);
+    if (n <= 0)
+        return n < 0 ? -err : -EIO;
+    buf[n] = '\0';
+    return strncmp(buf, "running", 7) == 0 ? -1 : strtol(buf, NULL, 10);
+}
+
+int tu_wait_blocked_in(pid_t pid, long nr, int timeout_ms)
+{
+    int64_t end = tu_now_ms() + timeout_ms;
+    for (;;) {
+        long r = blocked_in(pid);
+        if (r == nr)
+            return 0;
+        if (r < -1)
+            return (int)r;
+        if (tu_now_ms() >= end)
+            return -ETIMEDOUT;
+        poll(NULL, 0, 1); /* not a stand-in: the condition is checked again */
+    }
+}
+
 int tu_count_children(int *zombies)
 {
     DIR *d = opendir("/proc");

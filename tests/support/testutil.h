@@ -146,6 +146,10 @@ char tu_state(pid_t pid);
  * not ours). */
 char tu_child_state(pid_t pid);
 
+/* Waits up to timeout_ms until pid's main thread is blocked in system call nr
+ * (/proc/<pid>/syscall): 0, -ETIMEDOUT, or -errno when the file cannot be read. */
+int tu_wait_blocked_in(pid_t pid, long nr, int timeout_ms);
+
 /* Children of this process (any state); *zombies (if not NULL) gets how many
  * of them are zombies. -errno on failure. */
 int tu_count_children(int *zombies);
