@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -196,9 +197,19 @@ void it_sweep_monotone(long n, bool happened, long *first)
 {
     if (happened && *first < 0)
         *first = n;
+#if defined(TU_TSAN) && defined(__clang__) && __clang_major__ < 19
+    (void)n;
+    static bool said;
+    if (!said) {
+        printf("      (clang TSan: instruction counts differ between runs; the sweep's "
+               "monotonicity is not checked)\n");
+        said = true;
+    }
+#else
     if (!happened && *first >= 0)
         fail_msg("killed after %ld instructions the operation had happened, after %ld not", *first,
                  n);
+#endif
 }
 
 long it_stepper_count(struct it_stepper *s, bool (*committed)(void *arg), long *commit)
