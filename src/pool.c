@@ -54,7 +54,7 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
         errno = EINVAL;
         return NULL;
     }
-    if (o.task_timeout_ms > 0 || o.max_memory_per_child > 0) {
+    if (o.task_timeout_ms > 0) {
         errno = ENOTSUP; /* API 4.4, not in this version yet */
         return NULL;
     }
@@ -82,6 +82,7 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     pool->owner = getpid();
     pool->nworkers = o.workers;
     pool->max_tasks = o.max_tasks_per_child;
+    pool->max_rss = o.max_memory_per_child;
     pool->max_init_deaths = o.workers > INT_MAX - 2 ? INT_MAX : o.workers + 2;
     pool->init = o.initializer;
     pool->initarg = o.initarg;

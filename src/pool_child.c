@@ -14,9 +14,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int send_reply(int fd, uint32_t type, int err, uint64_t seq)
+static int send_reply(int fd, uint32_t type, int err, uint64_t seq, uint32_t flags)
 {
-    struct proc__msg_reply m = {.type = type, .err = err, .seq = seq};
+    struct proc__msg_reply m = {.type = type, .err = err, .seq = seq, .flags = flags};
     for (;;) {
         ssize_t r = send(fd, &m, sizeof m, MSG_NOSIGNAL);
         if (r == (ssize_t)sizeof m)
@@ -147,7 +147,8 @@ static void fast_leave(unsigned char *region, uint64_t slot, uint64_t seq)
 /* What a worker keeps between messages. */
 struct child {
     int fd, memfd, fastfd;
-    long left; /* task calls it may still make; <= 0 unlimited */
+    long left;      /* task calls it may still make; <= 0 unlimited */
+    size_t max_rss; /* leave once a chunk left more anonymous memory resident; 0: never */
     unsigned char *arena, *fast;
     size_t arena_len, fast_len;
 };
@@ -182,9 +183,11 @@ static bool handle_task(struct child *c, const struct proc__msg_task *m)
     if (m->arena_size > c->arena_len)
         remap(c->memfd, &c->arena, &c->arena_len, m->arena_size);
     if (!c->arena)
-        return send_reply(c->fd, PROC__MSG_ERROR, ENOMEM, m->seq) == 0;
+        return send_reply(c->fd, PROC__MSG_ERROR, ENOMEM, m->seq, 0) == 0;
     run_chunk(c->arena, m);
-    if (send_reply(c->fd, PROC__MSG_RESULT, 0, m->seq) < 0)
+    bool too_big = c->max_rss > 0 && proc__sys_anon_resident() > c->max_rss;
+    if (send_reply(c->fd, PROC__MSG_RESULT, 0, m->seq, too_big ? PROC__REPLY_LEAVING : 0) < 0 ||
+        too_big)
         return false;
     if (c->left > 0) {
         c->left -= (long)m->count;
@@ -211,11 +214,15 @@ int proc__pool_child_main(void *arg)
         CPU_SET(b->cpu, &one);
         sched_setaffinity(0, sizeof one, &one); /* a failure leaves it where it was */
     }
-    struct child c = {.fd = b->fd, .memfd = b->memfd, .fastfd = b->fastfd, .left = b->max_tasks};
+    struct child c = {.fd = b->fd,
+                      .memfd = b->memfd,
+                      .fastfd = b->fastfd,
+                      .left = b->max_tasks,
+                      .max_rss = b->max_rss};
     remap(c.memfd, &c.arena, &c.arena_len, b->arena_size);
     if (b->init)
         b->init(b->initarg);
-    if (send_reply(c.fd, PROC__MSG_READY, 0, 0) < 0)
+    if (send_reply(c.fd, PROC__MSG_READY, 0, 0, 0) < 0)
         return 0;
     union proc__msg m;
     while (recv_msg(c.fd, &m)) {

@@ -58,7 +58,7 @@ void proc__fast_offer_locked(struct proc_pool *pool)
         return; /* its owner puts back what it borrowed (fast_return) */
     pool->nlendable = 0;
     pool->offer_gen++;
-    if (pool->qhead || pool->max_tasks > 0 || pool->closed)
+    if (pool->qhead || pool->max_tasks > 0 || pool->max_rss > 0 || pool->closed)
         return;
     size_t n = 0;
     for (size_t i = 0; i < pool->nw; i++) {
@@ -355,7 +355,7 @@ static bool fast_plan(const struct proc_pool *pool, const struct proc__job *j,
     l->chunk = n / parts + (n % parts != 0);
     l->nchunks = n / l->chunk + (n % l->chunk != 0);
     l->state_off = PROC__FAST_SLOTS + nw * sizeof(struct proc__fast_slot);
-    if (pool->fast_off || pool->max_tasks > 0 ||
+    if (pool->fast_off || pool->max_tasks > 0 || pool->max_rss > 0 ||
         nw > POOL_FAST_MAX / sizeof(struct proc__fast_slot) || in_bytes > POOL_FAST_MAX ||
         out_bytes > POOL_FAST_MAX || in_bytes + out_bytes > POOL_FAST_MAX)
         return false;

@@ -67,7 +67,12 @@ struct proc__msg_reply {
     uint32_t type;
     int32_t err; /* ERROR: a positive errno */
     uint64_t seq;
+    uint32_t flags; /* PROC__REPLY_* */
+    uint32_t pad;
 };
+
+/* The worker exits after this reply (max_memory_per_child): give it nothing more. */
+#define PROC__REPLY_LEAVING 1u
 
 union proc__msg {
     uint32_t type;
@@ -149,6 +154,7 @@ struct proc__worker_boot {
     int cpu;           /* the CPU it runs on, -1: any */
     size_t arena_size; /* its length at the fork */
     long max_tasks;    /* 0: unlimited */
+    size_t max_rss;    /* bytes of resident memory after a chunk that make it leave; 0: none */
     void (*init)(void *arg);
     void *initarg;
     sigset_t mask;        /* the signal mask of the thread that created the pool */

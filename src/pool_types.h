@@ -75,7 +75,7 @@ struct proc__worker {
     unsigned char *arena;
     size_t arena_size;
     enum proc__worker_state state;
-    bool leaving; /* spent its max_tasks budget: exits on its own, gets nothing */
+    bool leaving; /* spent its max_tasks budget or over max_rss: exits on its own, gets nothing */
     bool told;    /* the parent shut its end: the worker exits */
     bool eof;     /* its socket reached end of file: poll only the sentinel */
     bool lent;    /* lent to a fast job when assign() last looked: gets no chunk */
@@ -92,6 +92,7 @@ struct proc_pool {
     pid_t owner;
     int nworkers;
     int max_tasks;
+    size_t max_rss; /* max_memory_per_child; 0: none */
     int max_init_deaths;
     void (*init)(void *arg);
     void *initarg;

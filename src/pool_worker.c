@@ -306,6 +306,7 @@ static int worker_start(struct proc_pool *pool, struct proc__worker *w, int chil
         .cpu = w->cpu,
         .arena_size = w->arena_size,
         .max_tasks = pool->max_tasks,
+        .max_rss = pool->max_rss,
         .init = pool->init,
         .initarg = pool->initarg,
         .mask = pool->mask,
@@ -390,7 +391,7 @@ void proc__worker_read(struct proc_pool *pool, struct proc__worker *w)
                     chunk_finish(pool, w, w->count, 0, 0);
                 else
                     chunk_finish(pool, w, 0, 0, m->err > 0 ? -m->err : -EIO);
-                if (w->budget == 0)
+                if (w->budget == 0 || (m->flags & PROC__REPLY_LEAVING))
                     w->leaving = true; /* exits after this result */
             }
             break;

@@ -263,6 +263,26 @@ unsigned long long proc__sys_start_time(pid_t pid)
     return s ? strtoull(s + 1, NULL, 10) : 0;
 }
 
+size_t proc__sys_anon_resident(void)
+{
+    char buf[256];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n;
+    do {
+        n = read(fd, buf, sizeof buf - 1);
+    } while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    unsigned long size, resident, shared;
+    if (sscanf(buf, "%lu %lu %lu", &size, &resident, &shared) != 3 || shared > resident)
+        return 0;
+    return (size_t)(resident - shared) * (size_t)sysconf(_SC_PAGESIZE);
+}
+
 /* ---------------------------------------------------------------- identity */
 
 /* The cached pid: 0 until the first call, -1 when no fork handler could be

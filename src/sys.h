@@ -56,6 +56,10 @@ int proc__sys_decode_status(int status);
 /* The kernel's start time of pid (/proc/<pid>/stat field 22), 0 if unknown.
  * Not async-signal-safe (snprintf). */
 unsigned long long proc__sys_start_time(pid_t pid);
+/* The calling process's anonymous resident memory in bytes (/proc/self/statm:
+ * resident minus shared pages: its heap and stacks, not file or shared
+ * mappings), 0 if unknown. */
+size_t proc__sys_anon_resident(void);
 
 /*
  * getpid() without a system call: cached, and refreshed in every fork child

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Worker pools (<libproc/pool.h>), the workers: max_tasks_per_child,
- * initializers (also crashing ones), and the binding of workers to CPUs.
+ * max_memory_per_child, initializers (also crashing ones), and the binding
+ * of workers to CPUs.
  *
  * Tasks and helpers: tests/support/pool_fixture.h. Rerun as test_pool_workers_queue with
  * LIBPROC_POOL_FAST=0, where every job takes the dispatcher's queue.
@@ -91,6 +92,56 @@ static void test_max_tasks_per_child(void **state)
         assert_true(same <= 3);
     }
     free_pool(pool);
+}
+
+#define GROW_MIB 200
+#define CAP_MIB 100
+
+/* Keeps *in MiB more of touched memory for the rest of the worker's life (a cache that grows);
+ * out = the worker's pid. */
+static int task_grow(const void *in, void *out)
+{
+    static unsigned char *volatile kept[64]; /* volatile: the compiler may not drop it all */
+    static size_t nkept;
+    size_t len = (size_t) * (const int *)in << 20;
+    if (len) {
+        unsigned char *m = nkept < sizeof kept / sizeof kept[0] ? malloc(len) : NULL;
+        if (!m)
+            return -ENOMEM;
+        memset(m, 1, len);
+        kept[nkept++] = m;
+    }
+    pid_t pid = getpid();
+    memcpy(out, &pid, sizeof pid);
+    return 0;
+}
+
+/* billiard's cap: a worker that grew past it leaves after its result, which is kept. */
+static void test_max_memory_per_child(void **state)
+{
+    (void)state;
+    proc_pool_opts_t o = {.workers = 1, .max_memory_per_child = (size_t)CAP_MIB << 20};
+    proc_pool_t *pool = proc_pool_new(&o);
+    assert_non_null(pool);
+    int grow[4] = {GROW_MIB, GROW_MIB, GROW_MIB, GROW_MIB}, none[10] = {0};
+    pid_t pids[10] = {0};
+    /* Every item grows its worker past the cap: each runs in a fresh one, none fails. */
+    assert_int_equal(proc_pool_map(pool, task_grow, grow, sizeof *grow, pids, sizeof *pids, 4), 0);
+    assert_int_equal(distinct_pids(pids, 4), 4);
+    /* Small workers stay. */
+    assert_int_equal(proc_pool_map(pool, task_grow, none, sizeof *none, pids, sizeof *pids, 10), 0);
+    assert_int_equal(distinct_pids(pids, 10), 1);
+    pid_t a = 0, b = 0, c = 0;
+    assert_int_equal(proc_pool_apply(pool, task_grow, none, sizeof *none, &a, sizeof a), 0);
+    assert_int_equal(a, pids[0]);
+    assert_int_equal(proc_pool_apply(pool, task_grow, grow, sizeof *grow, &b, sizeof b), 0);
+    assert_int_equal(b, a); /* it grew in that task and leaves after it */
+    proc_future_t *f = proc_pool_submit(pool, task_grow, none, sizeof *none, sizeof c);
+    assert_non_null(f);
+    assert_int_equal(proc_future_get(f, &c, sizeof c, 60000), 0);
+    proc_future_free(f);
+    assert_true(c != b && c > 0);
+    close_join_free(pool);
 }
 
 static void test_initializer(void **state)
@@ -186,6 +237,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_max_tasks_per_child, kill_leftovers),
+        cmocka_unit_test_teardown(test_max_memory_per_child, kill_leftovers),
         cmocka_unit_test_teardown(test_initializer, kill_leftovers),
         cmocka_unit_test_teardown(test_initializer_crashes, kill_leftovers),
         cmocka_unit_test_teardown(test_workers_bound, kill_leftovers),

@@ -27,7 +27,7 @@
  * region (jobs up to 4 MiB of inputs plus outputs), wakes the workers, which
  * claim chunks of n / (16 * workers) items from a shared counter, and sleeps
  * until they are done; no other thread is involved. Otherwise (a busy pool,
- * a bigger job, a second concurrent fast job, futures, max_tasks_per_child)
+ * a bigger job, a second concurrent fast job, futures, max_tasks_per_child, max_memory_per_child)
  * the job joins the pool's queue and the pool's own thread hands it out in
  * chunks of n / (4 * workers). Work queued while a fast job runs starts when
  * it ends. (Test hook: LIBPROC_POOL_FAST=0 in the environment, read by
@@ -96,7 +96,14 @@ typedef struct proc_pool_opts {
     void *initarg; /**< argument of initializer */
     /** Reserved for per-task timeouts (API 4.4); must be 0 in this version. */
     int task_timeout_ms;
-    /** Reserved for memory caps per worker (API 4.4); must be 0 in this version. */
+    /**
+     * billiard's memory cap (0: none): a worker whose own resident memory (anonymous
+     * pages: heap and stacks, not the pool's shared buffers or libraries) exceeds this
+     * many bytes after a chunk of tasks hands in that chunk's results and exits; a
+     * replacement starts. Nothing is lost or failed because of it. Checked once per
+     * chunk (an apply or a future is a chunk of one task); a pool with a cap runs every
+     * job through its queue (no fast jobs).
+     */
     size_t max_memory_per_child;
     /** false (default): workers keep the creator's CPU affinity; true: one per allowed CPU. */
     bool bind_cpus;
@@ -118,9 +125,8 @@ typedef struct proc_future proc_future_t;
  * keeps a shared region for fast jobs, as large as the biggest one so far
  * (at most about 4 MiB). Returns the pool, or NULL with errno EINVAL
  * (workers < 0, max_tasks_per_child < 0 or task_timeout_ms < 0), ENOTSUP
- * (task_timeout_ms or max_memory_per_child not 0: not yet supported in this
- * version), EPERM (the caller is a daemonic libproc child), ENOMEM,
- * EMFILE/ENFILE, EAGAIN (a worker could not be forked). Thread-safe.
+ * (task_timeout_ms not 0: not yet supported in this version), EPERM (the caller is a daemonic
+ * libproc child), ENOMEM, EMFILE/ENFILE, EAGAIN (a worker could not be forked). Thread-safe.
  */
 PROC_API proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts);
 
