@@ -18,7 +18,7 @@
 extern char **environ;
 
 struct live_batch live = {.fds = {-1, -1}};
-proc_pool_t *live_pool, *live_pool_bound;
+proc_pool_t *live_pool, *live_pool_bound, *live_pool_timed;
 struct live_coproc live_py = {0, -1, -1};
 static volatile sig_atomic_t fatal_sig; /* a deferred SIGINT/SIGTERM/SIGHUP, see on_fatal_signal */
 
@@ -83,6 +83,10 @@ static void cleanup_live(void)
     if (live_pool_bound) {
         proc_pool_free(live_pool_bound);
         live_pool_bound = NULL;
+    }
+    if (live_pool_timed) {
+        proc_pool_free(live_pool_timed);
+        live_pool_timed = NULL;
     }
     live_coproc_kill(&live_py);
     for (int i = 0; i < 2; i++)
@@ -180,7 +184,7 @@ static void kill_own_children(void)
  */
 static void on_fatal_signal(int sig)
 {
-    if (live_pool || live_pool_bound) {
+    if (live_pool || live_pool_bound || live_pool_timed) {
         /*
          * A pool cannot be freed in a signal handler, and its thread replaces
          * killed workers, so a blocking reap here could wait forever. Kill

@@ -38,6 +38,8 @@ extern struct live_batch live;
 extern proc_pool_t *live_pool;
 /* Scenario 7's second pool, made with bind_cpus (on 2+ CPUs). */
 extern proc_pool_t *live_pool_bound;
+/* Scenario 7's third pool, made with a task_timeout_ms. */
+extern proc_pool_t *live_pool_timed;
 
 struct live_coproc {
     pid_t pid;    /* also the process group; 0: not running */

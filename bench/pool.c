@@ -18,6 +18,10 @@
 
 /* ============================================================ 7: pool map */
 
+/* The timed pool's task_timeout_ms: no task comes near it; what is measured
+ * is what watching for it costs. */
+#define S7_TASK_TIMEOUT_MS 10000
+
 /* The tiny task: out = in * in + 7 on longs. */
 static int s7_square(const void *in, void *out)
 {
@@ -217,14 +221,17 @@ static void scenario7_tiny(int cpus, bool have_py)
     for (long i = 0; i < items; i++)
         ctx.in[i] = i;
     struct s7ctx bound = {live_pool_bound, ctx.in, ctx.out};
-    struct contender c[4] = {{"loop", s7_loop, &ctx}, {"libproc", s7_libproc, &ctx}};
-    int n = 2, py = -1, bind = -1;
+    struct s7ctx timed = {live_pool_timed, ctx.in, ctx.out};
+    struct contender c[5] = {{"loop", s7_loop, &ctx},
+                             {"libproc", s7_libproc, &ctx},
+                             {"libproc_timeout", s7_libproc, &timed}};
+    int n = 3, py = -1, bind = -1;
     if (have_py)
         c[py = n++] = (struct contender){"python", s7_python, &ctx};
     if (bound.pool)
         c[bind = n++] = (struct contender){"libproc_bind", s7_libproc, &bound};
-    double med[4];
-    double *out = xcalloc(4 * (size_t)rounds, sizeof *out);
+    double med[5];
+    double *out = xcalloc(5 * (size_t)rounds, sizeof *out);
     run_rounds(c, n, items, items, rounds, out); /* warm-up: Python creates its Pool there */
     for (int i = 0; i < n; i++) {
         med[i] = median(out + (size_t)i * (size_t)rounds, (size_t)rounds);
@@ -244,6 +251,10 @@ static void scenario7_tiny(int cpus, bool have_py)
     } else {
         python_skipped_note("7");
     }
+    add_note("7: libproc_timeout: the same map on a pool made with task_timeout_ms = %d (the "
+             "waiting thread samples which task each worker runs); libproc_timeout / libproc = "
+             "%.3f.",
+             S7_TASK_TIMEOUT_MS, med[2] / med[1]);
     if (bind >= 0)
         add_note("7: libproc_bind: the same map on a second pool made with bind_cpus (one worker "
                  "bound per CPU; the default leaves them unbound); libproc / libproc_bind = %.2f.",
@@ -310,21 +321,26 @@ void scenario7(void)
     sigset_t old;
     block_fatal_signals(&old); /* on_fatal_signal must see the pool once it has workers */
     live_pool = proc_pool_new(&po);
+    po.task_timeout_ms = S7_TASK_TIMEOUT_MS;
+    if (live_pool)
+        live_pool_timed = proc_pool_new(&po);
+    po.task_timeout_ms = 0;
     po.bind_cpus = true;
-    if (live_pool && cpus > 1)
+    if (live_pool_timed && cpus > 1)
         live_pool_bound = proc_pool_new(&po);
     int err = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
-    if (!live_pool || (cpus > 1 && !live_pool_bound))
+    if (!live_pool || !live_pool_timed || (cpus > 1 && !live_pool_bound))
         die("proc_pool_new(%d workers): %s", cpus, strerror(err));
     bool have_py = python_start();
     scenario7_tiny(cpus, have_py);
-    if (live_pool_bound) { /* not during the CPU-bound part */
-        block_fatal_signals(&old);
+    block_fatal_signals(&old); /* not during the CPU-bound part */
+    if (live_pool_bound)
         CHECK_PROC(proc_pool_free(live_pool_bound));
-        live_pool_bound = NULL;
-        sigprocmask(SIG_SETMASK, &old, NULL);
-    }
+    live_pool_bound = NULL;
+    CHECK_PROC(proc_pool_free(live_pool_timed));
+    live_pool_timed = NULL;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     scenario7_cpu(cpus);
     CHECK_PROC(proc_pool_close(live_pool));
     CHECK_PROC(proc_pool_join(live_pool, 60000));

@@ -54,10 +54,6 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
         errno = EINVAL;
         return NULL;
     }
-    if (o.task_timeout_ms > 0) {
-        errno = ENOTSUP; /* API 4.4, not in this version yet */
-        return NULL;
-    }
     proc_t *self = proc_current(); /* also sets up libproc (and its at-exit work) */
     if (!self)
         return NULL;
@@ -83,6 +79,7 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     pool->nworkers = o.workers;
     pool->max_tasks = o.max_tasks_per_child;
     pool->max_rss = o.max_memory_per_child;
+    pool->task_timeout_ms = o.task_timeout_ms;
     pool->max_init_deaths = o.workers > INT_MAX - 2 ? INT_MAX : o.workers + 2;
     pool->init = o.initializer;
     pool->initarg = o.initarg;
@@ -90,6 +87,11 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     /* Test hook (documented in pool.h): every job through the queue. */
     const char *env = getenv("LIBPROC_POOL_FAST");
     pool->fast_off = env && strcmp(env, "0") == 0;
+    /* Test hook: widens the moment between an overrun seen and its SIGKILL,
+     * in which the task may still return. */
+    env = getenv("LIBPROC_POOL_KILL_DELAY_MS");
+    long delay = env ? strtol(env, NULL, 10) : 0;
+    pool->kill_delay_ms = delay > 0 && delay < 60000 ? (int)delay : 0;
     if (o.bind_cpus && (rc = proc__worker_bind_plan(pool)) < 0)
         goto fail;
     pool->fastfd = memfd_create("libproc-pool-fast", MFD_CLOEXEC);
@@ -103,7 +105,8 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     pool->lent = calloc(nw, sizeof *pool->lent);
     pool->lost = calloc(nw, sizeof *pool->lost);
     pool->sent = calloc(nw, sizeof *pool->sent);
-    if (!pool->lendable || !pool->lent || !pool->lost || !pool->sent) {
+    pool->fast_watch = calloc(nw, sizeof *pool->fast_watch);
+    if (!pool->lendable || !pool->lent || !pool->lost || !pool->sent || !pool->fast_watch) {
         rc = -ENOMEM;
         goto fail;
     }

@@ -255,6 +255,9 @@ void *proc__dispatcher_main(void *arg)
             break;
         int timeout = maintain_workers(pool, closed && !fast);
         assign(pool);
+        int watch = proc__workers_watch(pool);
+        if (watch >= 0 && (timeout < 0 || watch < timeout))
+            timeout = watch;
         bool pending = pool->qhead || any_busy(pool) || fast;
         if (closed && !pending && release_workers(pool))
             break;

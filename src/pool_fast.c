@@ -118,6 +118,7 @@ void proc__fast_free(struct proc_pool *pool)
     free(pool->lent);
     free(pool->lost);
     free(pool->sent);
+    free(pool->fast_watch);
 }
 
 /* Makes the fast region at least need bytes long (it never shrinks). */
@@ -246,7 +247,7 @@ static void fast_settle(struct proc_pool *pool, struct proc__job *j, size_t nslo
         fast_copy_out(j, out, run, k);
         run = k + cnt;
         size_t done = 0;
-        bool blame = false; /* the item running when its worker crashed fails */
+        int blame = 0; /* the item running when its worker crashed fails */
         for (size_t i = 0; i < nslots; i++) {
             struct proc__fast_slot *s = &f->slot[i];
             int why = atomic_load_explicit(&pool->lost[i], memory_order_acquire);
@@ -254,14 +255,18 @@ static void fast_settle(struct proc_pool *pool, struct proc__job *j, size_t nslo
                 continue;
             uint64_t d = atomic_load_explicit(&s->done, memory_order_acquire);
             uint64_t b = atomic_load_explicit(&s->busy, memory_order_acquire);
+            const struct proc__watch *wt = &pool->fast_watch[i];
             done = d < cnt ? (size_t)d : cnt;
-            blame = b > d && why == PROC__LOST_CRASH;
+            blame = b > d && why == PROC__LOST_CRASH ? -ECHILD : 0;
+            /* killed for an overdue item: only that one fails, if it had not returned */
+            if (wt->overdue)
+                blame = blame && wt->chunk == k && d < wt->overdue ? -ETIMEDOUT : 0;
             break;
         }
         fast_copy_out(j, out, k, k + done);
         settled += done;
         if (blame && done < cnt) {
-            proc__job_note_fail(j, k + done, -ECHILD);
+            proc__job_note_fail(j, k + done, blame);
             settled++;
             done++;
         }
@@ -308,6 +313,41 @@ static bool fast_in_job(struct proc_pool *pool, size_t i, uint64_t seq)
            atomic_load_explicit(&pool->lost[i], memory_order_acquire) == PROC__LOST_NO;
 }
 
+/*
+ * task_timeout_ms: looks at the item each borrowed worker runs and kills the
+ * worker whose item is overdue (fast_settle() fails that item). When to look
+ * again, in CLOCK_MONOTONIC ns; INT64_MAX: no need.
+ */
+static int64_t fast_watch(struct proc_pool *pool, size_t nslots, uint64_t seq)
+{
+    int64_t next = INT64_MAX;
+    if (pool->task_timeout_ms == 0)
+        return next;
+    struct proc__fast_region *f = (struct proc__fast_region *)(void *)pool->fast;
+    int64_t now = proc__now_ns(), timeout_ns = (int64_t)pool->task_timeout_ms * 1000000;
+    for (size_t i = 0; i < nslots; i++) {
+        struct proc__fast_slot *s = &f->slot[i];
+        struct proc__watch *wt = &pool->fast_watch[i];
+        if (wt->overdue || !fast_in_job(pool, i, seq))
+            continue;
+        /* A worker moving to its next chunk changes start first: a start
+         * that did not change around the reads names the chunk of busy. */
+        uint64_t start = atomic_load_explicit(&s->start, memory_order_acquire);
+        uint64_t busy = atomic_load_explicit(&s->busy, memory_order_acquire);
+        uint64_t done = atomic_load_explicit(&s->done, memory_order_acquire);
+        if (start == UINT64_MAX || atomic_load_explicit(&s->start, memory_order_acquire) != start)
+            busy = done = 0; /* no item, or between chunks: look again soon */
+        if (proc__watch_overdue(wt, start, busy, done, now, timeout_ns, &next)) {
+            wt->overdue = busy;
+            pthread_mutex_lock(&pool->mu); /* lent[i] is freed only after it is cleared */
+            if (pool->lent[i])
+                proc__watch_kill(pool, pool->lent[i]->proc);
+            pthread_mutex_unlock(&pool->mu);
+        }
+    }
+    return next;
+}
+
 /* Waits until every worker that got job seq has left it or died. */
 static void fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslots, uint64_t seq)
 {
@@ -334,8 +374,9 @@ static void fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslots
         /* Leaving workers wake us only while this is set; one that left
          * after ring was read above makes the wait return at once. */
         atomic_store_explicit(&f->waiting, 1, memory_order_seq_cst);
+        int64_t now = proc__now_ns(), look = fast_watch(pool, nslots, seq);
         struct timespec tick;
-        proc__mono_after(&tick, POOL_FAST_TICK_NS);
+        proc__mono_after(&tick, look - now < POOL_FAST_TICK_NS ? look - now : POOL_FAST_TICK_NS);
         proc__sys_futex_wait(&f->ring, ring, &tick, true);
     }
 }
@@ -416,6 +457,7 @@ static size_t fast_borrow(struct proc_pool *pool, size_t nchunks, int here)
             pool->lendable[i] = pool->lendable[--pool->nlendable];
             pool->lent[nslots] = w;
             pool->sent[nslots] = false;
+            pool->fast_watch[nslots] = (struct proc__watch){0};
             atomic_store_explicit(&pool->lost[nslots], PROC__LOST_NO, memory_order_relaxed);
             nslots++;
         }

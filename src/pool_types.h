@@ -18,9 +18,12 @@
 #include <libproc/pool.h>
 #include <libproc/proc.h>
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/mman.h>
+#include <time.h>
 
 enum { PROC__LOST_NO, PROC__LOST_CRASH, PROC__LOST_KILLED };
 
@@ -61,6 +64,18 @@ struct proc__range {
     size_t start, count;
 };
 
+/*
+ * task_timeout_ms without a clock in the worker: whoever waits for a worker
+ * (the dispatcher, or a fast job's caller) samples the item it runs (chunk
+ * and busy) and notes when it first saw it. Seen running for the timeout, it
+ * has run at least that long: never killed early, at most a tick late.
+ */
+struct proc__watch {
+    uint64_t chunk, busy; /* the item last seen running; busy 0: none */
+    int64_t since_ns;     /* when it was first seen */
+    uint64_t overdue;     /* busy of the item it was killed for; 0: not killed */
+};
+
 enum proc__worker_state {
     PROC__W_INIT, /* started, initializer not yet done */
     PROC__W_IDLE,
@@ -81,6 +96,7 @@ struct proc__worker {
     bool lent;    /* lent to a fast job when assign() last looked: gets no chunk */
     int cpu;      /* the CPU it is bound to, -1: none */
     long budget;  /* tasks it may still run; -1 unlimited */
+    struct proc__watch watch; /* task_timeout_ms: the item it was last seen running */
     /* the chunk it runs (PROC__W_BUSY) */
     struct proc__job *job;
     size_t start, count;
@@ -92,7 +108,8 @@ struct proc_pool {
     pid_t owner;
     int nworkers;
     int max_tasks;
-    size_t max_rss; /* max_memory_per_child; 0: none */
+    size_t max_rss;      /* max_memory_per_child; 0: none */
+    int task_timeout_ms; /* 0: none */
     int max_init_deaths;
     void (*init)(void *arg);
     void *initarg;
@@ -117,8 +134,10 @@ struct proc_pool {
     size_t nlendable, nlent; /* at most nworkers each */
     uint64_t offer_gen;      /* bumped whenever the dispatcher redoes or takes back the offer */
     _Atomic int *lost;
-    bool *sent;    /* the fast job's owner only: slot i got its message */
-    bool fast_off; /* LIBPROC_POOL_FAST=0: every job takes the queue */
+    struct proc__watch *fast_watch; /* the fast job's owner only: slot i's item (task_timeout_ms) */
+    bool *sent;                     /* the fast job's owner only: slot i got its message */
+    bool fast_off;                  /* LIBPROC_POOL_FAST=0: every job takes the queue */
+    int kill_delay_ms; /* LIBPROC_POOL_KILL_DELAY_MS: between an overrun seen and its SIGKILL */
     int fastfd;
     unsigned char *fast; /* the region's mapping; written by the owner, before lending */
     size_t fast_size;
@@ -137,6 +156,58 @@ struct proc_pool {
     unsigned long names;
     int64_t spawn_after_ms;
 };
+
+/* A watched item is looked at again at least this many times per timeout,
+ * so it is killed at most timeout / POOL_WATCH_PARTS late. */
+#define PROC__WATCH_PARTS 8
+
+/*
+ * One look at a worker that runs item busy - 1 of chunk (busy > done) or
+ * none (busy <= done), at now: true when that item has been seen running
+ * for timeout_ns. Else lowers *next_ns to when to look again.
+ */
+static inline bool proc__watch_overdue(struct proc__watch *wt, uint64_t chunk, uint64_t busy,
+                                       uint64_t done, int64_t now, int64_t timeout_ns,
+                                       int64_t *next_ns)
+{
+    int64_t tick = timeout_ns / PROC__WATCH_PARTS, due = now + tick;
+    if (busy <= done) {
+        wt->busy = 0; /* between items, or not begun: look again in a tick */
+    } else {
+        if (wt->busy != busy || wt->chunk != chunk) {
+            wt->chunk = chunk;
+            wt->busy = busy;
+            wt->since_ns = now;
+        }
+        due = wt->since_ns + timeout_ns;
+        if (now >= due)
+            return true;
+    }
+    int64_t at = due - now > tick ? now + tick : due;
+    if (at < *next_ns)
+        *next_ns = at;
+    return false;
+}
+
+/* Kills the worker of an overrun (after the test hook's delay, if any). */
+static inline void proc__watch_kill(const struct proc_pool *pool, proc_t *worker)
+{
+    if (pool->kill_delay_ms > 0) {
+        struct timespec d = {pool->kill_delay_ms / 1000, pool->kill_delay_ms % 1000 * 1000000L};
+        while (nanosleep(&d, &d) < 0 && errno == EINTR) {
+        }
+    }
+    proc_kill(worker);
+}
+
+/* Milliseconds from now until at_ns (rounded up), for poll(); -1 for INT64_MAX. */
+static inline int proc__ms_until(int64_t at_ns, int64_t now)
+{
+    if (at_ns == INT64_MAX)
+        return -1;
+    int64_t ms = at_ns <= now ? 0 : (at_ns - now + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
 
 static inline size_t proc__align_up(size_t v, size_t a)
 {

@@ -412,9 +412,35 @@ void proc__worker_exited(struct proc_pool *pool, struct proc__worker *w)
         struct proc__arena_hdr *hdr = arena_hdr(w);
         uint64_t done = atomic_load_explicit(&hdr->done, memory_order_acquire);
         uint64_t busy = atomic_load_explicit(&hdr->busy, memory_order_acquire);
-        chunk_finish(pool, w, done, busy > done ? -ECHILD : 0, 0);
+        int blame = busy > done ? -ECHILD : 0;
+        /* Killed for an overdue item: that item fails if it had not
+         * returned; one begun after it returned was not at fault. */
+        if (w->watch.overdue)
+            blame = blame && done < w->watch.overdue ? -ETIMEDOUT : 0;
+        chunk_finish(pool, w, done, blame, 0);
     }
     worker_remove(pool, w, PROC__LOST_CRASH);
+}
+
+int proc__workers_watch(struct proc_pool *pool)
+{
+    if (pool->task_timeout_ms == 0)
+        return -1;
+    int64_t now = proc__now_ns(), next = INT64_MAX;
+    int64_t timeout_ns = (int64_t)pool->task_timeout_ms * 1000000;
+    for (size_t i = 0; i < pool->nw; i++) {
+        struct proc__worker *w = pool->w[i];
+        if (w->state != PROC__W_BUSY || w->watch.overdue)
+            continue;
+        struct proc__arena_hdr *hdr = arena_hdr(w);
+        uint64_t busy = atomic_load_explicit(&hdr->busy, memory_order_acquire);
+        uint64_t done = atomic_load_explicit(&hdr->done, memory_order_acquire);
+        if (proc__watch_overdue(&w->watch, w->seq, busy, done, now, timeout_ns, &next)) {
+            w->watch.overdue = busy;
+            proc__watch_kill(pool, w->proc); /* its death settles the chunk (proc__worker_exited) */
+        }
+    }
+    return proc__ms_until(next, now);
 }
 
 /* Kills every worker and reaps it. Chunks they ran: finished items are

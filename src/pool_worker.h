@@ -16,6 +16,9 @@ void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, str
 void proc__worker_read(struct proc_pool *pool, struct proc__worker *w);
 /* w's process ended: settles its chunk, reaps it, frees it. */
 void proc__worker_exited(struct proc_pool *pool, struct proc__worker *w);
+/* task_timeout_ms: kills each worker whose item has run too long (its death
+ * fails that item with -ETIMEDOUT); ms until the next look, -1: none needed. */
+int proc__workers_watch(struct proc_pool *pool);
 /* Kills and reaps every worker; the unfinished items of their chunks fail with err. */
 void proc__workers_kill(struct proc_pool *pool, int err);
 

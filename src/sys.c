@@ -277,8 +277,13 @@ size_t proc__sys_anon_resident(void)
     if (n <= 0)
         return 0;
     buf[n] = '\0';
-    unsigned long size, resident, shared;
-    if (sscanf(buf, "%lu %lu %lu", &size, &resident, &shared) != 3 || shared > resident)
+    /* size resident shared ...: pages */
+    char *end;
+    if (strtoul(buf, &end, 10) == 0) /* size: never 0 */
+        return 0;
+    unsigned long resident = strtoul(end, &end, 10);
+    unsigned long shared = strtoul(end, &end, 10);
+    if (*end != ' ' || shared > resident)
         return 0;
     return (size_t)(resident - shared) * (size_t)sysconf(_SC_PAGESIZE);
 }

@@ -32,7 +32,8 @@
  * chunks of n / (4 * workers). Work queued while a fast job runs starts when
  * it ends. (Test hook: LIBPROC_POOL_FAST=0 in the environment, read by
  * proc_pool_new(), turns fast jobs off for that pool, so that a test suite
- * can run every job through the queue.)
+ * can run every job through the queue; LIBPROC_POOL_KILL_DELAY_MS=N delays
+ * the SIGKILL of a task that overran task_timeout_ms by N ms.)
  *
  * Workers keep the CPU affinity of the thread that calls proc_pool_new().
  * With bind_cpus they are bound one per CPU instead, spread over the CPUs
@@ -94,7 +95,17 @@ typedef struct proc_pool_opts {
     /** If not NULL, runs once in each worker, before its first task. */
     void (*initializer)(void *arg);
     void *initarg; /**< argument of initializer */
-    /** Reserved for per-task timeouts (API 4.4); must be 0 in this version. */
+    /**
+     * Pebble's and billiard's per-task timeout (0: none): a task (an apply, a
+     * map item, a future) that runs longer than this many milliseconds fails
+     * with -ETIMEDOUT; its worker is killed with SIGKILL (a task cannot block
+     * or catch it) and replaced, and every other task goes on as after a
+     * crash (see "Crash safety"). The time counts from the moment the task
+     * starts in its worker, not from the call. Tasks pay nothing for it: the
+     * thread that waits for the workers looks at which task each one runs,
+     * at least 8 times per timeout, so a task is never stopped before its
+     * time is up and at most timeout / 8 (plus scheduling delay) after.
+     */
     int task_timeout_ms;
     /**
      * billiard's memory cap (0: none): a worker whose own resident memory (anonymous
@@ -124,8 +135,7 @@ typedef struct proc_future proc_future_t;
  * affinity (or, with bind_cpus, are bound one per CPU; see above). The pool
  * keeps a shared region for fast jobs, as large as the biggest one so far
  * (at most about 4 MiB). Returns the pool, or NULL with errno EINVAL
- * (workers < 0, max_tasks_per_child < 0 or task_timeout_ms < 0), ENOTSUP
- * (task_timeout_ms not 0: not yet supported in this version), EPERM (the caller is a daemonic
+ * (workers < 0, max_tasks_per_child < 0 or task_timeout_ms < 0), EPERM (the caller is a daemonic
  * libproc child), ENOMEM, EMFILE/ENFILE, EAGAIN (a worker could not be forked). Thread-safe.
  */
 PROC_API proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts);
@@ -137,7 +147,8 @@ PROC_API proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts);
  * is fine.
  * Returns the task's own return value when it is >= 0 (a task returning a
  * negative value gets it back as is); -ECHILD when the worker died while
- * running the task (out is then untouched); -ECANCELED when the pool was
+ * running the task (out is then untouched); -ETIMEDOUT when it ran longer
+ * than the pool's task_timeout_ms (out untouched); -ECANCELED when the pool was
  * terminated before the task finished; -EINVAL (NULL pool or fn, in NULL
  * with in_size > 0, out NULL with out_size > 0, pool closed or terminated);
  * -ENOMEM; -ECHILD when the pool can no longer start workers (see above)
@@ -157,7 +168,8 @@ PROC_API int proc_pool_apply(proc_pool_t *pool, proc_task_fn *fn, const void *in
  * tiny items is fast and runs in bounded memory.
  * Returns 0 when every task returned 0, else the value of the first failing
  * item in index order (the task's own value, -ECHILD for an item whose
- * worker died while running it, -ECANCELED for an item that never finished
+ * worker died while running it, -ETIMEDOUT for one that overran
+ * task_timeout_ms, -ECANCELED for an item that never finished
  * because the pool was terminated). Either way out holds the output of every
  * item that finished; the out slot of an item that did not finish is left
  * untouched. n == 0 returns 0 at once. Errors as proc_pool_apply(), plus
@@ -193,10 +205,13 @@ PROC_API int proc_future_wait(proc_future_t *f, int timeout_ms);
  * (out_size bytes, at most the out_size given to proc_pool_submit(); out may
  * be NULL when out_size is 0) and returns the task's result with the
  * meaning of proc_pool_apply(): its own value when >= 0, -ECHILD (its worker
- * died while running it), -ECANCELED (the pool was terminated or freed
- * first). When the task did not finish, out is left untouched. May be called
- * again; the result stays in the future until proc_future_free().
- * Returns -ETIMEDOUT (out untouched), -EINVAL (NULL f, out NULL with
+ * died while running it), -ETIMEDOUT (it overran the pool's task_timeout_ms),
+ * -ECANCELED (the pool was terminated or freed first). When the task did
+ * not finish, out is left untouched. May be called again; the result stays
+ * in the future until proc_future_free().
+ * Returns -ETIMEDOUT also when timeout_ms passed first (out untouched;
+ * proc_future_wait() returning 0 tells a task that overran from a task still
+ * running), -EINVAL (NULL f, out NULL with
  * out_size > 0, out_size larger than submitted, timeout below -1).
  * Thread-safe.
  */

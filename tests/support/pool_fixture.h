@@ -54,7 +54,20 @@ int task_ret_value(const void *in, void *out);
 int task_null_args(const void *in, void *out);
 
 /* How a task_maybe_bad item misbehaves. */
-enum { BAD_NONE, BAD_SEGV, BAD_EXIT, BAD_KILLED, BAD_EXIT_REPORT, BAD_BLOCK };
+enum {
+    BAD_NONE,
+    BAD_SEGV,
+    BAD_EXIT,
+    BAD_KILLED,
+    BAD_EXIT_REPORT,
+    BAD_BLOCK,
+    BAD_SLEEP,  /* overruns any task_timeout_ms: sleeps forever */
+    BAD_SPIN,   /* spins forever */
+    BAD_NOTERM, /* blocks SIGTERM, then sleeps forever */
+};
+
+/* Whether a task_maybe_bad item of this kind overruns (-ETIMEDOUT, not -ECHILD). */
+#define BAD_OVERRUNS(how) ((how) >= BAD_SLEEP)
 
 struct bad_in {
     uint32_t value;
@@ -63,8 +76,8 @@ struct bad_in {
 
 /* Misbehaves as in->how says (a segfault, _exit(3), waits to be killed after
  * reporting its pid, _exit(3) after reporting its negated pid, blocks on the
- * gate after reporting its pid; counting fast_hits), else out (uint64_t) =
- * value * 3 + 1; returns 0. */
+ * gate after reporting its pid, or one of the three overruns; counting
+ * fast_hits), else out (uint64_t) = value * 3 + 1; returns 0. */
 int task_maybe_bad(const void *in, void *out);
 
 /* Tries to create a pool in the worker: the errno that refused it (-1 when
@@ -135,8 +148,9 @@ int setup_shared(void **state);
 int kill_leftovers(void **state);
 
 /* A map of 300 task_maybe_bad items, bad at the given indexes as bad_how
- * says: the map fails with -ECHILD, each bad item alone (its output
- * untouched), every other item succeeds. */
+ * says: the map fails with the first bad item's error (-ECHILD, or
+ * -ETIMEDOUT for an overrun in a pool with task_timeout_ms), each bad item
+ * alone (its output untouched), every other item succeeds. */
 void map_with_bad(proc_pool_t *pool, struct pipes *p, const int *bad_idx, const int *bad_how,
                   int nbad);
 
