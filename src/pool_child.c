@@ -108,7 +108,8 @@ static void run_fast(unsigned char *region, size_t len, const struct proc__msg_f
         uint64_t cnt = n - k < chunk ? n - k : chunk;
         wait_copied(f, k + cnt);
         atomic_store_explicit(&s->busy, 0, memory_order_relaxed);
-        atomic_store_explicit(&s->done, 0, memory_order_relaxed);
+        /* release: a watcher that reads this 0 then reads busy 0 or later */
+        atomic_store_explicit(&s->done, 0, memory_order_release);
         atomic_store_explicit(&s->start, k, memory_order_release);
         if (osz)
             memset(out + k * osz, 0, cnt * osz); /* every output starts zeroed */

@@ -261,7 +261,7 @@ void *proc__dispatcher_main(void *arg)
         bool pending = pool->qhead || any_busy(pool) || fast;
         if (closed && !pending && release_workers(pool))
             break;
-        if (!pollset_fill(&ps, pool))
+        if (!pollset_fill(&ps, pool) && (timeout < 0 || timeout > 10))
             timeout = 10; /* out of memory: try again soon */
         if (must_go_on(pool, closed))
             continue;

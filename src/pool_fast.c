@@ -324,24 +324,26 @@ static int64_t fast_watch(struct proc_pool *pool, size_t nslots, uint64_t seq)
     if (pool->task_timeout_ms == 0)
         return next;
     struct proc__fast_region *f = (struct proc__fast_region *)(void *)pool->fast;
-    int64_t now = proc__now_ns(), timeout_ns = (int64_t)pool->task_timeout_ms * 1000000;
+    int64_t timeout_ns = (int64_t)pool->task_timeout_ms * 1000000;
     for (size_t i = 0; i < nslots; i++) {
         struct proc__fast_slot *s = &f->slot[i];
         struct proc__watch *wt = &pool->fast_watch[i];
         if (wt->overdue || !fast_in_job(pool, i, seq))
             continue;
-        /* A worker moving to its next chunk changes start first: a start
-         * that did not change around the reads names the chunk of busy. */
+        /* A worker moving to its next chunk zeroes busy, then done (release),
+         * then publishes start: done read before busy is never from a later
+         * chunk than busy, and a start that did not change around the reads
+         * names the chunk of both. */
         uint64_t start = atomic_load_explicit(&s->start, memory_order_acquire);
-        uint64_t busy = atomic_load_explicit(&s->busy, memory_order_acquire);
         uint64_t done = atomic_load_explicit(&s->done, memory_order_acquire);
+        uint64_t busy = atomic_load_explicit(&s->busy, memory_order_acquire);
         if (start == UINT64_MAX || atomic_load_explicit(&s->start, memory_order_acquire) != start)
             busy = done = 0; /* no item, or between chunks: look again soon */
-        if (proc__watch_overdue(wt, start, busy, done, now, timeout_ns, &next)) {
-            wt->overdue = busy;
+        if (proc__watch_overdue(wt, start, busy, done, proc__now_ns(), timeout_ns, &next)) {
+            proc__watch_delay(pool);
             pthread_mutex_lock(&pool->mu); /* lent[i] is freed only after it is cleared */
-            if (pool->lent[i])
-                proc__watch_kill(pool, pool->lent[i]->proc);
+            if (pool->lent[i] && proc_kill(pool->lent[i]->proc) == 0)
+                wt->overdue = busy;
             pthread_mutex_unlock(&pool->mu);
         }
     }
@@ -374,9 +376,11 @@ static void fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslots
         /* Leaving workers wake us only while this is set; one that left
          * after ring was read above makes the wait return at once. */
         atomic_store_explicit(&f->waiting, 1, memory_order_seq_cst);
-        int64_t now = proc__now_ns(), look = fast_watch(pool, nslots, seq);
+        int64_t look = fast_watch(pool, nslots, seq), wait = look - proc__now_ns();
+        if (wait > POOL_FAST_TICK_NS)
+            wait = POOL_FAST_TICK_NS;
         struct timespec tick;
-        proc__mono_after(&tick, look - now < POOL_FAST_TICK_NS ? look - now : POOL_FAST_TICK_NS);
+        proc__mono_after(&tick, wait > 0 ? wait : 1);
         proc__sys_futex_wait(&f->ring, ring, &tick, true);
     }
 }

@@ -163,14 +163,17 @@ struct proc_pool {
 
 /*
  * One look at a worker that runs item busy - 1 of chunk (busy > done) or
- * none (busy <= done), at now: true when that item has been seen running
- * for timeout_ns. Else lowers *next_ns to when to look again.
+ * none (busy <= done); now must be read after busy and done, so that an item
+ * is never credited with time from before it began. True when that item has
+ * been seen running for timeout_ns. Lowers *next_ns to when to look again
+ * (also when true: a kill that failed is tried again then).
  */
 static inline bool proc__watch_overdue(struct proc__watch *wt, uint64_t chunk, uint64_t busy,
                                        uint64_t done, int64_t now, int64_t timeout_ns,
                                        int64_t *next_ns)
 {
     int64_t tick = timeout_ns / PROC__WATCH_PARTS, due = now + tick;
+    bool overdue = false;
     if (busy <= done) {
         wt->busy = 0; /* between items, or not begun: look again in a tick */
     } else {
@@ -180,24 +183,22 @@ static inline bool proc__watch_overdue(struct proc__watch *wt, uint64_t chunk, u
             wt->since_ns = now;
         }
         due = wt->since_ns + timeout_ns;
-        if (now >= due)
-            return true;
+        overdue = now >= due;
     }
-    int64_t at = due - now > tick ? now + tick : due;
+    int64_t at = overdue || due - now > tick ? now + tick : due;
     if (at < *next_ns)
         *next_ns = at;
-    return false;
+    return overdue;
 }
 
-/* Kills the worker of an overrun (after the test hook's delay, if any). */
-static inline void proc__watch_kill(const struct proc_pool *pool, proc_t *worker)
+/* Before the SIGKILL of an overrun: the test hook's delay, if any (no lock held). */
+static inline void proc__watch_delay(const struct proc_pool *pool)
 {
     if (pool->kill_delay_ms > 0) {
         struct timespec d = {pool->kill_delay_ms / 1000, pool->kill_delay_ms % 1000 * 1000000L};
         while (nanosleep(&d, &d) < 0 && errno == EINTR) {
         }
     }
-    proc_kill(worker);
 }
 
 /* Milliseconds from now until at_ns (rounded up), for poll(); -1 for INT64_MAX. */

@@ -426,8 +426,7 @@ int proc__workers_watch(struct proc_pool *pool)
 {
     if (pool->task_timeout_ms == 0)
         return -1;
-    int64_t now = proc__now_ns(), next = INT64_MAX;
-    int64_t timeout_ns = (int64_t)pool->task_timeout_ms * 1000000;
+    int64_t next = INT64_MAX, timeout_ns = (int64_t)pool->task_timeout_ms * 1000000;
     for (size_t i = 0; i < pool->nw; i++) {
         struct proc__worker *w = pool->w[i];
         if (w->state != PROC__W_BUSY || w->watch.overdue)
@@ -435,12 +434,15 @@ int proc__workers_watch(struct proc_pool *pool)
         struct proc__arena_hdr *hdr = arena_hdr(w);
         uint64_t busy = atomic_load_explicit(&hdr->busy, memory_order_acquire);
         uint64_t done = atomic_load_explicit(&hdr->done, memory_order_acquire);
+        int64_t now = proc__now_ns();
         if (proc__watch_overdue(&w->watch, w->seq, busy, done, now, timeout_ns, &next)) {
-            w->watch.overdue = busy;
-            proc__watch_kill(pool, w->proc); /* its death settles the chunk (proc__worker_exited) */
+            proc__watch_delay(pool);
+            /* its death settles the chunk (proc__worker_exited) */
+            if (proc_kill(w->proc) == 0)
+                w->watch.overdue = busy;
         }
     }
-    return proc__ms_until(next, now);
+    return proc__ms_until(next, proc__now_ns());
 }
 
 /* Kills every worker and reaps it. Chunks they ran: finished items are

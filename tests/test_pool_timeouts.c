@@ -5,7 +5,8 @@
  * apply, map (first, middle, last item; in a fast job and through the
  * queue) and futures; its worker is replaced and the pool goes on; a task is
  * never stopped before its time, and a task that returned just before the
- * kill is not failed (nor is the one its worker began after it).
+ * kill is not failed (nor is the one its worker began after it: checked in
+ * the queue's run, where the dying worker may get the next task first).
  *
  * Tasks and helpers: tests/support/pool_fixture.h. Rerun as
  * test_pool_timeouts_queue with LIBPROC_POOL_FAST=0, where every job takes
@@ -169,7 +170,7 @@ static void test_future_overruns(void **state)
 
 /* ------------------------------------------------- at the edge of the timeout */
 
-#define EDGE_TIMEOUT_MS 100
+#define EDGE_TIMEOUT_MS 200
 #define EDGE_PAIRS 16
 
 /* What the edge tasks leave in shared memory: whether each returned. */
@@ -271,6 +272,39 @@ static void test_edge_of_timeout(void **state)
     edge_of_timeout(EDGE_TIMEOUT_MS / 10); /* a kill that often lands after the return */
 }
 
+/*
+ * A task seen overrunning that returns before the SIGKILL keeps its result.
+ * The test hook delays the kill by 10 timeouts; the task spins 5: the pool
+ * sees it overrun (it looks at least 8 times per timeout), and the kill
+ * comes long after the return. The watcher (the caller of a fast job, else
+ * the dispatcher) waits out the delay before it takes the result, so the next
+ * task runs in the replacement worker.
+ */
+static void test_return_before_kill(void **state)
+{
+    (void)state;
+    g_returned =
+        mmap(NULL, sizeof *g_returned, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(g_returned != MAP_FAILED);
+    atomic_store(&g_returned[0], 0);
+    char delay[16];
+    snprintf(delay, sizeof delay, "%d", 10 * EDGE_TIMEOUT_MS);
+    assert_int_equal(setenv("LIBPROC_POOL_KILL_DELAY_MS", delay, 1), 0);
+    proc_pool_t *pool = timed_pool(1, EDGE_TIMEOUT_MS);
+    unsetenv("LIBPROC_POOL_KILL_DELAY_MS");
+    pid_t before = 0, after = 0;
+    assert_int_equal(proc_pool_apply(pool, task_getpid, NULL, 0, &before, sizeof before), 0);
+    struct edge_in e = {.index = 0, .run_us = 5 * EDGE_TIMEOUT_MS * 1000};
+    uint64_t r = UNTOUCHED;
+    assert_int_equal(proc_pool_apply(pool, task_edge, &e, sizeof e, &r, sizeof r), 0);
+    assert_true(r == 1);
+    assert_int_equal(atomic_load(&g_returned[0]), 1);
+    assert_int_equal(proc_pool_apply(pool, task_getpid, NULL, 0, &after, sizeof after), 0);
+    assert_true(after > 0 && after != before); /* the kill came, after the return */
+    close_join_free(pool);
+    munmap(g_returned, sizeof *g_returned);
+}
+
 /* Without a timeout, a task runs as long as it needs (here 3 x what a timed pool allows). */
 static void test_no_timeout_by_default(void **state)
 {
@@ -296,6 +330,7 @@ int main(void)
         cmocka_unit_test_teardown(test_fast_overruns, kill_leftovers),
         cmocka_unit_test_teardown(test_future_overruns, kill_leftovers),
         cmocka_unit_test_teardown(test_edge_of_timeout, kill_leftovers),
+        cmocka_unit_test_teardown(test_return_before_kill, kill_leftovers),
         cmocka_unit_test_teardown(test_no_timeout_by_default, kill_leftovers),
     };
     return cmocka_run_group_tests(tests, setup_shared, NULL);
