@@ -239,21 +239,29 @@ int proc__sys_decode_status(int status)
  * cannot be read. Without pidfds, it tells a child from a newer process that
  * got its pid after a host reaped the child.
  */
+/* Reads a small /proc file into buf (NUL-terminated): false if it cannot. */
+static bool read_proc_file(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n;
+    do {
+        n = read(fd, buf, size - 1);
+    } while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    return true;
+}
+
 unsigned long long proc__sys_start_time(pid_t pid)
 {
     char path[48], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!read_proc_file(path, buf, sizeof buf))
         return 0;
-    ssize_t n;
-    do {
-        n = read(fd, buf, sizeof buf - 1);
-    } while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     const char *s = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
     if (!s)
         return 0;
@@ -266,17 +274,8 @@ unsigned long long proc__sys_start_time(pid_t pid)
 size_t proc__sys_anon_resident(void)
 {
     char buf[256];
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (!read_proc_file("/proc/self/statm", buf, sizeof buf))
         return 0;
-    ssize_t n;
-    do {
-        n = read(fd, buf, sizeof buf - 1);
-    } while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     /* size resident shared ...: pages */
     char *end;
     if (strtoul(buf, &end, 10) == 0) /* size: never 0 */

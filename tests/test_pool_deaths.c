@@ -117,18 +117,7 @@ static void test_fast_deaths(void **state)
                       (int[]){BAD_SEGV, BAD_EXIT, BAD_KILLED, BAD_EXIT}, 4);
 
     /* an apply is a fast job of one item */
-    int hits = 0;
-    for (int attempt = 0; attempt < 20 && hits == 0; attempt++) {
-        fast_warm(pool);
-        atomic_store(&g_shared->fast_hits, 0);
-        struct bad_in b = {.value = 1, .how = BAD_SEGV};
-        uint64_t r = UNTOUCHED;
-        assert_int_equal(proc_pool_apply(pool, task_maybe_bad, &b, sizeof b, &r, sizeof r),
-                         -ECHILD);
-        assert_true(r == UNTOUCHED);
-        hits = atomic_load(&g_shared->fast_hits);
-    }
-    assert_int_equal(hits, 1);
+    assert_int_equal(apply_bad_fast(pool, BAD_SEGV, -ECHILD), 1);
     close_join_free(pool);
 
     proc_pool_t *one = new_pool(1, 0, NULL);

@@ -122,18 +122,7 @@ static void test_fast_overruns(void **state)
         map_with_bad_fast(pool, &p, (int[]){150}, (int[]){overruns[k]}, 1);
         map_with_bad_fast(pool, &p, (int[]){299}, (int[]){overruns[k]}, 1);
     }
-    int hits = 0; /* an apply is a fast job of one item */
-    for (int attempt = 0; attempt < 20 && hits == 0; attempt++) {
-        fast_warm(pool);
-        atomic_store(&g_shared->fast_hits, 0);
-        struct bad_in b = {.value = 1, .how = BAD_SPIN};
-        uint64_t r = UNTOUCHED;
-        assert_int_equal(proc_pool_apply(pool, task_maybe_bad, &b, sizeof b, &r, sizeof r),
-                         -ETIMEDOUT);
-        assert_true(r == UNTOUCHED);
-        hits = atomic_load(&g_shared->fast_hits);
-    }
-    assert_true(hits > 0);
+    assert_int_equal(apply_bad_fast(pool, BAD_SPIN, -ETIMEDOUT), 1); /* a fast job of one */
     close_join_free(pool);
     pipes_close(&p);
 }
@@ -188,6 +177,27 @@ static int64_t mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Maps g_returned for n tasks, all 0. */
+static void returned_map(size_t n)
+{
+    g_returned = mmap(NULL, n * sizeof *g_returned, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(g_returned != MAP_FAILED);
+    for (size_t i = 0; i < n; i++)
+        atomic_store(&g_returned[i], 0);
+}
+
+/* One worker, EDGE_TIMEOUT_MS, and the test hook's kill delay (0: none). */
+static proc_pool_t *edge_pool(int kill_delay_ms)
+{
+    char delay[16];
+    snprintf(delay, sizeof delay, "%d", kill_delay_ms);
+    assert_int_equal(setenv("LIBPROC_POOL_KILL_DELAY_MS", delay, 1), 0);
+    proc_pool_t *pool = timed_pool(1, EDGE_TIMEOUT_MS);
+    unsetenv("LIBPROC_POOL_KILL_DELAY_MS");
+    return pool;
+}
+
 /* Spins for run_us, notes that it returned, out (uint64_t) = index + 1. */
 static int task_edge(const void *in, void *out)
 {
@@ -216,9 +226,7 @@ static int task_edge(const void *in, void *out)
 static void edge_of_timeout(int kill_delay_ms)
 {
     enum { N = 2 * EDGE_PAIRS };
-    g_returned = mmap(NULL, N * sizeof *g_returned, PROT_READ | PROT_WRITE,
-                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(g_returned != MAP_FAILED);
+    returned_map(N);
     struct edge_in in[N];
     uint64_t out[N];
     unsigned seed = 12345;
@@ -226,13 +234,8 @@ static void edge_of_timeout(int kill_delay_ms)
         uint32_t pct = i % 2 ? 0 : 90 + (uint32_t)(rand_r(&seed) % 31);
         in[i] = (struct edge_in){.index = (uint32_t)i, .run_us = EDGE_TIMEOUT_MS * 10 * pct};
         out[i] = UNTOUCHED;
-        atomic_store(&g_returned[i], 0);
     }
-    char delay[16];
-    snprintf(delay, sizeof delay, "%d", kill_delay_ms);
-    assert_int_equal(setenv("LIBPROC_POOL_KILL_DELAY_MS", delay, 1), 0);
-    proc_pool_t *pool = timed_pool(1, EDGE_TIMEOUT_MS);
-    unsetenv("LIBPROC_POOL_KILL_DELAY_MS");
+    proc_pool_t *pool = edge_pool(kill_delay_ms);
     int rc = proc_pool_map(pool, task_edge, in, sizeof *in, out, sizeof *out, N);
     assert_true(rc == 0 || rc == -ETIMEDOUT);
     int failed = 0;
@@ -283,15 +286,8 @@ static void test_edge_of_timeout(void **state)
 static void test_return_before_kill(void **state)
 {
     (void)state;
-    g_returned =
-        mmap(NULL, sizeof *g_returned, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(g_returned != MAP_FAILED);
-    atomic_store(&g_returned[0], 0);
-    char delay[16];
-    snprintf(delay, sizeof delay, "%d", 10 * EDGE_TIMEOUT_MS);
-    assert_int_equal(setenv("LIBPROC_POOL_KILL_DELAY_MS", delay, 1), 0);
-    proc_pool_t *pool = timed_pool(1, EDGE_TIMEOUT_MS);
-    unsetenv("LIBPROC_POOL_KILL_DELAY_MS");
+    returned_map(1);
+    proc_pool_t *pool = edge_pool(10 * EDGE_TIMEOUT_MS);
     pid_t before = 0, after = 0;
     assert_int_equal(proc_pool_apply(pool, task_getpid, NULL, 0, &before, sizeof before), 0);
     struct edge_in e = {.index = 0, .run_us = 5 * EDGE_TIMEOUT_MS * 1000};
@@ -309,10 +305,7 @@ static void test_return_before_kill(void **state)
 static void test_no_timeout_by_default(void **state)
 {
     (void)state;
-    g_returned =
-        mmap(NULL, sizeof *g_returned, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(g_returned != MAP_FAILED);
-    atomic_store(&g_returned[0], 0);
+    returned_map(1);
     proc_pool_t *pool = new_pool(1, 0, NULL);
     struct edge_in e = {.index = 0, .run_us = 3 * TIMEOUT_MS * 1000};
     uint64_t r = UNTOUCHED;

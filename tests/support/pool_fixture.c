@@ -400,6 +400,21 @@ void map_with_bad_fast(proc_pool_t *pool, struct pipes *p, const int *bad_idx, c
     fail_msg("no death happened in a fast job");
 }
 
+int apply_bad_fast(proc_pool_t *pool, int how, int expect)
+{
+    int hits = 0;
+    for (int attempt = 0; attempt < 20 && hits == 0; attempt++) {
+        fast_warm(pool);
+        atomic_store(&g_shared->fast_hits, 0);
+        struct bad_in b = {.value = 1, .how = (uint32_t)how};
+        uint64_t r = UNTOUCHED;
+        assert_int_equal(proc_pool_apply(pool, task_maybe_bad, &b, sizeof b, &r, sizeof r), expect);
+        assert_true(r == UNTOUCHED);
+        hits = atomic_load(&g_shared->fast_hits);
+    }
+    return hits;
+}
+
 void pool_warm_up(void)
 {
     /* libproc's process-wide fds (reaper) exist after the first start */

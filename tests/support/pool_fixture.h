@@ -164,6 +164,10 @@ void fast_warm(proc_pool_t *pool);
 void map_with_bad_fast(proc_pool_t *pool, struct pipes *p, const int *bad_idx, const int *bad_how,
                        int nbad);
 
+/* Applies a task_maybe_bad item that misbehaves as how says, expecting
+ * expect, until one ran in a fast job (bounded); how many did. */
+int apply_bad_fast(proc_pool_t *pool, int how, int expect);
+
 /* Creates and frees a pool: libproc's process-wide fds exist afterwards. */
 void pool_warm_up(void);
 
