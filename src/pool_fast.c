@@ -321,8 +321,6 @@ static bool fast_in_job(struct proc_pool *pool, size_t i, uint64_t seq)
 static int64_t fast_watch(struct proc_pool *pool, size_t nslots, uint64_t seq)
 {
     int64_t next = INT64_MAX;
-    if (pool->task_timeout_ms == 0)
-        return next;
     struct proc__fast_region *f = (struct proc__fast_region *)(void *)pool->fast;
     int64_t timeout_ns = (int64_t)pool->task_timeout_ms * 1000000;
     for (size_t i = 0; i < nslots; i++) {
@@ -376,11 +374,14 @@ static void fast_wait(struct proc_pool *pool, struct proc__job *j, size_t nslots
         /* Leaving workers wake us only while this is set; one that left
          * after ring was read above makes the wait return at once. */
         atomic_store_explicit(&f->waiting, 1, memory_order_seq_cst);
-        int64_t look = fast_watch(pool, nslots, seq), wait = look - proc__now_ns();
-        if (wait > POOL_FAST_TICK_NS)
-            wait = POOL_FAST_TICK_NS;
+        long long wait = POOL_FAST_TICK_NS;
+        if (pool->task_timeout_ms > 0) { /* no clock read without a timeout */
+            int64_t look = fast_watch(pool, nslots, seq) - proc__now_ns();
+            if (look < wait)
+                wait = look > 0 ? look : 1;
+        }
         struct timespec tick;
-        proc__mono_after(&tick, wait > 0 ? wait : 1);
+        proc__mono_after(&tick, wait);
         proc__sys_futex_wait(&f->ring, ring, &tick, true);
     }
 }

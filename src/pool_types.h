@@ -158,7 +158,7 @@ struct proc_pool {
 };
 
 /* A watched item is looked at again at least this many times per timeout,
- * so it is killed at most timeout / POOL_WATCH_PARTS late. */
+ * so it is killed at most timeout / PROC__WATCH_PARTS late. */
 #define PROC__WATCH_PARTS 8
 
 /*
