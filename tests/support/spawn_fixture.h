@@ -11,7 +11,7 @@
 
 #include <libproc/proc.h>
 
-#define BOUND_MS 10000 /* bound on any hang; never reached when things work */
+#define BOUND_MS 60000 /* bound on any hang; never reached when things work */
 
 /* proc_join(p) bounded by BOUND_MS: its result. */
 int join_bounded(proc_t *p);
