@@ -53,10 +53,14 @@ int proc__deadline_left_ms(const struct proc__deadline *d)
 {
     if (d->timeout_ms <= 0)
         return d->timeout_ms;
-    long long ns = proc__ns_until(&d->at);
+    return proc__poll_ms(proc__ns_until(&d->at));
+}
+
+int proc__poll_ms(long long ns)
+{
     if (ns <= 0)
         return 0;
-    long long ms = (ns + 999999) / 1000000;
+    long long ms = ns / 1000000 + (ns % 1000000 != 0);
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 

@@ -22,6 +22,8 @@ struct proc__deadline {
 int proc__deadline_init(struct proc__deadline *d, int timeout_ms);
 /* Milliseconds left, rounded up: -1 forever, 0 once passed. */
 int proc__deadline_left_ms(const struct proc__deadline *d);
+/* ns as a poll() timeout: rounded up to whole ms, 0 for ns <= 0, at most INT_MAX. */
+int proc__poll_ms(long long ns);
 /* A bounded deadline (timeout 0 included) whose time has come. */
 bool proc__deadline_passed(const struct proc__deadline *d);
 

@@ -19,7 +19,6 @@
 #include <libproc/proc.h>
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/mman.h>
@@ -204,10 +203,7 @@ static inline void proc__watch_delay(const struct proc_pool *pool)
 /* Milliseconds from now until at_ns (rounded up), for poll(); -1 for INT64_MAX. */
 static inline int proc__ms_until(int64_t at_ns, int64_t now)
 {
-    if (at_ns == INT64_MAX)
-        return -1;
-    int64_t ms = at_ns <= now ? 0 : (at_ns - now + 999999) / 1000000;
-    return ms > INT_MAX ? INT_MAX : (int)ms;
+    return at_ns == INT64_MAX ? -1 : proc__poll_ms(at_ns - now);
 }
 
 static inline size_t proc__align_up(size_t v, size_t a)
