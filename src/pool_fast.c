@@ -314,6 +314,22 @@ static bool fast_in_job(struct proc_pool *pool, size_t i, uint64_t seq)
 }
 
 /*
+ * What fast slot s runs: chunk start, item busy - 1 (none: busy <= done).
+ * A worker moving to its next chunk zeroes busy, then done (release), then
+ * publishes start: done read before busy is never from a later chunk than
+ * busy, and a start that did not change around the reads names the chunk of
+ * both.
+ */
+static void slot_look(struct proc__fast_slot *s, uint64_t *start, uint64_t *busy, uint64_t *done)
+{
+    *start = atomic_load_explicit(&s->start, memory_order_acquire);
+    *done = atomic_load_explicit(&s->done, memory_order_acquire);
+    *busy = atomic_load_explicit(&s->busy, memory_order_acquire);
+    if (*start == UINT64_MAX || atomic_load_explicit(&s->start, memory_order_acquire) != *start)
+        *busy = *done = 0; /* no item, or between chunks */
+}
+
+/*
  * task_timeout_ms: looks at the item each borrowed worker runs and kills the
  * worker whose item is overdue (fast_settle() fails that item). When to look
  * again, in CLOCK_MONOTONIC ns; INT64_MAX: no need.
@@ -328,16 +344,12 @@ static int64_t fast_watch(struct proc_pool *pool, size_t nslots, uint64_t seq)
         struct proc__watch *wt = &pool->fast_watch[i];
         if (wt->overdue || !fast_in_job(pool, i, seq))
             continue;
-        /* A worker moving to its next chunk zeroes busy, then done (release),
-         * then publishes start: done read before busy is never from a later
-         * chunk than busy, and a start that did not change around the reads
-         * names the chunk of both. */
-        uint64_t start = atomic_load_explicit(&s->start, memory_order_acquire);
-        uint64_t done = atomic_load_explicit(&s->done, memory_order_acquire);
-        uint64_t busy = atomic_load_explicit(&s->busy, memory_order_acquire);
-        if (start == UINT64_MAX || atomic_load_explicit(&s->start, memory_order_acquire) != start)
-            busy = done = 0; /* no item, or between chunks: look again soon */
+        uint64_t start, busy, done;
+        slot_look(s, &start, &busy, &done);
         if (proc__watch_overdue(wt, start, busy, done, proc__now_ns(), timeout_ns, &next)) {
+            slot_look(s, &start, &busy, &done);
+            if (!proc__watch_still(wt, start, busy, done))
+                continue; /* it returned meanwhile: the next look starts afresh */
             proc__watch_delay(pool);
             pthread_mutex_lock(&pool->mu); /* lent[i] is freed only after it is cleared */
             if (pool->lent[i] && proc_kill(pool->lent[i]->proc) == 0)

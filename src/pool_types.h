@@ -190,6 +190,20 @@ static inline bool proc__watch_overdue(struct proc__watch *wt, uint64_t chunk, u
     return overdue;
 }
 
+/*
+ * After proc__watch_overdue() said true: whether a second look, taken after
+ * the clock was read, still finds the same item running. The watcher may
+ * have been descheduled between its first look and the clock (a loaded
+ * machine, a stolen CPU): that stale look paired with a late clock would
+ * blame an item that had returned long before. Only an item seen running
+ * both before since_ns and after now_ns has run a whole timeout.
+ */
+static inline bool proc__watch_still(const struct proc__watch *wt, uint64_t chunk, uint64_t busy,
+                                     uint64_t done)
+{
+    return busy > done && busy == wt->busy && chunk == wt->chunk;
+}
+
 /* Before the SIGKILL of an overrun: the test hook's delay, if any (no lock held). */
 static inline void proc__watch_delay(const struct proc_pool *pool)
 {

@@ -436,6 +436,10 @@ int proc__workers_watch(struct proc_pool *pool)
         uint64_t done = atomic_load_explicit(&hdr->done, memory_order_acquire);
         int64_t now = proc__now_ns();
         if (proc__watch_overdue(&w->watch, w->seq, busy, done, now, timeout_ns, &next)) {
+            busy = atomic_load_explicit(&hdr->busy, memory_order_acquire);
+            done = atomic_load_explicit(&hdr->done, memory_order_acquire);
+            if (!proc__watch_still(&w->watch, w->seq, busy, done))
+                continue; /* it returned meanwhile: the next look starts afresh */
             proc__watch_delay(pool);
             /* its death settles the chunk (proc__worker_exited) */
             if (proc_kill(w->proc) == 0)

@@ -45,9 +45,7 @@ static const int overruns[] = {BAD_SLEEP, BAD_SPIN, BAD_NOTERM};
 static proc_pool_t *timed_pool(int workers, int timeout_ms)
 {
     proc_pool_opts_t o = {.workers = workers, .task_timeout_ms = timeout_ms};
-    proc_pool_t *pool = proc_pool_new(&o);
-    assert_non_null(pool);
-    return pool;
+    return open_pool(&o);
 }
 
 /* out (pid_t) = the worker's pid. */

@@ -121,8 +121,7 @@ static void test_max_memory_per_child(void **state)
 {
     (void)state;
     proc_pool_opts_t o = {.workers = 1, .max_memory_per_child = (size_t)CAP_MIB << 20};
-    proc_pool_t *pool = proc_pool_new(&o);
-    assert_non_null(pool);
+    proc_pool_t *pool = open_pool(&o);
     int grow[4] = {GROW_MIB, GROW_MIB, GROW_MIB, GROW_MIB}, none[10] = {0};
     pid_t pids[10] = {0};
     /* Every item grows its worker past the cap: each runs in a fresh one, none fails. */
@@ -200,8 +199,7 @@ static void test_workers_bound(void **state)
     pipes_open(&p);
     for (int bind = 1; bind >= 0; bind--) {
         proc_pool_opts_t o = {.workers = nw, .bind_cpus = bind};
-        proc_pool_t *pool = proc_pool_new(&o);
-        assert_non_null(pool);
+        proc_pool_t *pool = open_pool(&o);
         proc_future_t *f[8];
         for (int i = 0; i < nw; i++)
             assert_non_null(f[i] = proc_pool_submit(pool, task_block, NULL, 0, 0));

@@ -132,6 +132,9 @@ pid_t read_pid(const struct pipes *p);
 /* Lets n blocked tasks go on (one byte each). */
 void open_gate(const struct pipes *p, int n);
 
+/* proc_pool_new(o), asserted non-NULL and noted for kill_leftovers(). */
+proc_pool_t *open_pool(const proc_pool_opts_t *o);
+
 /* A new pool of that many workers, max_tasks_per_child and initializer. */
 proc_pool_t *new_pool(int workers, int max_tasks, void (*init)(void *));
 
@@ -144,7 +147,8 @@ void close_join_free(proc_pool_t *pool);
 /* Group setup: maps g_shared. */
 int setup_shared(void **state);
 
-/* Teardown: kills whatever a failed test left running; resets the inits. */
+/* Teardown: frees the pools a failed test left open (their workers would
+ * fail every later test), kills what else it left running; resets the inits. */
 int kill_leftovers(void **state);
 
 /* A map of 300 task_maybe_bad items, bad at the given indexes as bad_how
