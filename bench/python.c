@@ -138,7 +138,7 @@ void scenario6(void)
 
 /* ===================================================== Python coprocess (7-10)
  * One python3 process serves the Python contenders of scenarios 7-10: it
- * reads one command per line ("map N", "endmap 0", "queue N", "pipe<bytes> N",
+ * reads one command per line ("map N", "imap N", "imapu N", "endmap 0", "queue N", "pipe<bytes> N",
  * "catrun MiB", "echorun N", "quit 0") on its stdin (a socket: sending to a dead Python is then
  * -EPIPE, not SIGPIPE) and answers each with one line on its stdout, its own timing in ns. So its
  * Pool is created once and stays up across the rounds, as libproc's does. It leads its own process
@@ -187,6 +187,18 @@ static const char python_coproc_script[] =
     "            r = pool.map(sq, data)\n"
     "            t1 = clock()\n"
     "            if len(r) != n or r[-1] != (n - 1) * (n - 1) + 7:\n"
+    "                sys.exit(3)\n"
+    "            print((t1 - t0) / n, flush=True)\n"
+    "        elif cmd in ('imap', 'imapu'):\n" /* "imap N": 11 */
+    "            if pool is None:\n"
+    "                pool = ctx.Pool(workers)\n"
+    "            go = pool.imap if cmd == 'imap' else pool.imap_unordered\n"
+    "            t0 = clock()\n"
+    "            s = 0\n"
+    "            for r in go(sq, range(n), chunksize=1000):\n"
+    "                s += r\n"
+    "            t1 = clock()\n"
+    "            if s != sum(x * x + 7 for x in range(n)):\n"
     "                sys.exit(3)\n"
     "            print((t1 - t0) / n, flush=True)\n"
     "        elif cmd == 'endmap':\n"

@@ -2,7 +2,7 @@
 /*
  * The scenarios that main.c lists, one group per file: start.c (1, 2, 4),
  * mass.c (3, 5), python.c (6 and the Python contenders of 7-10), pool.c (7),
- * queue.c (8), pipe.c (9), communicate.c (10); libuv.c holds the libuv
+ * queue.c (8), pipe.c (9), communicate.c (10), stream.c (11); libuv.c holds the libuv
  * contenders of 2 and 3.
  */
 #ifndef PROC_BENCH_SCENARIOS_H
@@ -18,12 +18,14 @@ void scenario7(void);  /* pool map */
 void scenario8(void);  /* queue throughput and pipeline */
 void scenario9(void);  /* pipe round trips */
 void scenario10(void); /* exec + capture: proc_communicate */
+void scenario11(void); /* streams: imap, parallel_wc */
 
 /* INFO lines under the targets: numbers shown without a pass mark. */
 void scenario7_info(void);
 void scenario8_info(void);
 void scenario9_info(void);
 void scenario10_info(void);
+void scenario11_info(void);
 
 /* Scenario 1's batches, which scenario 6 runs again next to Python. */
 double s1_raw(void *ctx, long ops);

@@ -36,7 +36,7 @@ static int recv_msg(int fd, union proc__msg *m)
             continue;
         if (r < (ssize_t)sizeof m->type || (size_t)r != proc__msg_size(m->type))
             return 0;
-        return m->type == PROC__MSG_TASK || m->type == PROC__MSG_FAST;
+        return m->type == PROC__MSG_TASK || m->type == PROC__MSG_FAST || m->type == PROC__MSG_VTASK;
     }
 }
 
@@ -147,7 +147,9 @@ static void fast_leave(unsigned char *region, uint64_t slot, uint64_t seq)
 
 /* What a worker keeps between messages. */
 struct child {
-    int fd, memfd, fastfd;
+    int fd, memfd, fastfd, outfd;
+    unsigned char *out; /* the output file, mapped (out_len bytes) */
+    size_t out_len;
     long left;      /* task calls it may still make; <= 0 unlimited */
     size_t max_rss; /* leave once a chunk left more anonymous memory resident; 0: never */
     unsigned char *arena, *fast;
@@ -178,6 +180,128 @@ static bool handle_fast(struct child *c, const struct proc__msg_fast *m)
     return true;
 }
 
+/* ------------------------------------------------------------ stream batches */
+
+/* Where a stream's task writes its output: the item's bytes are appended to
+ * the worker's output file. */
+struct proc_reply {
+    struct child *c;
+    struct proc__arena_hdr *hdr;
+    uint64_t used; /* bytes of the output file this batch wrote */
+    uint64_t cap;  /* the output file's length */
+    uint64_t len;  /* the running item's output so far */
+};
+
+/* The running task's reply: NULL between tasks and in any process that is
+ * not a worker, so that proc_reply_write() elsewhere is -EINVAL. */
+static struct proc_reply *running_reply;
+
+/* The output file grows to hold need bytes: doubling, whole pages. */
+static int out_grow(struct proc_reply *r, uint64_t need)
+{
+    struct child *c = r->c;
+    uint64_t cap = r->cap < 65536 ? 65536 : r->cap;
+    while (cap < need && cap <= UINT64_MAX / 2)
+        cap *= 2;
+    if (cap < need || cap > SIZE_MAX || ftruncate(c->outfd, (off_t)cap) < 0)
+        return -ENOMEM;
+    r->cap = cap;
+    atomic_store_explicit(&r->hdr->out_size, cap, memory_order_release);
+    if (cap > c->out_len) {
+        void *m = c->out ? mremap(c->out, c->out_len, cap, MREMAP_MAYMOVE)
+                         : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, c->outfd, 0);
+        if (m == MAP_FAILED)
+            return -ENOMEM;
+        c->out = m;
+        c->out_len = cap;
+    }
+    return 0;
+}
+
+int proc_reply_write(proc_reply_t *reply, const void *data, size_t len)
+{
+    if (!reply || reply != running_reply || (len && !data))
+        return -EINVAL;
+    uint64_t need;
+    if (len == 0)
+        return 0;
+    if (__builtin_add_overflow(reply->used, (uint64_t)len, &need))
+        return -ENOMEM;
+    if (need > reply->cap) {
+        int rc = out_grow(reply, need);
+        if (rc < 0)
+            return rc;
+    }
+    memcpy(reply->c->out + reply->used, data, len);
+    reply->used = need;
+    reply->len += len;
+    return 0;
+}
+
+/* Runs a stream's batch; the table and inputs were checked against the arena. */
+static void run_vchunk(struct child *c, const struct proc__msg_vtask *m)
+{
+    struct proc__arena_hdr *hdr = (struct proc__arena_hdr *)(void *)c->arena;
+    struct proc__vitem *table = (struct proc__vitem *)(void *)(c->arena + m->table_off);
+    struct proc_reply r = {.c = c, .hdr = hdr, .cap = m->out_size};
+    atomic_store_explicit(&hdr->out_size, m->out_size, memory_order_release);
+    for (uint64_t i = 0; i < m->count; i++) {
+        struct proc__vitem *it = &table[i];
+        const void *in = it->in_len ? c->arena + it->in_off : NULL;
+        it->out_off = r.used;
+        r.len = 0;
+        atomic_store_explicit(&hdr->busy, i + 1, memory_order_release);
+        running_reply = &r;
+        int rc = m->fn(in, (size_t)it->in_len, &r);
+        running_reply = NULL;
+        it->out_len = r.len;
+        it->rc = rc;
+        atomic_store_explicit(&hdr->done, i + 1, memory_order_release);
+    }
+}
+
+/* Whether a batch's table and inputs lie inside the arena (a bad one must not crash us). */
+static bool vchunk_fits(const struct child *c, const struct proc__msg_vtask *m)
+{
+    uint64_t end;
+    if (m->table_off > c->arena_len ||
+        __builtin_mul_overflow(m->count, (uint64_t)sizeof(struct proc__vitem), &end) ||
+        __builtin_add_overflow(end, m->table_off, &end) || end > c->arena_len)
+        return false;
+    const struct proc__vitem *table = (const void *)(c->arena + m->table_off);
+    for (uint64_t i = 0; i < m->count; i++)
+        if (table[i].in_off > c->arena_len || table[i].in_len > c->arena_len - table[i].in_off)
+            return false;
+    return true;
+}
+
+/* Sends RESULT (leaving if over max_rss) and counts the budget; false when the worker must leave.
+ */
+static bool chunk_done(struct child *c, uint64_t seq, uint64_t count)
+{
+    bool too_big = c->max_rss > 0 && proc__sys_anon_resident() > c->max_rss;
+    if (send_reply(c->fd, PROC__MSG_RESULT, 0, seq, too_big ? PROC__REPLY_LEAVING : 0) < 0 ||
+        too_big)
+        return false;
+    if (c->left > 0) {
+        c->left -= (long)count;
+        if (c->left <= 0)
+            return false;
+    }
+    return true;
+}
+
+/* A stream's batch; false when the worker must leave. */
+static bool handle_vtask(struct child *c, const struct proc__msg_vtask *m)
+{
+    if (m->arena_size > c->arena_len)
+        remap(c->memfd, &c->arena, &c->arena_len, m->arena_size);
+    if (!c->arena || !vchunk_fits(c, m))
+        return send_reply(c->fd, PROC__MSG_ERROR, c->arena ? EINVAL : ENOMEM, m->seq, 0) == 0;
+    run_vchunk(c, m);
+    return chunk_done(c, m->seq, m->count);
+}
+
 /* A chunk in the arena; false when the worker must leave. */
 static bool handle_task(struct child *c, const struct proc__msg_task *m)
 {
@@ -186,16 +310,7 @@ static bool handle_task(struct child *c, const struct proc__msg_task *m)
     if (!c->arena)
         return send_reply(c->fd, PROC__MSG_ERROR, ENOMEM, m->seq, 0) == 0;
     run_chunk(c->arena, m);
-    bool too_big = c->max_rss > 0 && proc__sys_anon_resident() > c->max_rss;
-    if (send_reply(c->fd, PROC__MSG_RESULT, 0, m->seq, too_big ? PROC__REPLY_LEAVING : 0) < 0 ||
-        too_big)
-        return false;
-    if (c->left > 0) {
-        c->left -= (long)m->count;
-        if (c->left <= 0)
-            return false;
-    }
-    return true;
+    return chunk_done(c, m->seq, m->count);
 }
 
 /*
@@ -218,6 +333,7 @@ int proc__pool_child_main(void *arg)
     struct child c = {.fd = b->fd,
                       .memfd = b->memfd,
                       .fastfd = b->fastfd,
+                      .outfd = b->outfd,
                       .left = b->max_tasks,
                       .max_rss = b->max_rss};
     remap(c.memfd, &c.arena, &c.arena_len, b->arena_size);
@@ -227,7 +343,9 @@ int proc__pool_child_main(void *arg)
         return 0;
     union proc__msg m;
     while (recv_msg(c.fd, &m)) {
-        bool go_on = m.type == PROC__MSG_FAST ? handle_fast(&c, &m.fast) : handle_task(&c, &m.task);
+        bool go_on = m.type == PROC__MSG_FAST    ? handle_fast(&c, &m.fast)
+                     : m.type == PROC__MSG_VTASK ? handle_vtask(&c, &m.vtask)
+                                                 : handle_task(&c, &m.task);
         if (!go_on)
             break;
     }

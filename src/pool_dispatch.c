@@ -9,6 +9,7 @@
 #include "pool_dispatch.h"
 #include "pool_fast.h"
 #include "pool_job.h"
+#include "pool_stream.h"
 #include "pool_worker.h"
 
 #include <errno.h>
@@ -60,6 +61,7 @@ static void take_incoming(struct proc_pool *pool, bool *closed, bool *term, bool
     pthread_mutex_lock(&pool->mu);
     pool->sleeping = false;
     pool->fast_returned = false;
+    pool->kicked = false;
     *fast = pool->fast_busy;
     struct proc__job *j = pool->in_head;
     pool->in_head = pool->in_tail = NULL;
@@ -119,19 +121,47 @@ static int maintain_workers(struct proc_pool *pool, bool closed)
     return -1;
 }
 
-static void assign(struct proc_pool *pool)
+/* Streams that no item will come to and that have none left leave the queue. */
+static void retire_streams(struct proc_pool *pool, bool closed)
 {
+    for (struct proc__job *j = pool->nstreams ? pool->qhead : NULL, *next; j; j = next) {
+        next = j->qnext;
+        if (j->stream && proc__stream_over(j->stream, closed)) {
+            proc__queue_remove(pool, j);
+            proc__job_unref(j); /* the pool's reference */
+        }
+    }
+}
+
+/* The first queued job with items to hand out now; NULL if none. */
+static struct proc__job *job_with_work(struct proc_pool *pool)
+{
+    struct proc__job *j = pool->qhead;
+    while (pool->nstreams && j && j->stream && !proc__stream_has_work(j->stream))
+        j = j->qnext;
+    return j;
+}
+
+static void assign(struct proc_pool *pool, bool closed)
+{
+    retire_streams(pool, closed);
     if (!pool->qhead)
         return;
     proc__fast_reclaim(pool);
     for (size_t i = 0; i < pool->nw && pool->qhead; i++) {
         struct proc__worker *w = pool->w[i];
-        while (pool->qhead && w->state == PROC__W_IDLE && !w->leaving && !w->told && !w->eof &&
-               !w->lent && w->budget != 0) {
-            struct proc__job *j = pool->qhead;
+        while (w->state == PROC__W_IDLE && !w->leaving && !w->told && !w->eof && !w->lent &&
+               w->budget != 0) {
+            struct proc__job *j = job_with_work(pool);
+            if (!j)
+                return;
             size_t max = j->chunk;
             if (w->budget > 0 && (size_t)w->budget < max)
                 max = (size_t)w->budget;
+            if (j->stream) {
+                proc__worker_send_batch(pool, w, j, max);
+                continue;
+            }
             size_t start;
             size_t cnt = proc__job_carve(pool, j, max, &start);
             proc__worker_send_chunk(pool, w, j, start,
@@ -220,8 +250,8 @@ static bool release_workers(struct proc_pool *pool)
 static bool must_go_on(struct proc_pool *pool, bool closed)
 {
     pthread_mutex_lock(&pool->mu);
-    bool again =
-        pool->in_head || pool->closed != closed || pool->terminating || pool->fast_returned;
+    bool again = pool->in_head || pool->closed != closed || pool->terminating ||
+                 pool->fast_returned || pool->kicked;
     if (!again) {
         pool->sleeping = true;
         proc__fast_offer_locked(pool);
@@ -254,7 +284,7 @@ void *proc__dispatcher_main(void *arg)
         if (term)
             break;
         int timeout = maintain_workers(pool, closed && !fast);
-        assign(pool);
+        assign(pool, closed);
         int watch = proc__workers_watch(pool);
         if (watch >= 0 && (timeout < 0 || watch < timeout))
             timeout = watch;

@@ -6,6 +6,7 @@
  * callers hand jobs to the dispatcher.
  */
 #include "pool_job.h"
+#include "pool_stream.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -82,6 +83,8 @@ void proc__job_unref(struct proc__job *j)
 {
     if (atomic_fetch_sub(&j->refs, 1) != 1)
         return;
+    if (j->stream)
+        proc__stream_destroy(j->stream);
     while (j->retry) {
         struct proc__range *r = j->retry;
         j->retry = r->next;
@@ -131,7 +134,8 @@ static size_t job_chunk(const struct proc_pool *pool, const struct proc__job *j)
  * job never needs one). */
 void proc__queue_push_back(struct proc_pool *pool, struct proc__job *j)
 {
-    j->chunk = job_chunk(pool, j);
+    j->chunk = j->stream ? SIZE_MAX : job_chunk(pool, j); /* a stream sizes its batches */
+    pool->nstreams += j->stream != NULL;
     j->qnext = NULL;
     j->qprev = pool->qtail;
     if (pool->qtail)
@@ -144,6 +148,7 @@ void proc__queue_push_back(struct proc_pool *pool, struct proc__job *j)
 
 void proc__queue_push_front(struct proc_pool *pool, struct proc__job *j)
 {
+    pool->nstreams += j->stream != NULL;
     j->qprev = NULL;
     j->qnext = pool->qhead;
     if (pool->qhead)
@@ -154,7 +159,7 @@ void proc__queue_push_front(struct proc_pool *pool, struct proc__job *j)
     j->queued = true;
 }
 
-static void q_remove(struct proc_pool *pool, struct proc__job *j)
+void proc__queue_remove(struct proc_pool *pool, struct proc__job *j)
 {
     if (!j->queued)
         return;
@@ -168,6 +173,7 @@ static void q_remove(struct proc_pool *pool, struct proc__job *j)
         pool->qtail = j->qprev;
     j->qprev = j->qnext = NULL;
     j->queued = false;
+    pool->nstreams -= j->stream != NULL;
 }
 
 /* Takes up to max items of j not yet handed out; dequeues j when none is left. */
@@ -192,15 +198,20 @@ size_t proc__job_carve(struct proc_pool *pool, struct proc__job *j, size_t max, 
         j->next += cnt;
     }
     if (!j->retry && j->next >= j->n)
-        q_remove(pool, j);
+        proc__queue_remove(pool, j);
     return cnt;
 }
 
-/* Fails every item of j that was not handed out with err (j may be freed). */
-static void job_cancel(struct proc_pool *pool, struct proc__job *j, int err)
+/* Fails every item of j (out of the queue now) that was not handed out
+ * with err (j may be freed). */
+static void job_cancel(struct proc__job *j, int err)
 {
     size_t count = 0, first = SIZE_MAX;
-    q_remove(pool, j);
+    if (j->stream) { /* its workers were killed first: nothing is in flight */
+        proc__stream_cancel(j->stream, err);
+        proc__job_unref(j); /* the pool's reference */
+        return;
+    }
     while (j->retry) {
         struct proc__range *r = j->retry;
         j->retry = r->next;
@@ -250,6 +261,17 @@ int proc__pool_enqueue(struct proc_pool *pool, struct proc__job *j)
     return 0;
 }
 
+void proc__pool_kick(struct proc_pool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->kicked = true;
+    bool wake = pool->sleeping;
+    pool->sleeping = false;
+    pthread_mutex_unlock(&pool->mu);
+    if (wake)
+        proc__pool_wake_dispatcher(pool);
+}
+
 void proc__job_discard(struct proc__job *j)
 {
     proc__job_unref(j);
@@ -258,6 +280,17 @@ void proc__job_discard(struct proc__job *j)
 
 void proc__queue_cancel_all(struct proc_pool *pool, int err)
 {
-    while (pool->qhead)
-        job_cancel(pool, pool->qhead, err);
+    /* Out of the queue first, then cancelled: cancelling may free a job. */
+    struct proc__job *list = NULL, **tail = &list;
+    while (pool->qhead) {
+        struct proc__job *j = pool->qhead;
+        proc__queue_remove(pool, j);
+        *tail = j;
+        tail = &j->qnext;
+    }
+    while (list) {
+        struct proc__job *j = list;
+        list = j->qnext;
+        job_cancel(j, err);
+    }
 }

@@ -27,6 +27,10 @@ void proc__queue_push_front(struct proc_pool *pool, struct proc__job *j);
 /* Takes up to max items of j not yet handed out (*start the first); dequeues j when none is left.
  */
 size_t proc__job_carve(struct proc_pool *pool, struct proc__job *j, size_t max, size_t *start);
+/* Takes j off the queue (a stream that is over). */
+void proc__queue_remove(struct proc_pool *pool, struct proc__job *j);
+/* A stream changed (items after none, done, freed): the dispatcher looks again. */
+void proc__pool_kick(struct proc_pool *pool);
 /* Fails every item not yet handed out of every queued job with err. */
 void proc__queue_cancel_all(struct proc_pool *pool, int err);
 /* Appends j to the inbox and wakes the dispatcher: 0, or -EINVAL once the pool is closed. */

@@ -39,6 +39,7 @@ enum proc__msg_type {
     PROC__MSG_RESULT = 3, /* worker -> parent: the chunk is done (pool_msg_reply) */
     PROC__MSG_ERROR = 4,  /* worker -> parent: chunk not run (pool_msg_reply, err set) */
     PROC__MSG_FAST = 5,   /* caller -> worker: struct proc__msg_fast */
+    PROC__MSG_VTASK = 6,  /* parent -> worker: struct proc__msg_vtask (a stream's batch) */
 };
 
 /* Run items [0, count) of a chunk laid out in the worker's arena. */
@@ -51,6 +52,31 @@ struct proc__msg_task {
     uint64_t in_size, out_size;
     uint64_t rc_off, in_off, out_off; /* offsets into the arena */
     uint64_t arena_size;              /* the arena's current length */
+};
+
+/*
+ * Run a stream's batch: items [0, count) described by the table of struct
+ * proc__vitem at table_off in the arena, their inputs in the arena. Outputs
+ * go to the worker's output file (boot->outfd), appended from offset 0; the
+ * worker grows that file as it needs and says how long it is in the arena
+ * header (out_size).
+ */
+struct proc__msg_vtask {
+    uint32_t type;
+    uint32_t pad;
+    uint64_t seq;
+    proc_vtask_fn *fn;
+    uint64_t count;
+    uint64_t table_off;
+    uint64_t arena_size;
+    uint64_t out_size; /* the output file's length now (the parent may have shrunk it) */
+};
+
+/* One item of a stream's batch. */
+struct proc__vitem {
+    uint64_t in_off, in_len;   /* parent: its input in the arena */
+    uint64_t out_off, out_len; /* worker, once it returned: its output in the output file */
+    int64_t rc;                /* worker: the task's value */
 };
 
 /* Claim chunks of fast job seq, working in slot `slot` of the fast region. */
@@ -78,6 +104,7 @@ union proc__msg {
     uint32_t type;
     struct proc__msg_task task;
     struct proc__msg_fast fast;
+    struct proc__msg_vtask vtask;
     struct proc__msg_reply reply;
 };
 
@@ -89,6 +116,8 @@ static inline size_t proc__msg_size(uint32_t type)
         return sizeof(struct proc__msg_task);
     case PROC__MSG_FAST:
         return sizeof(struct proc__msg_fast);
+    case PROC__MSG_VTASK:
+        return sizeof(struct proc__msg_vtask);
     case PROC__MSG_READY:
     case PROC__MSG_RESULT:
     case PROC__MSG_ERROR:
@@ -100,8 +129,9 @@ static inline size_t proc__msg_size(uint32_t type)
 
 /* At offset 0 of the arena. */
 struct proc__arena_hdr {
-    _Atomic uint64_t busy; /* index + 1 of the item running, 0 before the first */
-    _Atomic uint64_t done; /* items of the chunk that have returned */
+    _Atomic uint64_t busy;     /* index + 1 of the item running, 0 before the first */
+    _Atomic uint64_t done;     /* items of the chunk that have returned */
+    _Atomic uint64_t out_size; /* a stream's batch: the output file's length */
 };
 
 /*
@@ -151,6 +181,7 @@ struct proc__worker_boot {
     int fd;            /* the worker's end of the socketpair */
     int memfd;         /* the arena */
     int fastfd;        /* the pool's fast region */
+    int outfd;         /* the worker's output file (streams' batches) */
     int cpu;           /* the CPU it runs on, -1: any */
     size_t arena_size; /* its length at the fork */
     long max_tasks;    /* 0: unlimited */

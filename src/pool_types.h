@@ -31,10 +31,12 @@ struct proc__job {
     _Atomic int refs;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool done;   /* under mu; result and outputs are final once set */
-    int result;  /* 0, or the value of the first failing item */
-    bool ran;    /* n == 1: the item returned, so its output is valid */
-    bool future; /* in and out point into this allocation */
+    bool done;                /* under mu; result and outputs are final once set */
+    int result;               /* 0, or the value of the first failing item */
+    bool ran;                 /* n == 1: the item returned, so its output is valid */
+    bool future;              /* in and out point into this allocation */
+    struct proc_imap *stream; /* an imap stream (pool_stream.c), in this allocation */
+    proc_vtask_fn *stream_fn; /* its task */
 
     proc_task_fn *fn;
     const unsigned char *in;
@@ -85,6 +87,7 @@ struct proc__worker {
     proc_t *proc;
     int fd;       /* parent's end of the socketpair */
     int memfd;    /* the arena */
+    int outfd;    /* the output file of streams' batches (the worker grows it) */
     int sentinel; /* proc_sentinel(proc) */
     unsigned char *arena;
     size_t arena_size;
@@ -98,6 +101,10 @@ struct proc__worker {
     struct proc__watch watch; /* task_timeout_ms: the item it was last seen running */
     /* the chunk it runs (PROC__W_BUSY) */
     struct proc__job *job;
+    struct proc__sitem *batch; /* a stream's chunk: its items */
+    int64_t sent_ns;           /* when the batch was handed over */
+    unsigned char *out;        /* the parent's mapping of the output file (out_len bytes) */
+    size_t out_len, out_size;  /* mapped; the file's length as the parent left it */
     size_t start, count;
     uint64_t seq;
     size_t rc_off, out_off;
@@ -123,6 +130,7 @@ struct proc_pool {
     bool terminating;                    /* terminate was called */
     bool finished;                       /* every worker is gone, the dispatcher is done */
     bool sleeping;                       /* the dispatcher is (about to be) in poll() */
+    bool kicked; /* a stream has new items, was done or freed: the dispatcher looks again */
     /* fast jobs: idle workers the dispatcher offers, those a caller took
      * (index = slot; NULL once dead), and lost[slot] set when one died:
      * PROC__LOST_CRASH, or PROC__LOST_KILLED when terminate killed it */
@@ -146,6 +154,7 @@ struct proc_pool {
     struct proc__worker **w;
     size_t nw, wcap;
     struct proc__job *qhead, *qtail;
+    size_t nstreams; /* queued jobs that are streams: none, nothing walks the queue */
     uint64_t seq;
     int init_deaths; /* workers in a row that died (or failed to fork) before READY */
     int *cpus;       /* the CPUs workers are spread over; ncpus 0: not bound */

@@ -6,6 +6,7 @@
  */
 #include "pool_fast.h"
 #include "pool_job.h"
+#include "pool_stream.h"
 #include "pool_worker.h"
 
 #include <errno.h>
@@ -22,6 +23,8 @@
 #define POOL_ARENA_INIT ((size_t)256 << 10)
 /* An arena grown past this is shrunk again when a smaller chunk comes. */
 #define POOL_ARENA_KEEP ((size_t)16 << 20)
+/* Input bytes of a stream's batch (a single bigger item goes alone). */
+#define POOL_CHUNK_IN ((size_t)4 << 20)
 /* Where the return values start in the arena; the header is before. */
 #define POOL_ARENA_HDR ((size_t)64)
 
@@ -40,9 +43,16 @@ static struct proc__arena_hdr *arena_hdr(const struct proc__worker *w)
  * after that are put back on the queue when rest_err is 0, else fail with
  * rest_err. The job may be settled (and freed) here.
  */
+static void batch_finish(struct proc_pool *pool, struct proc__worker *w, uint64_t done, int blame,
+                         int rest_err);
+
 static void chunk_finish(struct proc_pool *pool, struct proc__worker *w, uint64_t done, int blame,
                          int rest_err)
 {
+    if (w->job->stream) {
+        batch_finish(pool, w, done, blame, rest_err);
+        return;
+    }
     struct proc__job *j = w->job;
     size_t start = w->start, count = w->count;
     w->job = NULL;
@@ -92,6 +102,56 @@ static void chunk_finish(struct proc_pool *pool, struct proc__worker *w, uint64_
         proc__job_settle(j);
 }
 
+/* An output file grown past this is cut to nothing after its batch. */
+#define POOL_OUT_KEEP ((size_t)16 << 20)
+
+/* The parent's mapping of w's output file covers its first len bytes: false if it cannot. */
+static bool out_map(struct proc__worker *w, size_t len)
+{
+    if (len <= w->out_len)
+        return true;
+    void *m = w->out ? mremap(w->out, w->out_len, len, MREMAP_MAYMOVE)
+                     : mmap(NULL, len, PROT_READ, MAP_SHARED, w->outfd, 0);
+    if (m == MAP_FAILED)
+        return false;
+    w->out = m;
+    w->out_len = len;
+    proc__dontfork(m, len);
+    return true;
+}
+
+/* Ends w's stream batch as chunk_finish() does a chunk: the outputs of items
+ * [0, done) become results, item done fails with blame, the rest go back to
+ * the stream or fail with rest_err. */
+static void batch_finish(struct proc_pool *pool, struct proc__worker *w, uint64_t done, int blame,
+                         int rest_err)
+{
+    struct proc__job *j = w->job;
+    struct proc__arena_hdr *hdr = (struct proc__arena_hdr *)(void *)w->arena;
+    uint64_t size = atomic_load_explicit(&hdr->out_size, memory_order_acquire);
+    w->job = NULL;
+    w->state = PROC__W_IDLE;
+    if (done > w->count)
+        done = w->count;
+    const unsigned char *out = NULL;
+    size_t out_len = 0;
+    if (done > 0 && size <= SIZE_MAX && out_map(w, (size_t)size)) {
+        out = w->out;
+        out_len = (size_t)size;
+    }
+    const struct proc__vitem *table = (const void *)(w->arena + w->rc_off);
+    struct proc__sitem *batch = w->batch;
+    w->batch = NULL;
+    proc__stream_finish(j->stream, batch, w->count, table, out, out_len, (size_t)done, blame,
+                        rest_err, proc__now_ns() - w->sent_ns, (size_t)pool->nworkers);
+    w->out_size = (size_t)size;
+    if (w->out_size > POOL_OUT_KEEP && ftruncate(w->outfd, 0) == 0) {
+        munmap(w->out, w->out_len);
+        w->out = NULL;
+        w->out_len = w->out_size = 0;
+    }
+}
+
 /* Makes w's arena at least need bytes long (and shrinks a huge one). */
 static int arena_fit(struct proc__worker *w, size_t need)
 {
@@ -127,6 +187,19 @@ static int arena_fit(struct proc__worker *w, size_t need)
         }
     }
     return 0;
+}
+
+/* Sends a task message; a worker that cannot take it is killed (its death
+ * puts the chunk back): at most one message is ever queued, so the socket
+ * is never full. */
+static void worker_send(struct proc__worker *w, const void *m, size_t len)
+{
+    ssize_t r;
+    do {
+        r = send(w->fd, m, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (r < 0 && errno == EINTR);
+    if (r != (ssize_t)len)
+        proc_kill(w->proc);
 }
 
 /* Hands items [start, start + cnt) of j to the idle worker w. */
@@ -175,19 +248,65 @@ void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, str
         .out_off = out_off,
         .arena_size = w->arena_size,
     };
-    ssize_t r;
-    do {
-        r = send(w->fd, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL);
-    } while (r < 0 && errno == EINTR);
-    if (r != (ssize_t)sizeof m) {
-        /* Gone or unusable (at most one message is ever queued, so never
-         * full): make sure it dies; its death puts the chunk back. */
-        proc_kill(w->proc);
+    worker_send(w, &m, sizeof m);
+}
+
+/* Hands a batch of stream j's pending items (at most max) to the idle worker w. */
+void proc__worker_send_batch(struct proc_pool *pool, struct proc__worker *w, struct proc__job *j,
+                             size_t max)
+{
+    struct proc__sitem *batch = NULL;
+    size_t in_bytes = 0;
+    size_t cnt = proc__stream_take(j->stream, max, POOL_CHUNK_IN, &batch, &in_bytes);
+    if (cnt == 0)
+        return;
+    w->job = j;
+    w->batch = batch;
+    w->sent_ns = proc__now_ns();
+    w->count = cnt;
+    w->start = 0;
+    w->state = PROC__W_BUSY;
+    if (w->budget > 0)
+        w->budget -= (long)cnt;
+    /* header, item table, inputs (each 16-byte aligned) */
+    size_t table_off = POOL_ARENA_HDR, in_off = 0, need = 0;
+    bool ok = proc__mul_ok(cnt, sizeof(struct proc__vitem), &in_off) &&
+              proc__add_ok(in_off, table_off, &in_off) &&
+              proc__add_ok(in_off, in_bytes + 16 * cnt, &need);
+    int rc = ok ? arena_fit(w, need) : -ENOMEM;
+    if (rc < 0) {
+        chunk_finish(pool, w, 0, 0, rc);
+        return;
     }
+    struct proc__vitem *table = (struct proc__vitem *)(void *)(w->arena + table_off);
+    size_t off = proc__align_up(in_off, 16), i = 0;
+    for (const struct proc__sitem *it = batch; it; it = it->next, i++) {
+        table[i] = (struct proc__vitem){.in_off = off, .in_len = it->len};
+        memcpy(w->arena + off, it->in, it->len);
+        off = proc__align_up(off + it->len, 16);
+    }
+    struct proc__arena_hdr *hdr = arena_hdr(w);
+    atomic_store_explicit(&hdr->busy, 0, memory_order_relaxed);
+    atomic_store_explicit(&hdr->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&hdr->out_size, w->out_size, memory_order_relaxed);
+    w->seq = ++pool->seq;
+    w->rc_off = table_off; /* a batch's table */
+    struct proc__msg_vtask m = {
+        .type = PROC__MSG_VTASK,
+        .seq = w->seq,
+        .fn = j->stream_fn,
+        .count = cnt,
+        .table_off = table_off,
+        .arena_size = w->arena_size,
+        .out_size = w->out_size,
+    };
+    worker_send(w, &m, sizeof m);
 }
 
 static void worker_free(struct proc__worker *w)
 {
+    if (w->out)
+        munmap(w->out, w->out_len);
     if (w->proc) {
         proc_join(w->proc, PROC_WAIT_FOREVER);
         proc_close(w->proc);
@@ -196,6 +315,8 @@ static void worker_free(struct proc__worker *w)
         close(w->fd);
     if (w->memfd >= 0)
         close(w->memfd);
+    if (w->outfd >= 0)
+        close(w->outfd);
     if (w->arena)
         munmap(w->arena, w->arena_size);
     free(w);
@@ -263,6 +384,9 @@ static int worker_channels(struct proc__worker *w, int *child_fd)
     w->memfd = memfd_create("libproc-pool", MFD_CLOEXEC);
     if (w->memfd < 0 || ftruncate(w->memfd, (off_t)POOL_ARENA_INIT) < 0)
         return -errno;
+    w->outfd = memfd_create("libproc-pool-out", MFD_CLOEXEC);
+    if (w->outfd < 0)
+        return -errno;
     w->arena = mmap(NULL, POOL_ARENA_INIT, PROT_READ | PROT_WRITE, MAP_SHARED, w->memfd, 0);
     if (w->arena == MAP_FAILED) {
         w->arena = NULL;
@@ -278,7 +402,7 @@ static int worker_channels(struct proc__worker *w, int *child_fd)
 static int *worker_fds_to_close(const struct proc_pool *pool, const struct proc__worker *w,
                                 size_t *n)
 {
-    int *fds = malloc((2 * pool->nw + 2) * sizeof *fds);
+    int *fds = malloc((3 * pool->nw + 2) * sizeof *fds);
     if (!fds)
         return NULL;
     *n = 0;
@@ -288,6 +412,7 @@ static int *worker_fds_to_close(const struct proc_pool *pool, const struct proc_
     for (size_t i = 0; i < pool->nw; i++) {
         fds[(*n)++] = pool->w[i]->fd;
         fds[(*n)++] = pool->w[i]->memfd;
+        fds[(*n)++] = pool->w[i]->outfd;
     }
     return fds;
 }
@@ -303,6 +428,7 @@ static int worker_start(struct proc_pool *pool, struct proc__worker *w, int chil
         .fd = child_fd,
         .memfd = w->memfd,
         .fastfd = pool->fastfd,
+        .outfd = w->outfd,
         .cpu = w->cpu,
         .arena_size = w->arena_size,
         .max_tasks = pool->max_tasks,
@@ -342,7 +468,7 @@ int proc__worker_spawn(struct proc_pool *pool)
     struct proc__worker *w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
-    w->fd = w->memfd = -1;
+    w->fd = w->memfd = w->outfd = -1;
     w->cpu = pick_cpu(pool);
     int child_fd = -1;
     int rc = worker_channels(w, &child_fd);

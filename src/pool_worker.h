@@ -12,6 +12,10 @@ int proc__worker_spawn(struct proc_pool *pool);
 /* Hands items [start, start + cnt) of j to the idle worker w. */
 void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, struct proc__job *j,
                              size_t start, size_t cnt);
+/* Hands a batch of stream j's pending items (at most max) to the idle worker w (none: stays idle).
+ */
+void proc__worker_send_batch(struct proc_pool *pool, struct proc__worker *w, struct proc__job *j,
+                             size_t max);
 /* Takes the replies w sent (also after its death: they stay queued). */
 void proc__worker_read(struct proc_pool *pool, struct proc__worker *w);
 /* w's process ended: settles its chunk, reaps it, frees it. */

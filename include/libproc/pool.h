@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /**
  * @file
- * libproc: worker pools. Python's multiprocessing.Pool for C: apply, map and
- * apply_async (futures) over a fixed number of forked worker processes.
+ * libproc: worker pools. Python's multiprocessing.Pool for C: apply, map,
+ * apply_async (futures) and imap / imap_unordered (streams of items of any
+ * size, proc_pool_imap()) over a fixed number of forked worker processes.
  *
  * The conventions of <libproc/proc.h> apply: int functions return 0 (or a
  * documented non-negative value) or a negative errno, pointer functions NULL
@@ -27,10 +28,11 @@
  * region (jobs up to 4 MiB of inputs plus outputs), wakes the workers, which
  * claim chunks of n / (16 * workers) items from a shared counter, and sleeps
  * until they are done; no other thread is involved. Otherwise (a busy pool,
- * a bigger job, a second concurrent fast job, futures, max_tasks_per_child, max_memory_per_child)
- * the job joins the pool's queue and the pool's own thread hands it out in
- * chunks of n / (4 * workers). Work queued while a fast job runs starts when
- * it ends. (Test hook: LIBPROC_POOL_FAST=0 in the environment, read by
+ * a bigger job, a second concurrent fast job, futures, streams,
+ * max_tasks_per_child, max_memory_per_child) the job joins the pool's
+ * queue and the pool's own thread hands it out in chunks of
+ * n / (4 * workers). Work queued while a fast job runs starts when it
+ * ends. (Test hook: LIBPROC_POOL_FAST=0 in the environment, read by
  * proc_pool_new(), turns fast jobs off for that pool, so that a test suite
  * can run every job through the queue; LIBPROC_POOL_KILL_DELAY_MS=N delays
  * the SIGKILL of a task that overran task_timeout_ms by N ms.)
@@ -74,6 +76,7 @@
 
 #include <libproc/proc.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -263,6 +266,95 @@ PROC_API int proc_pool_join(proc_pool_t *pool, int timeout_ms);
  * Must not race other calls on the same pool.
  */
 PROC_API int proc_pool_free(proc_pool_t *pool);
+
+/* ------------------------------------------------------------ imap streams */
+
+/** What a variable-size task writes its output through (proc_reply_write()). */
+typedef struct proc_reply proc_reply_t;
+
+/**
+ * A task of a stream: runs in a worker on in_len bytes at in (NULL when
+ * in_len is 0) and writes any amount of output with proc_reply_write().
+ * Returns its status: >= 0 is handed back as is in proc_result_t.status;
+ * keep negative values for libproc's own errors.
+ */
+typedef int proc_vtask_fn(const void *in, size_t in_len, proc_reply_t *reply);
+
+/**
+ * In a worker, inside the task that reply was given to: appends len bytes
+ * of data to the item's output (any size: the output grows as needed; 64
+ * MiB in one item is fine). Returns 0, -EINVAL (reply is not the running
+ * task's, data NULL with len > 0, or called outside a task), -ENOMEM.
+ */
+PROC_API int proc_reply_write(proc_reply_t *reply, const void *data, size_t len);
+
+/** One item's result, from proc_imap_next(). */
+typedef struct proc_result {
+    size_t index; /**< the item's place in put order, from 0 */
+    int status;   /**< the task's own value (>= 0), or -ECHILD, -ETIMEDOUT, -ECANCELED */
+    void *data;   /**< the item's output, malloc'd (the caller frees it); NULL when empty */
+    size_t len;   /**< its length in bytes */
+} proc_result_t;
+
+/** A stream of items through a pool (Python's imap / imap_unordered). */
+typedef struct proc_imap proc_imap_t;
+
+/**
+ * Starts a stream over pool (Python's pool.imap with ordered, else
+ * imap_unordered): items given with proc_imap_put() run fn in the workers,
+ * in batches of about a millisecond of work each (a stream of a million
+ * tiny items costs a few hundred round trips; slow items go one by one),
+ * and their results come back with proc_imap_next(), in put order
+ * when ordered, else as they finish. Memory stays bounded whatever the
+ * stream's length: put blocks while too many items are queued, running or
+ * waiting to be taken. Several streams, maps and futures may share a pool.
+ * Returns the stream, or NULL with errno EINVAL (NULL pool or fn, pool
+ * closed or terminated), ENOMEM, ECHILD (a pool of another process).
+ * Thread-safe.
+ */
+PROC_API proc_imap_t *proc_pool_imap(proc_pool_t *pool, proc_vtask_fn *fn, bool ordered);
+
+/**
+ * Adds an item: its in_len bytes at in are copied before the call returns.
+ * Blocks, up to timeout_ms, while the stream's window is full: 16,384 items
+ * put and not yet taken with proc_imap_next() (queued, running, or finished),
+ * or 256 MiB of their inputs and outputs (an item that finds the window
+ * empty always fits, however big). Returns 0, -ETIMEDOUT (the window stayed
+ * full; nothing was added), -EINVAL (NULL m, in NULL with in_len > 0,
+ * timeout below -1, after proc_imap_done(), or once the pool was closed or
+ * terminated), -ENOMEM. Thread-safe; items put by several threads at once
+ * are ordered as the calls were.
+ */
+PROC_API int proc_imap_put(proc_imap_t *m, const void *in, size_t in_len, int timeout_ms);
+
+/**
+ * Says no more items come: once every result is taken, proc_imap_next()
+ * returns -ENODATA. Returns 0, -EINVAL (NULL). Calling it again is fine.
+ */
+PROC_API int proc_imap_done(proc_imap_t *m);
+
+/**
+ * Takes the next result (the next in put order when the stream is ordered,
+ * else the first to finish) into *r, waiting up to timeout_ms; r->data is
+ * the caller's to free. An item's status is its task's value, or: -ECHILD
+ * (its worker died while running it: only that item fails, the rest of its
+ * batch runs again elsewhere), -ETIMEDOUT (it overran task_timeout_ms),
+ * -ECANCELED (proc_pool_terminate() came before it finished), -ENOMEM (its
+ * output could not be copied out of the worker).
+ * Returns 0, -ETIMEDOUT (none ready in time), -ENODATA (every result was
+ * taken and no more can come: after proc_imap_done(), or once the pool was
+ * closed or terminated), -EINVAL (NULL m or r, timeout below -1).
+ * Thread-safe.
+ */
+PROC_API int proc_imap_next(proc_imap_t *m, proc_result_t *r, int timeout_ms);
+
+/**
+ * Ends the stream and frees it, also before it is drained: items not yet
+ * handed to a worker are dropped, results still to come are discarded, and
+ * results not taken are freed. The pool stays usable. Returns 0 (also for
+ * NULL). Must not race other calls on the same stream.
+ */
+PROC_API int proc_imap_free(proc_imap_t *m);
 
 #ifdef __cplusplus
 }

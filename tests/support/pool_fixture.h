@@ -24,7 +24,7 @@
 #endif
 #endif
 
-#define BOUND_MS 20000 /* bound on any hang; never reached when things work */
+#define BOUND_MS 60000 /* bound on any hang; never reached when things work */
 #define MIB ((size_t)1 << 20)
 #define HUGE_SIZE (17 * MIB) /* past the arena size the pool keeps */
 #define UNTOUCHED 0xdeadbeefcafef00dULL
