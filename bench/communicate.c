@@ -303,21 +303,6 @@ void scenario10(void)
 /* Python's subprocess.run next to libproc: no threshold. */
 void scenario10_info(void)
 {
-    const char *names[] = {"communicate", "communicate_echo"};
-    for (int k = 0; k < 2; k++) {
-        const struct row *lp = NULL, *py = NULL;
-        size_t n;
-        const struct row *rows = all_rows(&n);
-        for (size_t i = 0; i < n; i++) {
-            if (rows[i].scenario != 10 || strcmp(rows[i].name, names[k]) != 0)
-                continue;
-            if (strcmp(rows[i].contender, "libproc") == 0)
-                lp = &rows[i];
-            else if (strcmp(rows[i].contender, "python") == 0)
-                py = &rows[i];
-        }
-        char what[80];
-        snprintf(what, sizeof what, "10: %s, python subprocess.run / libproc", names[k]);
-        info_line(what, lp && py, "%.1fx", lp && py ? py->value / lp->value : 0);
-    }
+    const char *const names[] = {"communicate", "communicate_echo"};
+    python_ratio_info(10, names, 2, "python subprocess.run");
 }

@@ -404,6 +404,26 @@ void python_skipped_note(const char *what)
     add_note("%s: python contender skipped: %s", what, py_skip);
 }
 
+void python_ratio_info(int scenario, const char *const *names, int n, const char *what)
+{
+    for (int k = 0; k < n; k++) {
+        const struct row *lp = NULL, *py = NULL;
+        size_t nrows;
+        const struct row *rows = all_rows(&nrows);
+        for (size_t i = 0; i < nrows; i++) {
+            if (rows[i].scenario != scenario || strcmp(rows[i].name, names[k]) != 0)
+                continue;
+            if (strcmp(rows[i].contender, "libproc") == 0)
+                lp = &rows[i];
+            else if (strcmp(rows[i].contender, "python") == 0)
+                py = &rows[i];
+        }
+        char line[96];
+        snprintf(line, sizeof line, "%d: %s, %s / libproc", scenario, names[k], what);
+        info_line(line, lp && py, "%.1fx", lp && py ? py->value / lp->value : 0);
+    }
+}
+
 const char *python_version(void)
 {
     return py_version;

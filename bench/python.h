@@ -17,6 +17,9 @@ void python_stop(void);
 void python_cmd(char *buf, size_t cap, const char *cmd, long n);
 /* The answer's first number, which must be a positive time in ns. */
 double python_ns(const char *cmd, long n);
+/* INFO lines: for each row name of the scenario, python's median over
+ * libproc's (what: the Python contender, as the line names it). */
+void python_ratio_info(int scenario, const char *const *names, int n, const char *what);
 /* The coprocess's Python version. */
 const char *python_version(void);
 /* Notes that scenario what runs without its Python contender, and why. */

@@ -267,21 +267,6 @@ void scenario11(void)
 /* Python's imap next to libproc's. */
 void scenario11_info(void)
 {
-    const char *names[] = {"imap", "imap_unordered"};
-    for (int k = 0; k < 2; k++) {
-        const struct row *lp = NULL, *py = NULL;
-        size_t n;
-        const struct row *rows = all_rows(&n);
-        for (size_t i = 0; i < n; i++) {
-            if (rows[i].scenario != 11 || strcmp(rows[i].name, names[k]) != 0)
-                continue;
-            if (strcmp(rows[i].contender, "libproc") == 0)
-                lp = &rows[i];
-            else if (strcmp(rows[i].contender, "python") == 0)
-                py = &rows[i];
-        }
-        char what[80];
-        snprintf(what, sizeof what, "11: %s, python / libproc", names[k]);
-        info_line(what, lp && py, "%.1fx", lp && py ? py->value / lp->value : 0);
-    }
+    const char *const names[] = {"imap", "imap_unordered"};
+    python_ratio_info(11, names, 2, "python");
 }

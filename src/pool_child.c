@@ -208,8 +208,7 @@ static int out_grow(struct proc_reply *r, uint64_t need)
     r->cap = cap;
     atomic_store_explicit(&r->hdr->out_size, cap, memory_order_release);
     if (cap > c->out_len) {
-        void *m = c->out ? mremap(c->out, c->out_len, cap, MREMAP_MAYMOVE)
-                         : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, c->outfd, 0);
+        void *m = proc__map_grow(c->out, c->out_len, cap, c->outfd, PROT_READ | PROT_WRITE);
         if (m == MAP_FAILED)
             return -ENOMEM;
         c->out = m;

@@ -130,8 +130,8 @@ static int fast_fit(struct proc_pool *pool, size_t need)
         return 0;
     if (ftruncate(pool->fastfd, (off_t)size) < 0)
         return -errno;
-    void *a = pool->fast ? mremap(pool->fast, pool->fast_size, size, MREMAP_MAYMOVE)
-                         : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, pool->fastfd, 0);
+    void *a =
+        proc__map_grow(pool->fast, pool->fast_size, size, pool->fastfd, PROT_READ | PROT_WRITE);
     if (a == MAP_FAILED)
         return -errno;
     pool->fast = a;

@@ -27,6 +27,7 @@
 #include <libproc/pool.h>
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -195,5 +196,14 @@ struct proc__worker_boot {
 
 /* The target of every worker process (pool_child.c). */
 int proc__pool_child_main(void *arg);
+
+/* fd's first len bytes mapped shared: old (old_len bytes, NULL for none)
+ * grown in place or moved; MAP_FAILED if it cannot. The memfds that parent
+ * and workers share only ever grow while mapped. */
+static inline void *proc__map_grow(void *old, size_t old_len, size_t len, int fd, int prot)
+{
+    return old ? mremap(old, old_len, len, MREMAP_MAYMOVE)
+               : mmap(NULL, len, prot, MAP_SHARED, fd, 0);
+}
 
 #endif /* LIBPROC_POOL_PROTO_H */

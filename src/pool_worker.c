@@ -110,8 +110,7 @@ static bool out_map(struct proc__worker *w, size_t len)
 {
     if (len <= w->out_len)
         return true;
-    void *m = w->out ? mremap(w->out, w->out_len, len, MREMAP_MAYMOVE)
-                     : mmap(NULL, len, PROT_READ, MAP_SHARED, w->outfd, 0);
+    void *m = proc__map_grow(w->out, w->out_len, len, w->outfd, PROT_READ);
     if (m == MAP_FAILED)
         return false;
     w->out = m;
