@@ -205,15 +205,15 @@ static int out_grow(struct proc_reply *r, uint64_t need)
         cap *= 2;
     if (cap < need || cap > SIZE_MAX || ftruncate(c->outfd, (off_t)cap) < 0)
         return -ENOMEM;
-    r->cap = cap;
-    atomic_store_explicit(&r->hdr->out_size, cap, memory_order_release);
     if (cap > c->out_len) {
         void *m = proc__map_grow(c->out, c->out_len, cap, c->outfd, PROT_READ | PROT_WRITE);
         if (m == MAP_FAILED)
-            return -ENOMEM;
+            return -ENOMEM; /* cap unchanged: nothing is written past the mapping */
         c->out = m;
         c->out_len = cap;
     }
+    r->cap = cap;
+    atomic_store_explicit(&r->hdr->out_size, cap, memory_order_release);
     return 0;
 }
 

@@ -128,6 +128,7 @@ static void retire_streams(struct proc_pool *pool, bool closed)
         next = j->qnext;
         if (j->stream && proc__stream_over(j->stream, closed)) {
             proc__queue_remove(pool, j);
+            proc__stream_detach(j->stream);
             proc__job_unref(j); /* the pool's reference */
         }
     }

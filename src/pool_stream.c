@@ -67,7 +67,6 @@ struct proc_imap {
     size_t next_index;           /* items put */
     size_t taken;                /* results returned; ordered: the next index to return */
     size_t nready;               /* unordered: results in the ring, from slot taken on */
-    size_t starving;             /* threads waiting in proc_imap_next() */
     struct proc__sitem *spare;   /* finished small items, for reuse by put */
     size_t nspare;
     struct proc__sresult ring[POOL_STREAM_WINDOW];
@@ -78,7 +77,8 @@ struct proc_imap {
      * (done or closed). A stream fed as fast as it runs finds it full about
      * every other put: that answer costs no lock. */
     _Atomic int put_state;
-    bool freed; /* proc_imap_free(): results are discarded */
+    bool freed;    /* proc_imap_free(): results are discarded */
+    bool detached; /* the pool let go of the stream (and may be gone): no more kicks */
 };
 
 static struct proc_imap *stream_of(struct proc__job *j)
@@ -93,20 +93,23 @@ static struct proc_imap *stream_of(struct proc__job *j)
  * hand-overs: so a batch waits until a whole one is pending (target, sized
  * by stream_learn()), unless no more items can come, or nothing of the
  * stream is in flight and the caller has fewer than a batch of results left
- * to take (it would soon wait for them) or already waits in
- * proc_imap_next() (an ordered stream's next result may be pending).
+ * to take (it would soon wait for them). It depends on the stream's state
+ * only, never on whether a caller waits right now: every change that can
+ * make it true either happens in the dispatcher, which looks again, or
+ * kicks it (put, next).
  */
 static bool want_dispatch(const struct proc_imap *m)
 {
     if (m->npending == 0)
         return false;
-    if (m->starving && m->inflight == 0)
-        return true; /* also past the bytes: the result it waits for may be pending */
+    /* Past the bytes too: an ordered stream's next result is pending (a
+     * death put its batch back), or the pool was closed and join waits. */
+    if (m->closed || (m->ordered && m->inflight == 0 && m->head->index == m->taken))
+        return true;
     if (m->out_bytes >= POOL_STREAM_BYTES)
         return false;
     size_t ready = m->next_index - m->taken - m->npending - m->inflight;
-    return m->npending >= m->target || m->done || m->closed ||
-           (m->inflight == 0 && ready < m->target);
+    return m->npending >= m->target || m->done || (m->inflight == 0 && ready < m->target);
 }
 
 enum { PUT_OPEN, PUT_FULL, PUT_SHUT };
@@ -243,8 +246,9 @@ int proc_imap_done(proc_imap_t *m)
     m->done = true;
     put_state_update(m);
     pthread_cond_broadcast(&m->job->cv);
+    if (!m->detached)             /* under the lock: the pool may be freed once it let go */
+        proc__pool_kick(m->pool); /* what is pending goes, an idle stream leaves the queue */
     pthread_mutex_unlock(&m->job->mu);
-    proc__pool_kick(m->pool); /* an idle stream leaves the queue */
     return 0;
 }
 
@@ -257,7 +261,7 @@ int proc_imap_next(proc_imap_t *m, proc_result_t *r, int timeout_ms)
     proc__deadline_init(&d, timeout_ms);
     int rc = 0;
     struct proc__sresult got = {0};
-    bool kick = false, starving = false;
+    bool kick = false;
     pthread_mutex_lock(&j->mu);
     for (;;) {
         bool wanted = want_dispatch(m);
@@ -280,20 +284,8 @@ int proc_imap_next(proc_imap_t *m, proc_result_t *r, int timeout_ms)
         }
         if (rc != 0)
             break;
-        if (!starving) { /* about to wait: what is pending must go out now */
-            starving = true;
-            m->starving++;
-            if (!wanted && want_dispatch(m)) {
-                pthread_mutex_unlock(&j->mu);
-                proc__pool_kick(m->pool);
-                pthread_mutex_lock(&j->mu);
-                continue;
-            }
-        }
         rc = proc__cond_wait(&j->cv, &j->mu, &d) == -ETIMEDOUT ? -ETIMEDOUT : 0;
     }
-    if (starving)
-        m->starving--;
     pthread_mutex_unlock(&j->mu);
     if (kick)
         proc__pool_kick(m->pool);
@@ -359,9 +351,11 @@ int proc_imap_free(proc_imap_t *m)
     m->npending = m->pending_bytes = 0;
     for (size_t i = 0; i < POOL_STREAM_WINDOW; i++)
         result_drop(&m->ring[i]);
+    /* The dispatcher drops the pool's reference once nothing is in flight
+     * (unless it already did: the pool may be gone then). */
+    if (!m->detached)
+        proc__pool_kick(m->pool);
     pthread_mutex_unlock(&j->mu);
-    /* The dispatcher drops the pool's reference once nothing is in flight. */
-    proc__pool_kick(m->pool);
     proc__job_unref(j);
     return 0;
 }
@@ -466,9 +460,10 @@ static void copy_outputs(const struct proc__vitem *table, size_t done, const uns
             res[i].status = -EIO;
             continue;
         }
+        /* the place as checked: the table is in memory a worker can write */
+        res[i].off = (size_t)off;
         res[i].len = (size_t)len;
         if (len < POOL_SMALL_OUT) {
-            res[i].off = small;
             small += (size_t)len;
             nsmall++;
         }
@@ -476,14 +471,17 @@ static void copy_outputs(const struct proc__vitem *table, size_t done, const uns
     struct proc__oblock *b = nsmall ? malloc(sizeof *b + small) : NULL;
     if (b)
         atomic_init(&b->refs, nsmall);
+    size_t boff = 0;
     for (size_t i = 0; i < done; i++) {
         size_t len = res[i].len;
-        const unsigned char *from = out + table[i].out_off;
+        const unsigned char *from = out + res[i].off;
         if (len == 0)
             continue;
         if (len < POOL_SMALL_OUT && b) {
             res[i].block = b;
-            memcpy(b->data + res[i].off, from, len);
+            res[i].off = boff;
+            memcpy(b->data + boff, from, len);
+            boff += len;
             continue;
         }
         res[i].off = 0;
@@ -549,10 +547,18 @@ void proc__stream_finish(struct proc_imap *m, struct proc__sitem *list, size_t c
     free(res);
 }
 
+void proc__stream_detach(struct proc_imap *m)
+{
+    pthread_mutex_lock(&m->job->mu);
+    m->detached = true;
+    pthread_mutex_unlock(&m->job->mu);
+}
+
 void proc__stream_cancel(struct proc_imap *m, int err)
 {
     pthread_mutex_lock(&m->job->mu);
     m->closed = true;
+    m->detached = true; /* the caller drops the pool's reference next */
     put_state_update(m);
     while (m->head) {
         struct proc__sitem *it = m->head;

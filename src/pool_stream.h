@@ -27,7 +27,10 @@ size_t proc__stream_take(struct proc_imap *m, size_t max, size_t max_in_bytes,
 void proc__stream_finish(struct proc_imap *m, struct proc__sitem *list, size_t count,
                          const struct proc__vitem *table, const unsigned char *out, size_t out_len,
                          size_t done, int blame, int rest_err, int64_t elapsed_ns, size_t nworkers);
-/* Terminate: every pending item fails with err; no more items. */
+/* The pool drops its reference next (the stream is over): the caller's
+ * calls on the stream must not touch the pool any more. */
+void proc__stream_detach(struct proc_imap *m);
+/* Terminate: every pending item fails with err; no more items; detached. */
 void proc__stream_cancel(struct proc_imap *m, int err);
 /* The stream's job is being freed: what the stream still holds goes. */
 void proc__stream_destroy(struct proc_imap *m);

@@ -32,7 +32,9 @@
  * max_tasks_per_child, max_memory_per_child) the job joins the pool's
  * queue and the pool's own thread hands it out in chunks of
  * n / (4 * workers). Work queued while a fast job runs starts when it
- * ends. (Test hook: LIBPROC_POOL_FAST=0 in the environment, read by
+ * ends. A stream counts as queued work until it is over (done or freed, and
+ * drained to the workers): while one is open, apply and map take the queue.
+ * (Test hook: LIBPROC_POOL_FAST=0 in the environment, read by
  * proc_pool_new(), turns fast jobs off for that pool, so that a test suite
  * can run every job through the queue; LIBPROC_POOL_KILL_DELAY_MS=N delays
  * the SIGKILL of a task that overran task_timeout_ms by N ms.)
@@ -61,8 +63,8 @@
  *
  * A pool belongs to the process that created it; in any other process (e.g.
  * a forked child holding a copy) every call returns -ECHILD (NULL + ECHILD
- * for proc_pool_submit()) and proc_pool_free() does nothing. Futures, too,
- * are for the process that submitted them.
+ * for proc_pool_submit()) and proc_pool_free() does nothing. Futures and
+ * streams, too, are for the process that made them.
  *
  * Each pool has one thread of its own in the parent (all signals blocked)
  * that hands out the work and forks replacement workers while the caller's
@@ -322,8 +324,9 @@ PROC_API proc_imap_t *proc_pool_imap(proc_pool_t *pool, proc_vtask_fn *fn, bool 
  * empty always fits, however big). Returns 0, -ETIMEDOUT (the window stayed
  * full; nothing was added), -EINVAL (NULL m, in NULL with in_len > 0,
  * timeout below -1, after proc_imap_done(), or once the pool was closed or
- * terminated), -ENOMEM. Thread-safe; items put by several threads at once
- * are ordered as the calls were.
+ * terminated; a put racing proc_pool_close() may still be taken, and then
+ * runs), -ENOMEM. Thread-safe; items put by several threads at once are
+ * ordered as the calls were.
  */
 PROC_API int proc_imap_put(proc_imap_t *m, const void *in, size_t in_len, int timeout_ms);
 
@@ -340,7 +343,9 @@ PROC_API int proc_imap_done(proc_imap_t *m);
  * (its worker died while running it: only that item fails, the rest of its
  * batch runs again elsewhere), -ETIMEDOUT (it overran task_timeout_ms),
  * -ECANCELED (proc_pool_terminate() came before it finished), -ENOMEM (its
- * output could not be copied out of the worker).
+ * output could not be copied out of the worker, or the worker's memory
+ * could not hold its batch), -EIO or -EINVAL (the worker's account of the
+ * batch was out of bounds: memory a task corrupted).
  * Returns 0, -ETIMEDOUT (none ready in time), -ENODATA (every result was
  * taken and no more can come: after proc_imap_done(), or once the pool was
  * closed or terminated), -EINVAL (NULL m or r, timeout below -1).
