@@ -328,9 +328,9 @@ static void test_terminate_mid_stream(void **state)
     }
     assert_int_equal(proc_imap_next(m, &r, 0), -ENODATA);
     assert_int_equal(proc_imap_put(m, &r, 1, 0), -EINVAL);
-    assert_int_equal(proc_imap_free(m), 0);
     assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
     free_pool(pool);
+    assert_int_equal(proc_imap_free(m), 0); /* after its pool */
     pipes_close(&p);
 }
 
@@ -373,7 +373,8 @@ static void test_streams_share_pool(void **state)
 }
 
 /* proc_pool_close() with a stream still open (no proc_imap_done()): what
- * was put still runs, the pool joins, put is refused, the stream ends. */
+ * was put still runs, the pool joins, put is refused, the stream ends and
+ * outlives its pool. */
 static void test_close_with_open_stream(void **state)
 {
     (void)state;
@@ -385,14 +386,15 @@ static void test_close_with_open_stream(void **state)
         put_bad(m, i, BAD_NONE);
     assert_int_equal(proc_pool_close(pool), 0);
     assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
+    free_pool(pool); /* the stream outlives its pool, as a future does */
     struct bad_in b = {.value = N, .how = BAD_NONE};
     assert_int_equal(proc_imap_put(m, &b, sizeof b, 0), -EINVAL);
     static int none[N];
     take_checked(m, true, N, none);
     proc_result_t r;
     assert_int_equal(proc_imap_next(m, &r, 0), -ENODATA);
+    assert_int_equal(proc_imap_done(m), 0);
     assert_int_equal(proc_imap_free(m), 0);
-    free_pool(pool);
 }
 
 /* proc_imap_free() with items pending, running (one blocked) and results
