@@ -27,6 +27,9 @@ void scenario9_info(void);
 void scenario10_info(void);
 void scenario11_info(void);
 
+/* Scenario 7's tiny task (out = in * in + 7 on longs), which 11's map runs too. */
+int s7_square(const void *in, void *out);
+
 /* Scenario 1's batches, which scenario 6 runs again next to Python. */
 double s1_raw(void *ctx, long ops);
 double s1_libproc(void *ctx, long ops);
