@@ -19,6 +19,28 @@ extern char **environ;
 
 struct live_batch live = {.fds = {-1, -1}};
 proc_pool_t *live_pool, *live_pool_bound, *live_pool_timed;
+
+void live_pool_open(proc_pool_t **slot, const proc_pool_opts_t *po)
+{
+    sigset_t old;
+    block_fatal_signals(&old);
+    *slot = proc_pool_new(po);
+    int err = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (!*slot)
+        die("proc_pool_new(%d workers): %s", po->workers, strerror(err));
+}
+
+void live_pool_close(proc_pool_t **slot)
+{
+    sigset_t old;
+    block_fatal_signals(&old);
+    int r = *slot ? proc_pool_free(*slot) : 0;
+    *slot = NULL;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (r < 0)
+        die("proc_pool_free: %s", strerror(-r));
+}
 struct live_coproc live_py = {0, -1, -1};
 static volatile sig_atomic_t fatal_sig; /* a deferred SIGINT/SIGTERM/SIGHUP, see on_fatal_signal */
 

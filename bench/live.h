@@ -40,6 +40,11 @@ extern proc_pool_t *live_pool;
 extern proc_pool_t *live_pool_bound;
 /* Scenario 7's third pool, made with a task_timeout_ms. */
 extern proc_pool_t *live_pool_timed;
+/* *slot = a new pool made with the fatal signals blocked (the handler must
+ * see it there once it has workers); dies if it cannot be made. */
+void live_pool_open(proc_pool_t **slot, const proc_pool_opts_t *po);
+/* Frees *slot (if any) and clears it, the fatal signals blocked. */
+void live_pool_close(proc_pool_t **slot);
 
 struct live_coproc {
     pid_t pid;    /* also the process group; 0: not running */

@@ -318,36 +318,21 @@ void scenario7(void)
     proc_pool_opts_t po;
     memset(&po, 0, sizeof po);
     po.workers = cpus;
-    sigset_t old;
-    block_fatal_signals(&old); /* on_fatal_signal must see the pool once it has workers */
-    live_pool = proc_pool_new(&po);
+    live_pool_open(&live_pool, &po);
     po.task_timeout_ms = S7_TASK_TIMEOUT_MS;
-    if (live_pool)
-        live_pool_timed = proc_pool_new(&po);
+    live_pool_open(&live_pool_timed, &po);
     po.task_timeout_ms = 0;
     po.bind_cpus = true;
-    if (live_pool_timed && cpus > 1)
-        live_pool_bound = proc_pool_new(&po);
-    int err = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    if (!live_pool || !live_pool_timed || (cpus > 1 && !live_pool_bound))
-        die("proc_pool_new(%d workers): %s", cpus, strerror(err));
+    if (cpus > 1)
+        live_pool_open(&live_pool_bound, &po);
     bool have_py = python_start();
     scenario7_tiny(cpus, have_py);
-    block_fatal_signals(&old); /* not during the CPU-bound part */
-    if (live_pool_bound)
-        CHECK_PROC(proc_pool_free(live_pool_bound));
-    live_pool_bound = NULL;
-    CHECK_PROC(proc_pool_free(live_pool_timed));
-    live_pool_timed = NULL;
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    live_pool_close(&live_pool_bound); /* not during the CPU-bound part */
+    live_pool_close(&live_pool_timed);
     scenario7_cpu(cpus);
     CHECK_PROC(proc_pool_close(live_pool));
     CHECK_PROC(proc_pool_join(live_pool, 60000));
-    block_fatal_signals(&old);
-    CHECK_PROC(proc_pool_free(live_pool));
-    live_pool = NULL;
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    live_pool_close(&live_pool);
     check_interrupted();
 }
 

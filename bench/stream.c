@@ -230,27 +230,17 @@ static void scenario11_wc(void)
 
 void scenario11(void)
 {
-    int cpus = proc_cpu_count();
     proc_pool_opts_t po;
     memset(&po, 0, sizeof po);
-    po.workers = cpus;
-    sigset_t old;
-    block_fatal_signals(&old);
-    live_pool = proc_pool_new(&po);
-    int err = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    if (!live_pool)
-        die("proc_pool_new(%d workers): %s", cpus, strerror(err));
+    po.workers = proc_cpu_count();
+    live_pool_open(&live_pool, &po);
     bool have_py = python_start();
     scenario11_imap(have_py);
     if (have_py) {
         char buf[16];
         python_cmd(buf, sizeof buf, "endmap", 0);
     }
-    block_fatal_signals(&old);
-    CHECK_PROC(proc_pool_free(live_pool));
-    live_pool = NULL;
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    live_pool_close(&live_pool);
     check_interrupted();
     scenario11_wc();
 }
