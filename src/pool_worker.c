@@ -126,8 +126,7 @@ static void batch_finish(struct proc_pool *pool, struct proc__worker *w, uint64_
                          int rest_err)
 {
     struct proc__job *j = w->job;
-    struct proc__arena_hdr *hdr = (struct proc__arena_hdr *)(void *)w->arena;
-    uint64_t size = atomic_load_explicit(&hdr->out_size, memory_order_acquire);
+    uint64_t size = atomic_load_explicit(&arena_hdr(w)->out_size, memory_order_acquire);
     w->job = NULL;
     w->state = PROC__W_IDLE;
     if (done > w->count)
@@ -188,6 +187,15 @@ static int arena_fit(struct proc__worker *w, size_t need)
     return 0;
 }
 
+/* Before a chunk or a batch goes to w: no item begun, a new seq for its reply. */
+static void arena_begin(struct proc_pool *pool, struct proc__worker *w)
+{
+    struct proc__arena_hdr *hdr = arena_hdr(w);
+    atomic_store_explicit(&hdr->busy, 0, memory_order_relaxed);
+    atomic_store_explicit(&hdr->done, 0, memory_order_relaxed);
+    w->seq = ++pool->seq;
+}
+
 /* Sends a task message; a worker that cannot take it is killed (its death
  * puts the chunk back): at most one message is ever queued, so the socket
  * is never full. */
@@ -229,10 +237,7 @@ void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, str
     }
     if (in_bytes)
         memcpy(w->arena + in_off, j->in + start * j->in_size, in_bytes);
-    struct proc__arena_hdr *hdr = arena_hdr(w);
-    atomic_store_explicit(&hdr->busy, 0, memory_order_relaxed);
-    atomic_store_explicit(&hdr->done, 0, memory_order_relaxed);
-    w->seq = ++pool->seq;
+    arena_begin(pool, w);
     w->rc_off = rc_off;
     w->out_off = out_off;
     struct proc__msg_task m = {
@@ -284,11 +289,8 @@ void proc__worker_send_batch(struct proc_pool *pool, struct proc__worker *w, str
         memcpy(w->arena + off, it->in, it->len);
         off = proc__align_up(off + it->len, 16);
     }
-    struct proc__arena_hdr *hdr = arena_hdr(w);
-    atomic_store_explicit(&hdr->busy, 0, memory_order_relaxed);
-    atomic_store_explicit(&hdr->done, 0, memory_order_relaxed);
-    atomic_store_explicit(&hdr->out_size, w->out_size, memory_order_relaxed);
-    w->seq = ++pool->seq;
+    arena_begin(pool, w);
+    atomic_store_explicit(&arena_hdr(w)->out_size, w->out_size, memory_order_relaxed);
     w->rc_off = table_off; /* a batch's table */
     struct proc__msg_vtask m = {
         .type = PROC__MSG_VTASK,
