@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing libproc needs on Debian/Ubuntu:
-# cmake, gcc, clang, make, pkg-config and cmocka. The sanitizer runtimes come
+# cmake, gcc, clang, make, pkg-config, cmocka, OpenSSL's libcrypto (the
+# connection handshake's HMACs) and python3 (the interop tests' peer). The sanitizer runtimes come
 # with the compilers (gcc's libasan/libubsan/libtsan, clang's compiler-rt).
 # As root it installs missing packages with apt-get; otherwise it prints the
 # command to run and exits 1. Does nothing when everything is present.
@@ -12,7 +13,7 @@ missing=()
 # may be given as arguments (run-tests.sh and the check scripts ask for
 # clang-tidy, cppcheck, valgrind, doxygen, man-db and dpkg-dev only for the
 # configurations that use them).
-for pair in cmake:cmake gcc:gcc clang:clang make:make pkg-config:pkg-config "$@"; do
+for pair in cmake:cmake gcc:gcc clang:clang make:make pkg-config:pkg-config python3:python3 "$@"; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
@@ -27,6 +28,7 @@ have_lib() { # <debian package> <pkg-config module>
     fi
 }
 have_lib libcmocka-dev cmocka || missing+=(libcmocka-dev)
+have_lib libssl-dev libcrypto || missing+=(libssl-dev)
 
 # clang's sanitizer runtimes (compiler-rt) are only a Recommends of clang on
 # Debian: a clang installed without them cannot link -fsanitize programs.

@@ -14,7 +14,7 @@
  * the record taken then does not fit, it is kept in the handle ("stash") and
  * handed out by the next call.
  */
-#include "ipc_lock.h"
+#include "conn.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -38,27 +38,16 @@ struct conn_hdr {
     uint64_t len; /* the message's length */
 };
 
-struct proc_conn {
-    int fd;
-    bool readable, writable;
-    proc__ipc_plock lock; /* held across a receive's peek and take */
-    /* a record taken off the socket that did not fit the caller's buffer */
-    _Atomic bool stash_full;
-    uint64_t stash_len;
-    unsigned char *stash_data; /* inline payload, or NULL */
-    int stash_fd;              /* memfd payload, or -1 */
-    unsigned char *scratch;    /* CONN_INLINE_MAX bytes, allocated on first need */
-};
-
 /* --------------------------------------------------------------------- setup */
 
-static proc_conn_t *conn_new(int fd, bool readable, bool writable)
+proc_conn_t *proc__conn_new(int fd, bool readable, bool writable, bool stream)
 {
     proc_conn_t *c = calloc(1, sizeof *c);
     if (c) {
         c->fd = fd;
         c->readable = readable;
         c->writable = writable;
+        c->stream = stream;
         c->stash_fd = -1;
     }
     return c;
@@ -74,8 +63,8 @@ int proc_pipe(proc_conn_t **a, proc_conn_t **b, bool duplex)
         return -errno;
     /* One-way: the kernel refuses sends from a's socket too, not only the API. */
     int r = duplex || shutdown(sv[0], SHUT_WR) == 0 ? 0 : -errno;
-    proc_conn_t *ca = r ? NULL : conn_new(sv[0], true, duplex);
-    proc_conn_t *cb = r ? NULL : conn_new(sv[1], duplex, true);
+    proc_conn_t *ca = r ? NULL : proc__conn_new(sv[0], true, duplex, false);
+    proc_conn_t *cb = r ? NULL : proc__conn_new(sv[1], duplex, true, false);
     if (!ca || !cb) {
         free(ca);
         free(cb);
@@ -103,6 +92,7 @@ int proc_conn_close(proc_conn_t *c)
     if (!c)
         return 0;
     stash_clear(c);
+    proc__stream_release(c);
     close(c->fd);
     free(c->scratch);
     free(c);
@@ -185,6 +175,8 @@ int proc_conn_send(proc_conn_t *c, const void *msg, size_t len)
         return -EINVAL;
     if (!c->writable)
         return -EBADF;
+    if (c->stream)
+        return proc__stream_send(c, msg, len);
     if (len <= CONN_INLINE_MAX) {
         int r = send_record(c->fd, CONN_INLINE, len, msg, len, -1);
         if (r != -EMSGSIZE) /* EMSGSIZE: a socket buffer shrunk below the record */
@@ -358,6 +350,8 @@ ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeout_ms)
         return -EINVAL;
     if (!c->readable)
         return -EBADF;
+    if (c->stream)
+        return proc__stream_recv(c, buf, cap, UINT64_MAX, &d);
     struct proc__ipc_spin spin = {0};
     for (;;) {
         proc__ipc_plock_lock(&c->lock);
@@ -382,6 +376,8 @@ int proc_conn_poll(proc_conn_t *c, int timeout_ms)
         return -EINVAL;
     if (!c->readable)
         return -EBADF;
+    if (c->stream)
+        return proc__stream_poll(c, &d);
     if (atomic_load(&c->stash_full))
         return 1;
     return wait_readable(c->fd, &d);

@@ -266,30 +266,37 @@ void proc__ipc_wake(struct proc__ipc_chan *ch)
 
 /* A word naming another process was copied by fork() while a thread of the
  * parent held it: in this process nobody holds it. */
-void proc__ipc_plock_lock(proc__ipc_plock *l)
+int proc__ipc_plock_lock_by(proc__ipc_plock *l, const struct proc__deadline *d)
 {
     uint32_t self = (uint32_t)proc__self_pid(), v = 0;
     if (atomic_compare_exchange_strong(l, &v, self))
-        return;
+        return 0;
     for (;;) {
         if (v == 0) {
             if (atomic_compare_exchange_strong(l, &v, self | PLOCK_WAITERS))
-                return;
+                return 0;
             continue;
         }
         if ((v & ~PLOCK_WAITERS) != self) {
             if (atomic_compare_exchange_strong(l, &v, self))
-                return;
+                return 0;
             continue;
         }
+        if (d && proc__deadline_passed(d))
+            return -ETIMEDOUT;
         if (!(v & PLOCK_WAITERS)) {
             if (!atomic_compare_exchange_strong(l, &v, v | PLOCK_WAITERS))
                 continue;
             v |= PLOCK_WAITERS;
         }
-        proc__sys_futex_wait(l, v, NULL, false);
+        proc__sys_futex_wait(l, v, d && d->timeout_ms > 0 ? &d->at : NULL, false);
         v = atomic_load(l);
     }
+}
+
+void proc__ipc_plock_lock(proc__ipc_plock *l)
+{
+    proc__ipc_plock_lock_by(l, NULL);
 }
 
 void proc__ipc_plock_unlock(proc__ipc_plock *l)

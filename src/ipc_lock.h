@@ -125,6 +125,8 @@ bool proc__ipc_spin_more(struct proc__ipc_spin *s, const struct proc__deadline *
  */
 typedef _Atomic uint32_t proc__ipc_plock;
 void proc__ipc_plock_lock(proc__ipc_plock *l);
+/* The same, giving up when d (NULL: never) has passed: 0 or -ETIMEDOUT. */
+int proc__ipc_plock_lock_by(proc__ipc_plock *l, const struct proc__deadline *d);
 void proc__ipc_plock_unlock(proc__ipc_plock *l);
 
 #endif /* LIBPROC_IPC_LOCK_H */

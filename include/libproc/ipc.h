@@ -177,7 +177,10 @@ PROC_API ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeo
 /**
  * Waits up to timeout_ms until proc_conn_recv() would not block.
  * Returns 1 when a message or end of file is ready, 0 when not (in time);
- * -EBADF (a send-only end); -EINVAL (NULL c, timeout below -1).
+ * -EBADF (a send-only end); -EINVAL (NULL c, timeout below -1). On a
+ * connection from proc_accept() or proc_connect(), 1 means that bytes of a
+ * message (or end of file) are there: the rest of a large message may still
+ * be on its way.
  */
 PROC_API int proc_conn_poll(proc_conn_t *c, int timeout_ms);
 
@@ -194,6 +197,107 @@ PROC_API int proc_conn_fileno(const proc_conn_t *c);
  * copy. Returns 0 (also for NULL). Must not race other calls on c.
  */
 PROC_API int proc_conn_close(proc_conn_t *c);
+
+/* ------------------------------------------- Listener() / Client() */
+
+/**
+ * A listening socket that hands out authenticated connections (Python's
+ * multiprocessing.connection.Listener). Opaque.
+ *
+ * Addresses are text: "unix:/path" (a socket file; it must not exist yet,
+ * and the listener removes it when the process that made it closes it),
+ * "unix:@name" (Linux's abstract namespace: no file), "tcp:HOST:PORT" (HOST
+ * an IPv4 address or a name, resolved with getaddrinfo(3), the first answer
+ * taken) and "tcp:[IPv6]:PORT". Port 0 picks a free port;
+ * proc_listener_address() tells which.
+ *
+ * Keys: both ends prove to each other that they hold the same key before a
+ * message passes, with the challenge-response of CPython's
+ * multiprocessing.connection (HMAC over a random challenge from
+ * getrandom(2); the key itself never travels). A libproc end and a Python
+ * end (3.11's HMAC-MD5 handshake and 3.12's "{sha256}" one) accept each
+ * other, and a connection's proc_conn_send()/proc_conn_recv() are Python's
+ * send_bytes()/recv_bytes(). A NULL key means proc_current()'s authkey
+ * (Python's default); otherwise keylen is 1..256 bytes.
+ *
+ * Connections from proc_accept() and proc_connect() are proc_conn_t like a
+ * pipe's ends, with these differences: they are TCP or AF_UNIX streams with
+ * Python's framing (a 4-byte big-endian length, or -1 and an 8-byte length
+ * for messages over 2 GiB, then the bytes), so any size up to available
+ * memory passes; a receive that times out in the middle of a message keeps
+ * what it read and the next call goes on; a peer that breaks the framing
+ * makes every later receive return -EPROTO; a connection belongs to the
+ * process that made it (a forked child must not use an inherited copy while
+ * the parent does). Threads of one process may send and receive at once;
+ * concurrent receivers (and concurrent senders) take turns, whole message
+ * by whole message.
+ *
+ * Thread-safety: a listener may be used by several threads at once except
+ * for proc_listener_close().
+ */
+typedef struct proc_listener proc_listener_t;
+
+/**
+ * Binds and listens on address with the given key (NULL: proc_current()'s
+ * authkey, keylen ignored).
+ * Returns the listener, or NULL with errno EINVAL (NULL or malformed
+ * address, keylen 0 or over 256), EADDRINUSE (the socket file or port is
+ * taken), EADDRNOTAVAIL (HOST does not resolve, or is not this machine's),
+ * EACCES (no permission for the path or port), ENOMEM, EMFILE, ENFILE.
+ */
+PROC_API proc_listener_t *proc_listen(const char *address, const void *authkey, size_t keylen);
+
+/**
+ * The address the listener is bound to, in proc_listen()'s syntax, with the
+ * real port when 0 was asked for (e.g. "tcp:127.0.0.1:40311"). Owned by l.
+ * NULL with errno EINVAL for NULL.
+ */
+PROC_API const char *proc_listener_address(const proc_listener_t *l);
+
+/**
+ * The listening socket's fd, for poll/select/epoll: readable when a peer is
+ * waiting to be accepted. Owned by l: do not read, accept on or close it.
+ * Returns the fd, or -EINVAL for NULL.
+ */
+PROC_API int proc_listener_fileno(const proc_listener_t *l);
+
+/**
+ * Waits up to timeout_ms for a peer and authenticates it, all within
+ * timeout_ms (a peer that says nothing costs at most that).
+ * Returns 0 with a new connection in *c (the caller closes it with
+ * proc_conn_close()); -ETIMEDOUT (no peer came, or it did not finish the
+ * handshake in time: it is dropped); -EACCES (the peer answered with
+ * another key: it is told so, as Python's AuthenticationError, and
+ * dropped); -ECONNABORTED (the peer hung up or broke the protocol before it
+ * had proved the key); -EINVAL (NULL l or c, timeout below -1); -EMFILE,
+ * -ENFILE, -ENOMEM. On every error *c is NULL and the listener stays
+ * usable. Thread-safe: concurrent callers each take a different peer.
+ */
+PROC_API int proc_accept(proc_listener_t *l, proc_conn_t **c, int timeout_ms);
+
+/**
+ * Closes the listener (peers not yet accepted are dropped) and, when the
+ * calling process made it, removes its socket file. Connections already
+ * accepted stay open. Returns 0 (also for NULL). Must not race other calls on l.
+ */
+PROC_API int proc_listener_close(proc_listener_t *l);
+
+/**
+ * Connects to a listener at address (Python's
+ * multiprocessing.connection.Client) and runs the handshake with the given
+ * key (NULL: proc_current()'s authkey, keylen ignored), all within
+ * timeout_ms.
+ * Returns 0 with the connection in *c; -EACCES (the listener holds another
+ * key, or did not prove it holds ours); -ECONNREFUSED (nobody listens
+ * there); -ENOENT (no such socket file); -ETIMEDOUT; -ECONNABORTED (the
+ * listener hung up or broke the protocol during the handshake); -EINVAL
+ * (NULL or malformed address, NULL c, keylen 0 or over 256, timeout below
+ * -1); -EADDRNOTAVAIL (HOST does not resolve); -EMFILE, -ENFILE, -ENOMEM,
+ * and what connect(2) reports (-ENETUNREACH, ...). On error *c is NULL.
+ * Thread-safe.
+ */
+PROC_API int proc_connect(const char *address, const void *authkey, size_t keylen, proc_conn_t **c,
+                          int timeout_ms);
 
 /* ------------------------------------------------------------------ Queue() */
 

@@ -1,0 +1,415 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Authenticated connections between libproc processes (src/listen.c,
+ * conn_auth.c, conn_stream.c): every address family, the real address of
+ * port 0, the socket file's life, right and wrong keys both ways, the
+ * default key, the errors of proc_connect, message sizes and bursts, a
+ * receive cut by a timeout in the middle of a message, -EMSGSIZE, crafted
+ * frames (the 8-byte length form, a negative length, a peer leaving
+ * mid-message), and bad arguments for every call. Clients are forked
+ * children; crafted frames come from the raw socket under a connection.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libproc/ipc.h>
+#include <libproc/proc.h>
+
+#include "ipc_testutil.h"
+#include "net_testutil.h"
+#include "testutil.h"
+
+#define KEY "the key of this test"
+#define KEYLEN (sizeof KEY - 1)
+#define BOUND IT_BOUND_MS
+
+static unsigned char byte_at(size_t i, unsigned seed)
+{
+    return (unsigned char)(i * 31u + (i >> 11) + seed * 7u);
+}
+
+static unsigned char *pattern(size_t n, unsigned seed)
+{
+    unsigned char *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = byte_at(i, seed);
+    return p;
+}
+
+/* ------------------------------------------------------------- the client */
+
+struct client {
+    char address[128];
+    const char *key; /* NULL: proc_current()'s authkey */
+    size_t keylen;
+    const size_t *sizes; /* messages to send, each echoed back */
+    size_t n;
+};
+
+/* Connects, sends each message and checks its echo. Exit code: 0, or what failed. */
+static int client_main(void *arg)
+{
+    const struct client *cl = arg;
+    proc_conn_t *c;
+    int r = proc_connect(cl->address, cl->key, cl->keylen, &c, BOUND);
+    if (r < 0)
+        return r == -EACCES ? 13 : 2;
+    for (size_t i = 0; i < cl->n; i++) {
+        unsigned char *m = pattern(cl->sizes[i], (unsigned)i);
+        unsigned char *back = malloc(cl->sizes[i] + 1);
+        bool ok = proc_conn_send(c, m, cl->sizes[i]) == 0 &&
+                  proc_conn_recv(c, back, cl->sizes[i] + 1, BOUND) == (ssize_t)cl->sizes[i] &&
+                  memcmp(m, back, cl->sizes[i]) == 0;
+        free(m);
+        free(back);
+        if (!ok)
+            return 3;
+    }
+    return proc_conn_close(c) == 0 ? 0 : 4;
+}
+
+/* Accepts one peer and echoes its messages until it leaves: how many, or -errno. */
+static long serve_echo(proc_listener_t *l)
+{
+    proc_conn_t *c;
+    int r = proc_accept(l, &c, BOUND);
+    if (r < 0)
+        return r;
+    size_t cap = 64u << 20;
+    unsigned char *buf = malloc(cap);
+    assert_non_null(buf);
+    long n = 0;
+    ssize_t got;
+    while ((got = proc_conn_recv(c, buf, cap, BOUND)) >= 0) {
+        assert_int_equal(proc_conn_send(c, buf, (size_t)got), 0);
+        n++;
+    }
+    assert_int_equal(got, -EPIPE);
+    free(buf);
+    proc_conn_close(c);
+    return n;
+}
+
+static void echo_round(const char *address, const size_t *sizes, size_t n)
+{
+    proc_listener_t *l = proc_listen(address, KEY, KEYLEN);
+    assert_non_null(l);
+    struct client cl = {.key = KEY, .keylen = KEYLEN, .sizes = sizes, .n = n};
+    snprintf(cl.address, sizeof cl.address, "%s", proc_listener_address(l));
+    proc_t *p = it_start(client_main, &cl);
+    assert_int_equal(serve_echo(l), (long)n);
+    assert_int_equal(it_finish(p), 0);
+    assert_int_equal(proc_listener_close(l), 0);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void every_family_round_trips(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {0, 1, 5, 65536, 1 << 20, 3};
+    char abstract[96], path[96];
+    nt_abstract(abstract, sizeof abstract, "family");
+    snprintf(path, sizeof path, "unix:/tmp/libproc-test-%d.sock", (int)getpid());
+    const char *addresses[] = {abstract, path, "tcp:127.0.0.1:0", "tcp:[::1]:0"};
+    int fds = 0;
+    for (int round = 0; round < 2; round++) { /* the first one starts libproc's own fds */
+        if (round == 1)
+            fds = tu_count_fds();
+        for (size_t i = 0; i < sizeof addresses / sizeof addresses[0]; i++)
+            echo_round(addresses[i], sizes, sizeof sizes / sizeof sizes[0]);
+    }
+    assert_int_equal(tu_count_fds(), fds);
+}
+
+static void many_messages_in_a_row(void **state)
+{
+    (void)state;
+    static size_t sizes[1000];
+    for (size_t i = 0; i < 1000; i++)
+        sizes[i] = i % 97;
+    echo_round("tcp:127.0.0.1:0", sizes, 1000);
+}
+
+static void message_of_64_mib(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {64u << 20};
+    char a[96];
+    nt_abstract(a, sizeof a, "big");
+    echo_round(a, sizes, 1);
+}
+
+static void real_address_and_socket_file(void **state)
+{
+    (void)state;
+    proc_listener_t *l = proc_listen("tcp:127.0.0.1:0", KEY, KEYLEN);
+    assert_non_null(l);
+    const char *a = proc_listener_address(l);
+    assert_int_equal(strncmp(a, "tcp:127.0.0.1:", 14), 0);
+    assert_true(atoi(a + 14) > 0);
+    assert_true(proc_listener_fileno(l) >= 0);
+    proc_listener_close(l);
+
+    char path[96], address[112];
+    snprintf(path, sizeof path, "/tmp/libproc-test-%d-file.sock", (int)getpid());
+    snprintf(address, sizeof address, "unix:%s", path);
+    l = proc_listen(address, KEY, KEYLEN);
+    assert_non_null(l);
+    assert_string_equal(proc_listener_address(l), address);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    errno = 0;
+    assert_null(proc_listen(address, KEY, KEYLEN)); /* the file is taken */
+    assert_int_equal(errno, EADDRINUSE);
+    assert_int_equal(stat(path, &st), 0); /* and the failed listen left it alone */
+    proc_listener_close(l);
+    assert_int_equal(stat(path, &st), -1); /* closing removed it */
+}
+
+/* The key is checked both ways: each side refuses the other's wrong key. */
+static void wrong_key_is_refused_both_ways(void **state)
+{
+    (void)state;
+    char a[96];
+    nt_abstract(a, sizeof a, "wrong");
+    proc_listener_t *l = proc_listen(a, KEY, KEYLEN);
+    assert_non_null(l);
+    struct client cl = {.key = "another key", .keylen = 11};
+    snprintf(cl.address, sizeof cl.address, "%s", a);
+    proc_t *p = it_start(client_main, &cl);
+    proc_conn_t *c = (proc_conn_t *)&c;
+    assert_int_equal(proc_accept(l, &c, BOUND), -EACCES);
+    assert_null(c);
+    assert_int_equal(it_finish(p), 13); /* the client got -EACCES too */
+    /* The listener goes on: a client with the right key gets through. */
+    static const size_t sizes[] = {10};
+    struct client good = {.key = KEY, .keylen = KEYLEN, .sizes = sizes, .n = 1};
+    snprintf(good.address, sizeof good.address, "%s", a);
+    p = it_start(client_main, &good);
+    assert_int_equal(serve_echo(l), 1);
+    assert_int_equal(it_finish(p), 0);
+    proc_listener_close(l);
+}
+
+/* NULL is proc_current()'s authkey, which a child inherits from its parent. */
+static void default_key_is_the_authkey(void **state)
+{
+    (void)state;
+    char a[96];
+    nt_abstract(a, sizeof a, "default");
+    proc_listener_t *l = proc_listen(a, NULL, 0);
+    assert_non_null(l);
+    static const size_t sizes[] = {7};
+    struct client cl = {.key = NULL, .sizes = sizes, .n = 1};
+    snprintf(cl.address, sizeof cl.address, "%s", a);
+    proc_t *p = it_start(client_main, &cl);
+    assert_int_equal(serve_echo(l), 1);
+    assert_int_equal(it_finish(p), 0);
+
+    size_t len;
+    const unsigned char *mine = proc_authkey(proc_current(), &len);
+    struct client explicit_key = {.key = (const char *)mine, .keylen = len, .sizes = sizes, .n = 1};
+    snprintf(explicit_key.address, sizeof explicit_key.address, "%s", a);
+    p = it_start(client_main, &explicit_key);
+    assert_int_equal(serve_echo(l), 1);
+    assert_int_equal(it_finish(p), 0);
+    proc_listener_close(l);
+}
+
+/* A listener that never accepts: the handshake cannot finish. */
+static void connect_errors(void **state)
+{
+    (void)state;
+    proc_conn_t *c = (proc_conn_t *)&c;
+    assert_int_equal(proc_connect("unix:/tmp/libproc-test-no-such.sock", KEY, KEYLEN, &c, 1000),
+                     -ENOENT);
+    assert_null(c);
+    char a[96];
+    nt_abstract(a, sizeof a, "nobody");
+    assert_int_equal(proc_connect(a, KEY, KEYLEN, &c, 1000), -ECONNREFUSED);
+    proc_listener_t *l = proc_listen("tcp:127.0.0.1:0", KEY, KEYLEN);
+    assert_non_null(l);
+    char closed[64];
+    snprintf(closed, sizeof closed, "%s", proc_listener_address(l));
+    proc_listener_close(l);
+    assert_int_equal(proc_connect(closed, KEY, KEYLEN, &c, 1000), -ECONNREFUSED);
+
+    l = proc_listen(a, KEY, KEYLEN);
+    assert_non_null(l);
+    int64_t t0 = tu_now_ms();
+    assert_int_equal(proc_connect(a, KEY, KEYLEN, &c, 200), -ETIMEDOUT);
+    it_elapsed_ok(t0, 200);
+    assert_null(c);
+    proc_listener_close(l);
+}
+
+/* The raw socket under a connection: a hand-made peer in a child. */
+struct crafted {
+    char address[96];
+    int step;  /* which frames to send */
+    int go[2]; /* the parent's go-ahead between two halves */
+};
+
+static int crafted_main(void *arg)
+{
+    struct crafted *cr = arg;
+    int fd = nt_raw_connect(cr->address);
+    if (fd < 0 || nt_raw_client_handshake(fd, KEY, KEYLEN) < 0)
+        return 2;
+    static const unsigned char hello[] = "0123456789";
+    unsigned char neg[4] = {0xff, 0xff, 0xff, 0xfe};
+    char c;
+    switch (cr->step) {
+    case 0: /* the 8-byte length form, then half a message, a pause, the rest */
+        if (nt_send_frame_long(fd, hello, 10) < 0 || tu_write_full(fd,
+                                                                   "\0\0\0\x0a"
+                                                                   "01234",
+                                                                   9) < 0)
+            return 3;
+        if (tu_read_full(cr->go[0], &c, 1, BOUND) != 1)
+            return 4;
+        return tu_write_full(fd, "56789", 5) == 0 && nt_send_frame(fd, hello, 10) == 0 ? 0 : 5;
+    case 1: /* a negative length other than -1 */
+        return tu_write_full(fd, neg, 4) == 0 ? 0 : 3;
+    default: /* leaves in the middle of a message */
+        return tu_write_full(fd,
+                             "\0\0\0\x0a"
+                             "012",
+                             7) == 0
+                   ? 0
+                   : 3;
+    }
+}
+
+static proc_conn_t *accept_crafted(proc_listener_t *l, struct crafted *cr, int step, proc_t **p)
+{
+    cr->step = step;
+    *p = it_start(crafted_main, cr);
+    proc_conn_t *c;
+    assert_int_equal(proc_accept(l, &c, BOUND), 0);
+    return c;
+}
+
+static void crafted_frames(void **state)
+{
+    (void)state;
+    struct crafted cr;
+    nt_abstract(cr.address, sizeof cr.address, "crafted");
+    assert_int_equal(tu_pipe(cr.go), 0);
+    proc_listener_t *l = proc_listen(cr.address, KEY, KEYLEN);
+    assert_non_null(l);
+    proc_t *p;
+    char buf[32];
+    proc_conn_t *c = accept_crafted(l, &cr, 0, &p);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), 10); /* the 8-byte form */
+    assert_memory_equal(buf, "0123456789", 10);
+    assert_int_equal(proc_conn_recv(c, buf, 5, BOUND), -EMSGSIZE);         /* too small: it stays */
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, 100), -ETIMEDOUT); /* half of it came */
+    assert_int_equal(tu_write_full(cr.go[1], "g", 1), 0);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), 10); /* the rest, then whole */
+    assert_memory_equal(buf, "0123456789", 10);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), 10);
+    assert_int_equal(proc_conn_poll(c, BOUND), 1); /* end of file */
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPIPE);
+    assert_int_equal(it_finish(p), 0);
+    proc_conn_close(c);
+
+    c = accept_crafted(l, &cr, 1, &p);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPROTO);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPROTO); /* for good */
+    assert_int_equal(it_finish(p), 0);
+    proc_conn_close(c);
+
+    c = accept_crafted(l, &cr, 2, &p);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPROTO);
+    assert_int_equal(it_finish(p), 0);
+    proc_conn_close(c);
+    proc_listener_close(l);
+    close(cr.go[0]);
+    close(cr.go[1]);
+}
+
+static void argument_errors(void **state)
+{
+    (void)state;
+    static const char *bad[] = {"",
+                                "unix:",
+                                "unix:@",
+                                "tcp:",
+                                "tcp:127.0.0.1",
+                                "tcp:127.0.0.1:",
+                                "tcp:127.0.0.1:65536",
+                                "tcp:127.0.0.1:1x",
+                                "tcp::80",
+                                "tcp:[::1]",
+                                "tcp:[::1:80",
+                                "tcp:[nonsense]:80",
+                                "udp:1.2.3.4:5",
+                                "unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+    proc_conn_t *c;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        assert_null(proc_listen(bad[i], KEY, KEYLEN));
+        assert_int_equal(errno, EINVAL);
+        assert_int_equal(proc_connect(bad[i], KEY, KEYLEN, &c, 0), -EINVAL);
+    }
+    char a[96];
+    nt_abstract(a, sizeof a, "args");
+    errno = 0;
+    assert_null(proc_listen(NULL, KEY, KEYLEN));
+    assert_int_equal(errno, EINVAL);
+    char big[257] = {0};
+    assert_null(proc_listen(a, KEY, 0));
+    assert_null(proc_listen(a, big, sizeof big));
+    assert_int_equal(proc_connect(a, KEY, 0, &c, 0), -EINVAL);
+    assert_int_equal(proc_connect(a, big, sizeof big, &c, 0), -EINVAL);
+    assert_int_equal(proc_connect(NULL, KEY, KEYLEN, &c, 0), -EINVAL);
+    assert_int_equal(proc_connect(a, KEY, KEYLEN, NULL, 0), -EINVAL);
+    assert_int_equal(proc_connect(a, KEY, KEYLEN, &c, -2), -EINVAL);
+    proc_listener_t *l = proc_listen(a, big, 256); /* 256 bytes is allowed */
+    assert_non_null(l);
+    assert_int_equal(proc_accept(NULL, &c, 0), -EINVAL);
+    assert_int_equal(proc_accept(l, NULL, 0), -EINVAL);
+    assert_int_equal(proc_accept(l, &c, -2), -EINVAL);
+    assert_int_equal(proc_accept(l, &c, 0), -ETIMEDOUT);
+    errno = 0;
+    assert_null(proc_listener_address(NULL));
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(proc_listener_fileno(NULL), -EINVAL);
+    assert_int_equal(proc_listener_close(NULL), 0);
+    proc_listener_close(l);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(argument_errors),
+        cmocka_unit_test(every_family_round_trips),
+        cmocka_unit_test(many_messages_in_a_row),
+        cmocka_unit_test(message_of_64_mib),
+        cmocka_unit_test(real_address_and_socket_file),
+        cmocka_unit_test(wrong_key_is_refused_both_ways),
+        cmocka_unit_test(default_key_is_the_authkey),
+        cmocka_unit_test(connect_errors),
+        cmocka_unit_test(crafted_frames),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
