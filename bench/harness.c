@@ -241,8 +241,8 @@ void report_rounds(int scenario, const char *name, long param, const char *param
 
 static void fmt_param(const struct row *r, char *buf, size_t len)
 {
-    if (r->param < 0)
-        snprintf(buf, len, "-");
+    if (r->param < 0) /* no number; a name alone tells variants apart */
+        snprintf(buf, len, "%s", r->param_name[0] ? r->param_name : "-");
     else
         snprintf(buf, len, "%s=%ld", r->param_name, r->param);
 }

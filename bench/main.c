@@ -50,6 +50,7 @@ static const struct scenario scenarios[] = {
     {9, "pipe_round_trip", "9 pipe round trip", "raw", scenario9, scenario9_info},
     {10, "communicate", "10 exec + communicate", "loop / raw", scenario10, scenario10_info},
     {11, "imap", "11 streams (imap, parallel_wc)", "map / xargs", scenario11, scenario11_info},
+    {12, "net_connect_unix", "12 authenticated connections", "raw", scenario12, scenario12_info},
     {0, "python_stop", "", "", python_stop, NULL},
     {2, "exec_true", "2 exec /bin/true", "raw", scenario2, NULL},
     {3, "mass_exit", "3 mass exit (release->joined)", "raw", scenario3, NULL},

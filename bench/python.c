@@ -137,12 +137,13 @@ void scenario6(void)
 }
 
 /* ===================================================== Python coprocess (7-10)
- * One python3 process serves the Python contenders of scenarios 7-10: it
+ * One python3 process serves the Python contenders of scenarios 7-12: it
  * reads one command per line ("map N", "imap N", "imapu N", "endmap 0", "queue N", "pipe<bytes> N",
- * "catrun MiB", "echorun N", "quit 0") on its stdin (a socket: sending to a dead Python is then
- * -EPIPE, not SIGPIPE) and answers each with one line on its stdout, its own timing in ns. So its
- * Pool is created once and stays up across the rounds, as libproc's does. It leads its own process
- * group, which also holds its multiprocessing children: the fatal paths kill the whole group.
+ * "catrun MiB", "echorun N", "net<what>|<address> N", "quit 0") on its stdin (a socket: sending to
+ * a dead Python is then -EPIPE, not SIGPIPE) and answers each with one line on its stdout, its own
+ * timing in ns. So its Pool is created once and stays up across the rounds, as libproc's does. It
+ * leads its own process group, which also holds its multiprocessing children: the fatal paths kill
+ * the whole group.
  */
 
 static const char python_coproc_script[] =
@@ -162,6 +163,43 @@ static const char python_coproc_script[] =
     "            c.send_bytes(c.recv_bytes())\n"
     "    except EOFError:\n"
     "        pass\n"
+    "def net(cmd, n):\n" /* scenario 12's contenders, against libproc's servers */
+    "    from multiprocessing.connection import Client\n"
+    "    what, address = cmd[3:].split('|', 1)\n"
+    "    if address.startswith('unix:@'):\n"
+    "        address = '\\0' + address[6:]\n"
+    "    else:\n"
+    "        host, port = address[4:].rsplit(':', 1); address = (host, int(port))\n"
+    "    key = b'bench key'\n"
+    "    clock = time.perf_counter_ns\n"
+    "    if what == 'conn':\n"
+    "        t0 = clock()\n"
+    "        for _ in range(n):\n"
+    "            c = Client(address, authkey=key)\n"
+    "            c.send_bytes(b'ping\\0\\0\\0\\0')\n"
+    "            if len(c.recv_bytes()) != 8:\n"
+    "                sys.exit(3)\n"
+    "            c.close()\n"
+    "        return (clock() - t0) / n\n"
+    "    c = Client(address, authkey=key)\n"
+    "    if what == 'rt':\n"
+    "        msg = b'p' * 64\n"
+    "        t0 = clock()\n"
+    "        for _ in range(n):\n"
+    "            c.send_bytes(msg)\n"
+    "            if len(c.recv_bytes()) != 64:\n"
+    "                sys.exit(3)\n"
+    "    else:\n" /* bulk: n MiB, then an empty message; the sink answers one byte */
+    "        data = bytes(range(256)) * 4096\n"
+    "        t0 = clock()\n"
+    "        for _ in range(n):\n"
+    "            c.send_bytes(data)\n"
+    "        c.send_bytes(b'')\n"
+    "        if c.recv_bytes() != b'k':\n"
+    "            sys.exit(3)\n"
+    "    t = (clock() - t0) / n\n"
+    "    c.close()\n"
+    "    return t\n"
     "def main():\n"
     "    ctx = mp.get_context('fork')\n"
     "    workers = int(sys.argv[1])\n"
@@ -252,6 +290,8 @@ static const char python_coproc_script[] =
     "                if r.returncode != 0 or r.stdout != b'hi\\n':\n"
     "                    sys.exit(3)\n"
     "            print((clock() - t0) / n, flush=True)\n"
+    "        elif cmd.startswith('net'):\n" /* "net<what>|<address> N": 12 */
+    "            print(net(cmd, n), flush=True)\n"
     "        else:\n"
     "            sys.exit(2)\n"
     "    if pool is not None:\n"

@@ -2,7 +2,7 @@
 /*
  * The scenarios that main.c lists, one group per file: start.c (1, 2, 4),
  * mass.c (3, 5), python.c (6 and the Python contenders of 7-10), pool.c (7),
- * queue.c (8), pipe.c (9), communicate.c (10), stream.c (11); libuv.c holds the libuv
+ * queue.c (8), pipe.c (9), communicate.c (10), stream.c (11), net.c (12); libuv.c holds the libuv
  * contenders of 2 and 3.
  */
 #ifndef PROC_BENCH_SCENARIOS_H
@@ -19,6 +19,7 @@ void scenario8(void);  /* queue throughput and pipeline */
 void scenario9(void);  /* pipe round trips */
 void scenario10(void); /* exec + capture: proc_communicate */
 void scenario11(void); /* streams: imap, parallel_wc */
+void scenario12(void); /* authenticated connections: connect, round trip, bulk */
 
 /* INFO lines under the targets: numbers shown without a pass mark. */
 void scenario7_info(void);
@@ -26,6 +27,7 @@ void scenario8_info(void);
 void scenario9_info(void);
 void scenario10_info(void);
 void scenario11_info(void);
+void scenario12_info(void);
 
 /* Scenario 7's tiny task (out = in * in + 7 on longs), which 11's map runs too. */
 int s7_square(const void *in, void *out);
