@@ -56,8 +56,9 @@ set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
   "${PROJECT_DESCRIPTION} - shared library\n Child processes as objects (start, join with timeout, terminate,\n exit codes) with a reaper that leaves no zombies, plus pipes,\n queues, locks and worker pools.")
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_NAME libproc-dev)
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_SECTION libdevel)
+# libssl-dev: libproc.a and libproc.pc need libcrypto to link statically.
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_DEPENDS
-  "libproc${PROJECT_VERSION_MAJOR} (= ${PROJECT_VERSION})")
+  "libproc${PROJECT_VERSION_MAJOR} (= ${PROJECT_VERSION}), libssl-dev")
 set(CPACK_COMPONENT_DEVELOPMENT_DESCRIPTION
   "${PROJECT_DESCRIPTION} - development files\n Headers, static library, pkg-config file, CMake package and man pages.")
 include(CPack)

@@ -59,6 +59,10 @@ contents "${dev[0]}" '/usr/include/libproc/proc\.h$' '/usr/include/libproc/versi
     '/usr/share/man/man3/libproc_proc\.h\.3$' -- 'libproc\.so\.0\.[0-9]+\.[0-9]+$'
 dpkg-deb -f "${dev[0]}" Depends | grep -q "libproc0 (= " ||
     { echo "check-package: libproc-dev does not depend on libproc0 (=)" >&2; fail=1; }
+dpkg-deb -f "${dev[0]}" Depends | grep -q "libssl-dev" ||
+    { echo "check-package: libproc-dev does not depend on libssl-dev (libproc.a needs libcrypto)" >&2; fail=1; }
+dpkg-deb -f "${runtime[0]}" Depends | grep -q "libssl3" ||
+    { echo "check-package: libproc0 does not depend on libssl3 (libcrypto)" >&2; fail=1; }
 objdump -p "$dir"/libproc.so.0.* | grep -q 'SONAME *libproc\.so\.0$' ||
     { echo "check-package: the shared library's SONAME is not libproc.so.0" >&2; fail=1; }
 
