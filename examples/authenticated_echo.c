@@ -93,7 +93,10 @@ static int demo(void)
     int ok = 1;
     for (int i = 0; i < 2; i++) {
         proc_t *p = proc_new(client_main, i == 0 ? &good : &bad);
-        proc_start(p);
+        if (!p || proc_start(p) < 0) {
+            perror("starting a client");
+            return 1;
+        }
         int served = serve(l);
         proc_join(p, PROC_WAIT_FOREVER);
         printf("client %d exited with %d\n", i + 1, proc_exitcode(p));

@@ -25,7 +25,8 @@ struct proc__conn_rx {
     uint64_t len;        /* the message's length, once have_len */
     unsigned char *part; /* its body so far, when a call gave up before the end */
     uint64_t got;        /* bytes in part */
-    int broken;          /* a framing error: every later receive returns it */
+    _Atomic int broken;  /* a framing error: every later receive returns it
+                            (read without the lock by proc_conn_poll) */
 };
 
 struct proc_conn {
@@ -41,6 +42,7 @@ struct proc_conn {
     unsigned char *scratch;    /* CONN_INLINE_MAX bytes, allocated on first need */
     /* streams */
     proc__ipc_plock send_lock; /* one message at a time on the wire */
+    int send_broken;           /* a send stopped mid-message: every later send returns it */
     struct proc__conn_rx rx;
 };
 

@@ -2,8 +2,8 @@
 /*
  * Addresses of listeners and clients, as text: "unix:/path" (a socket file),
  * "unix:@name" (Linux's abstract namespace), "tcp:HOST:PORT" and
- * "tcp:[IPv6]:PORT". HOST may be a name; it is resolved with getaddrinfo(3)
- * and the first answer is taken.
+ * "tcp:[IPv6]:PORT". HOST may be a name; it is resolved to IPv4 with
+ * getaddrinfo(3) (which may block, on DNS) and the first answer is taken.
  */
 #include "conn_addr.h"
 
@@ -81,7 +81,9 @@ static int parse_tcp(const char *rest, struct proc__addr *a)
     if (split_host_port(rest, host, &port, &v6) < 0)
         return -EINVAL;
     snprintf(port_text, sizeof port_text, "%d", port);
-    struct addrinfo hints = {.ai_family = v6 ? AF_INET6 : AF_UNSPEC,
+    /* Unbracketed is IPv4, as Python's (host, port) tuples are: "localhost"
+     * must not become ::1 where a Python peer listens on 127.0.0.1. */
+    struct addrinfo hints = {.ai_family = v6 ? AF_INET6 : AF_INET,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | (v6 ? AI_NUMERICHOST : 0)};
     struct addrinfo *res = NULL;
@@ -103,6 +105,12 @@ int proc__addr_parse(const char *text, struct proc__addr *a)
     if (strncmp(text, "tcp:", 4) == 0)
         return parse_tcp(text + 4, a);
     return -EINVAL;
+}
+
+const char *proc__addr_socket_file(const struct proc__addr *a)
+{
+    const struct sockaddr_un *un = (const struct sockaddr_un *)&a->ss;
+    return a->family == AF_UNIX && un->sun_path[0] != '\0' ? un->sun_path : NULL;
 }
 
 char *proc__addr_format(const struct sockaddr_storage *ss, socklen_t len)

@@ -18,6 +18,8 @@ struct proc__addr {
  * -EINVAL when malformed; -EADDRNOTAVAIL when HOST does not resolve; -ENOMEM.
  */
 int proc__addr_parse(const char *text, struct proc__addr *a);
+/* The path of a socket file the address names, inside a (NULL: abstract or TCP). */
+const char *proc__addr_socket_file(const struct proc__addr *a);
 /* The text form of a socket address, malloc'd; NULL + errno (ENOMEM, EAFNOSUPPORT). */
 char *proc__addr_format(const struct sockaddr_storage *ss, socklen_t len);
 

@@ -37,8 +37,11 @@ static int send_errno(int err)
     return err == ECONNRESET || err == ENOTCONN ? -EPIPE : -err;
 }
 
-/* Writes every byte of iov[0..n): header and body in one call when the kernel takes them. */
-static int send_all(int fd, struct iovec *iov, int n)
+/*
+ * Writes every byte of iov[0..n): header and body in one call when the
+ * kernel takes them. *started: some bytes went out.
+ */
+static int send_all(int fd, struct iovec *iov, int n, bool *started)
 {
     while (n > 0) {
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
@@ -54,6 +57,7 @@ static int send_all(int fd, struct iovec *iov, int n)
             continue;
         }
         size_t left = (size_t)w;
+        *started = true;
         while (n > 0 && left >= iov->iov_len) {
             left -= iov->iov_len;
             iov++;
@@ -86,7 +90,12 @@ int proc__stream_send(proc_conn_t *c, const void *msg, size_t len)
     }
     struct iovec iov[2] = {{hdr, hlen}, {(void *)msg, len}};
     proc__ipc_plock_lock(&c->send_lock);
-    int r = send_all(c->fd, iov, len ? 2 : 1);
+    bool started = false;
+    int r = c->send_broken ? c->send_broken : send_all(c->fd, iov, len ? 2 : 1, &started);
+    /* Half a message on the wire: the peer would read the next one's header
+     * inside this body, so nothing more may be sent. */
+    if (r < 0 && started)
+        c->send_broken = r;
     proc__ipc_plock_unlock(&c->send_lock);
     return r;
 }
@@ -150,6 +159,13 @@ static int read_full(int fd, unsigned char *p, uint64_t n, uint64_t *got,
     return 0;
 }
 
+/* Every later receive returns err: the stream is out of step. */
+static int set_broken(struct proc__conn_rx *rx, int err)
+{
+    atomic_store_explicit(&rx->broken, err, memory_order_relaxed);
+    return err;
+}
+
 static uint64_t get_be(const unsigned char *p, int bytes)
 {
     uint64_t v = 0;
@@ -168,14 +184,14 @@ static int read_header(proc_conn_t *c, const struct proc__deadline *d)
         r = read_full(c->fd, rx->hdr, 12, &got, d);
     rx->hdr_got = (unsigned)got;
     if (r == -EPIPE && got > 0)
-        r = rx->broken = -EPROTO; /* the peer left in the middle of a message */
+        r = set_broken(rx, -EPROTO); /* the peer left in the middle of a message */
     if (r < 0)
         return r;
     uint64_t len = get_be(rx->hdr, 4);
     if (len == 0xffffffffu)
         len = get_be(rx->hdr + 4, 8);
     else if (len > STREAM_SHORT_MAX)
-        return rx->broken = -EPROTO; /* a negative length other than -1 */
+        return set_broken(rx, -EPROTO); /* a negative length other than -1 */
     rx->len = len;
     rx->have_len = true;
     return 0;
@@ -204,11 +220,11 @@ static ssize_t read_body(proc_conn_t *c, unsigned char *buf, const struct proc__
         return finish(rx);
     }
     if (r == -EPIPE)
-        return rx->broken = -EPROTO; /* the peer left in the middle of a message */
+        return set_broken(rx, -EPROTO); /* the peer left in the middle of a message */
     if (!rx->part && rx->got > 0) {
         rx->part = malloc((size_t)rx->len);
         if (!rx->part)
-            return rx->broken = -ENOMEM; /* the rest of the stream is out of step */
+            return set_broken(rx, -ENOMEM); /* the rest of the stream is out of step */
         memcpy(rx->part, buf, (size_t)rx->got);
     }
     return r;
@@ -220,12 +236,12 @@ ssize_t proc__stream_recv(proc_conn_t *c, void *buf, size_t cap, uint64_t max,
     if (proc__ipc_plock_lock_by(&c->lock, d) < 0)
         return -ETIMEDOUT;
     struct proc__conn_rx *rx = &c->rx;
-    ssize_t r = rx->broken;
+    ssize_t r = atomic_load_explicit(&rx->broken, memory_order_relaxed);
     if (r == 0 && !rx->have_len)
         r = read_header(c, d);
-    if (r == 0 && rx->len > max)
-        r = rx->broken = -EPROTO; /* never allocated, never read */
-    else if (r == 0 && (rx->len > cap || rx->len > SSIZE_MAX))
+    if (r == 0 && (rx->len > max || rx->len > SSIZE_MAX))
+        r = set_broken(rx, -EPROTO); /* never allocated, never read */
+    else if (r == 0 && rx->len > cap)
         r = -EMSGSIZE;
     else if (r == 0)
         r = read_body(c, buf, d);
@@ -235,7 +251,7 @@ ssize_t proc__stream_recv(proc_conn_t *c, void *buf, size_t cap, uint64_t max,
 
 int proc__stream_poll(proc_conn_t *c, const struct proc__deadline *d)
 {
-    if (c->rx.broken)
+    if (atomic_load_explicit(&c->rx.broken, memory_order_relaxed))
         return 1; /* a receive returns at once */
     return wait_readable(c->fd, d);
 }

@@ -271,6 +271,7 @@ int proc__ipc_plock_lock_by(proc__ipc_plock *l, const struct proc__deadline *d)
     uint32_t self = (uint32_t)proc__self_pid(), v = 0;
     if (atomic_compare_exchange_strong(l, &v, self))
         return 0;
+    bool slept = false;
     for (;;) {
         if (v == 0) {
             if (atomic_compare_exchange_strong(l, &v, self | PLOCK_WAITERS))
@@ -282,14 +283,20 @@ int proc__ipc_plock_lock_by(proc__ipc_plock *l, const struct proc__deadline *d)
                 return 0;
             continue;
         }
-        if (d && proc__deadline_passed(d))
+        if (d && proc__deadline_passed(d)) {
+            /* The unlock's one wake-up may have been ours: pass it on, or a
+             * waiter without a deadline could sleep on a free lock. */
+            if (slept)
+                proc__sys_futex_wake(l, 1, false);
             return -ETIMEDOUT;
+        }
         if (!(v & PLOCK_WAITERS)) {
             if (!atomic_compare_exchange_strong(l, &v, v | PLOCK_WAITERS))
                 continue;
             v |= PLOCK_WAITERS;
         }
         proc__sys_futex_wait(l, v, d && d->timeout_ms > 0 ? &d->at : NULL, false);
+        slept = true;
         v = atomic_load(l);
     }
 }

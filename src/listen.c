@@ -20,6 +20,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define AUTH_KEY_MAX 256
@@ -29,6 +30,8 @@ struct proc_listener {
     int family;
     char *address;     /* the bound address, in proc_listen()'s syntax */
     char *socket_file; /* a path this process bound, removed at close; or NULL */
+    dev_t file_dev;    /* ... and the file it made there, so that close */
+    ino_t file_ino;    /* never removes someone else's socket at that path */
     pid_t owner;       /* the process that bound it */
     size_t keylen;
     unsigned char key[AUTH_KEY_MAX];
@@ -70,10 +73,15 @@ static int bind_listen(struct proc_listener *l, const struct proc__addr *a, cons
         (void)setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (bind(l->fd, (const struct sockaddr *)&a->ss, a->len) < 0)
         return -errno;
-    if (path && !(l->socket_file = strdup(path))) {
+    struct stat st;
+    if (path && (stat(path, &st) < 0 || !(l->socket_file = strdup(path)))) {
         unlink(path);
         return -ENOMEM;
     } /* from now on, closing removes the file */
+    if (path) {
+        l->file_dev = st.st_dev;
+        l->file_ino = st.st_ino;
+    }
     if (listen(l->fd, SOMAXCONN) < 0)
         return -errno;
     struct sockaddr_storage bound;
@@ -89,7 +97,9 @@ static void listener_free(struct proc_listener *l)
 {
     if (l->fd >= 0)
         close(l->fd);
-    if (l->socket_file && l->owner == getpid())
+    struct stat st;
+    if (l->socket_file && l->owner == getpid() && lstat(l->socket_file, &st) == 0 &&
+        st.st_dev == l->file_dev && st.st_ino == l->file_ino)
         unlink(l->socket_file);
     free(l->socket_file);
     free(l->address);
@@ -110,7 +120,7 @@ proc_listener_t *proc_listen(const char *address, const void *authkey, size_t ke
         r = pick_key(authkey, keylen, l->key, &l->keylen);
     }
     if (r == 0)
-        r = bind_listen(l, &a, a.family == AF_UNIX && address[5] != '@' ? address + 5 : NULL);
+        r = bind_listen(l, &a, proc__addr_socket_file(&a));
     if (r < 0) {
         if (l)
             listener_free(l);
@@ -191,6 +201,10 @@ int proc_accept(proc_listener_t *l, proc_conn_t **c, int timeout_ms)
     int fd = accept_by(l->fd, &d);
     if (fd < 0)
         return fd;
+    /* The peer that came gets a budget of its own: one that arrived late in
+     * the wait is not cut short, and a silent one never holds the listener
+     * for ever, nor fails a poll-then-accept with timeout 0. */
+    proc__deadline_init(&d, timeout_ms > 0 ? timeout_ms : PROC_HANDSHAKE_TIMEOUT_MS);
     return authenticate(fd, l->family, l->key, l->keylen, true, c, &d);
 }
 

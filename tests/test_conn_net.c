@@ -178,8 +178,39 @@ static void real_address_and_socket_file(void **state)
     assert_null(proc_listen(address, KEY, KEYLEN)); /* the file is taken */
     assert_int_equal(errno, EADDRINUSE);
     assert_int_equal(stat(path, &st), 0); /* and the failed listen left it alone */
+    /* Someone removed our file and listens there now: our close leaves theirs. */
+    assert_int_equal(unlink(path), 0);
+    proc_listener_t *theirs = proc_listen(address, KEY, KEYLEN);
+    assert_non_null(theirs);
     proc_listener_close(l);
+    assert_int_equal(stat(path, &st), 0);
+    proc_listener_close(theirs);
     assert_int_equal(stat(path, &st), -1); /* closing removed it */
+}
+
+/* Readiness of the listening fd, then an accept that does not wait: the
+ * handshake still gets its own time. */
+static void poll_then_accept_at_once(void **state)
+{
+    (void)state;
+    char a[96];
+    nt_abstract(a, sizeof a, "poll");
+    proc_listener_t *l = proc_listen(a, KEY, KEYLEN);
+    assert_non_null(l);
+    static const size_t sizes[] = {3};
+    struct client cl = {.key = KEY, .keylen = KEYLEN, .sizes = sizes, .n = 1};
+    snprintf(cl.address, sizeof cl.address, "%s", a);
+    proc_t *p = it_start(client_main, &cl);
+    assert_int_equal(tu_wait_readable(proc_listener_fileno(l), BOUND), 1);
+    proc_conn_t *c;
+    assert_int_equal(proc_accept(l, &c, 0), 0);
+    char buf[8];
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), 3);
+    assert_int_equal(proc_conn_send(c, buf, 3), 0);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPIPE);
+    proc_conn_close(c);
+    assert_int_equal(it_finish(p), 0);
+    proc_listener_close(l);
 }
 
 /* The key is checked both ways: each side refuses the other's wrong key. */
@@ -274,6 +305,7 @@ static int crafted_main(void *arg)
         return 2;
     static const unsigned char hello[] = "0123456789";
     unsigned char neg[4] = {0xff, 0xff, 0xff, 0xfe};
+    static const unsigned char rest_of_header[5] = {0, 3, 'a', 'b', 'c'};
     char c;
     switch (cr->step) {
     case 0: /* the 8-byte length form, then half a message, a pause, the rest */
@@ -287,6 +319,12 @@ static int crafted_main(void *arg)
         return tu_write_full(fd, "56789", 5) == 0 && nt_send_frame(fd, hello, 10) == 0 ? 0 : 5;
     case 1: /* a negative length other than -1 */
         return tu_write_full(fd, neg, 4) == 0 ? 0 : 3;
+    case 2: /* half a header, a pause, the rest */
+        if (tu_write_full(fd, "\0\0", 2) < 0 || tu_read_full(cr->go[0], &c, 1, BOUND) != 1)
+            return 3;
+        return tu_write_full(fd, rest_of_header, 5) == 0 ? 0 : 4;
+    case 3: /* a length no receive can return (above SSIZE_MAX) */
+        return tu_write_full(fd, "\xff\xff\xff\xff\x80\0\0\0\0\0\0\x01", 12) == 0 ? 0 : 3;
     default: /* leaves in the middle of a message */
         return tu_write_full(fd,
                              "\0\0\0\x0a"
@@ -322,8 +360,9 @@ static void crafted_frames(void **state)
     assert_int_equal(proc_conn_recv(c, buf, 5, BOUND), -EMSGSIZE);         /* too small: it stays */
     assert_int_equal(proc_conn_recv(c, buf, sizeof buf, 100), -ETIMEDOUT); /* half of it came */
     assert_int_equal(tu_write_full(cr.go[1], "g", 1), 0);
-    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), 10); /* the rest, then whole */
-    assert_memory_equal(buf, "0123456789", 10);
+    char fresh[32] = {0}; /* what the timed-out call read must come from the handle */
+    assert_int_equal(proc_conn_recv(c, fresh, sizeof fresh, BOUND), 10);
+    assert_memory_equal(fresh, "0123456789", 10);
     assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), 10);
     assert_int_equal(proc_conn_poll(c, BOUND), 1); /* end of file */
     assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPIPE);
@@ -337,6 +376,20 @@ static void crafted_frames(void **state)
     proc_conn_close(c);
 
     c = accept_crafted(l, &cr, 2, &p);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, 100), -ETIMEDOUT); /* 2 of 4 bytes */
+    assert_int_equal(tu_write_full(cr.go[1], "g", 1), 0);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), 3);
+    assert_memory_equal(buf, "abc", 3);
+    assert_int_equal(it_finish(p), 0);
+    proc_conn_close(c);
+
+    c = accept_crafted(l, &cr, 3, &p);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPROTO);
+    assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPROTO);
+    assert_int_equal(it_finish(p), 0);
+    proc_conn_close(c);
+
+    c = accept_crafted(l, &cr, 4, &p);
     assert_int_equal(proc_conn_recv(c, buf, sizeof buf, BOUND), -EPROTO);
     assert_int_equal(it_finish(p), 0);
     proc_conn_close(c);
@@ -409,6 +462,7 @@ int main(void)
         cmocka_unit_test(many_messages_in_a_row),
         cmocka_unit_test(message_of_64_mib),
         cmocka_unit_test(real_address_and_socket_file),
+        cmocka_unit_test(poll_then_accept_at_once),
         cmocka_unit_test(wrong_key_is_refused_both_ways),
         cmocka_unit_test(default_key_is_the_authkey),
         cmocka_unit_test(connect_errors),

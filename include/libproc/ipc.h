@@ -186,7 +186,9 @@ PROC_API int proc_conn_poll(proc_conn_t *c, int timeout_ms);
 
 /**
  * The end's file descriptor, for poll/select/epoll (readable when a message
- * or end of file is ready). Owned by c: do not read, write or close it.
+ * or end of file is ready; on a connection from proc_accept() or
+ * proc_connect(), when bytes of a message are: see proc_conn_poll()). Owned
+ * by c: do not read, write or close it.
  * Returns the fd, or -EINVAL for NULL.
  */
 PROC_API int proc_conn_fileno(const proc_conn_t *c);
@@ -207,9 +209,10 @@ PROC_API int proc_conn_close(proc_conn_t *c);
  * Addresses are text: "unix:/path" (a socket file; it must not exist yet,
  * and the listener removes it when the process that made it closes it),
  * "unix:@name" (Linux's abstract namespace: no file), "tcp:HOST:PORT" (HOST
- * an IPv4 address or a name, resolved with getaddrinfo(3), the first answer
- * taken) and "tcp:[IPv6]:PORT". Port 0 picks a free port;
- * proc_listener_address() tells which.
+ * an IPv4 address or a name, resolved to IPv4 with getaddrinfo(3), the first
+ * answer taken: as Python's (host, port) tuples; resolving a name may block
+ * on DNS beyond a call's timeout) and "tcp:[IPv6]:PORT". Port 0 picks a free
+ * port; proc_listener_address() tells which.
  *
  * Keys: both ends prove to each other that they hold the same key before a
  * message passes, with the challenge-response of CPython's
@@ -226,7 +229,10 @@ PROC_API int proc_conn_close(proc_conn_t *c);
  * for messages over 2 GiB, then the bytes), so any size up to available
  * memory passes; a receive that times out in the middle of a message keeps
  * what it read and the next call goes on; a peer that breaks the framing
- * makes every later receive return -EPROTO; a connection belongs to the
+ * makes every later receive return -EPROTO (and one that could not keep a
+ * message it had begun, -ENOMEM); a send that failed with part of a message
+ * on the wire makes every later send return that error; other socket errors
+ * come back as their negative errno; a connection belongs to the
  * process that made it (a forked child must not use an inherited copy while
  * the parent does). Threads of one process may send and receive at once;
  * concurrent receivers (and concurrent senders) take turns, whole message
@@ -238,12 +244,22 @@ PROC_API int proc_conn_close(proc_conn_t *c);
 typedef struct proc_listener proc_listener_t;
 
 /**
+ * How long proc_accept() gives a peer to finish the handshake when its own
+ * timeout is 0 or PROC_WAIT_FOREVER, so that a silent peer never holds a
+ * listener for ever (and a poll on proc_listener_fileno() followed by
+ * proc_accept(l, &c, 0) works).
+ */
+#define PROC_HANDSHAKE_TIMEOUT_MS 10000
+
+/**
  * Binds and listens on address with the given key (NULL: proc_current()'s
  * authkey, keylen ignored).
  * Returns the listener, or NULL with errno EINVAL (NULL or malformed
  * address, keylen 0 or over 256), EADDRINUSE (the socket file or port is
  * taken), EADDRNOTAVAIL (HOST does not resolve, or is not this machine's),
- * EACCES (no permission for the path or port), ENOMEM, EMFILE, ENFILE.
+ * EACCES (no permission for the path or port), ENOENT (the socket file's
+ * directory does not exist), ENOMEM, EMFILE, ENFILE, or another errno of
+ * socket(2), bind(2) or listen(2).
  */
 PROC_API proc_listener_t *proc_listen(const char *address, const void *authkey, size_t keylen);
 
@@ -262,16 +278,20 @@ PROC_API const char *proc_listener_address(const proc_listener_t *l);
 PROC_API int proc_listener_fileno(const proc_listener_t *l);
 
 /**
- * Waits up to timeout_ms for a peer and authenticates it, all within
- * timeout_ms (a peer that says nothing costs at most that).
+ * Waits up to timeout_ms for a peer, then authenticates it within a budget
+ * of its own: timeout_ms again, or PROC_HANDSHAKE_TIMEOUT_MS when timeout_ms
+ * is 0 or PROC_WAIT_FOREVER. So a peer that says nothing costs at most that
+ * budget, and a call returns within twice a positive timeout_ms.
  * Returns 0 with a new connection in *c (the caller closes it with
  * proc_conn_close()); -ETIMEDOUT (no peer came, or it did not finish the
- * handshake in time: it is dropped); -EACCES (the peer answered with
- * another key: it is told so, as Python's AuthenticationError, and
- * dropped); -ECONNABORTED (the peer hung up or broke the protocol before it
- * had proved the key); -EINVAL (NULL l or c, timeout below -1); -EMFILE,
- * -ENFILE, -ENOMEM. On every error *c is NULL and the listener stays
- * usable. Thread-safe: concurrent callers each take a different peer.
+ * handshake in time: it is dropped); -EACCES (the peer's answer did not
+ * prove our key, a wrong key or well-framed garbage: it is told so, as
+ * Python's AuthenticationError, and dropped; or its challenge named a digest
+ * we do not know); -ECONNABORTED (the peer hung up, or broke the framing,
+ * e.g. announced a message over 256 bytes, before it had proved the key);
+ * -EINVAL (NULL l or c, timeout below -1); -EMFILE, -ENFILE, -ENOMEM. On
+ * every error *c is NULL and the listener stays usable. Thread-safe:
+ * concurrent callers each take a different peer.
  */
 PROC_API int proc_accept(proc_listener_t *l, proc_conn_t **c, int timeout_ms);
 
@@ -288,8 +308,9 @@ PROC_API int proc_listener_close(proc_listener_t *l);
  * key (NULL: proc_current()'s authkey, keylen ignored), all within
  * timeout_ms.
  * Returns 0 with the connection in *c; -EACCES (the listener holds another
- * key, or did not prove it holds ours); -ECONNREFUSED (nobody listens
- * there); -ENOENT (no such socket file); -ETIMEDOUT; -ECONNABORTED (the
+ * key, did not prove it holds ours, or is not a multiprocessing listener;
+ * also no permission to connect to the socket file); -ECONNREFUSED (nobody
+ * listens there); -ENOENT (no such socket file); -ETIMEDOUT; -ECONNABORTED (the
  * listener hung up or broke the protocol during the handshake); -EINVAL
  * (NULL or malformed address, NULL c, keylen 0 or over 256, timeout below
  * -1); -EADDRNOTAVAIL (HOST does not resolve); -EMFILE, -ENFILE, -ENOMEM,

@@ -118,6 +118,21 @@ size_t nt_response(const void *key, size_t keylen, const unsigned char *m, size_
     return 8 + len;
 }
 
+size_t nt_mac(const char *digest, const void *key, size_t keylen, const void *m, size_t n,
+              unsigned char *out)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%s", digest);
+    for (char *p = name; *p; p++)
+        if (*p == '_')
+            *p = '-'; /* OpenSSL's spelling: sha3-256 */
+    const EVP_MD *md = EVP_get_digestbyname(name);
+    unsigned len = 0;
+    if (!md || !HMAC(md, key, (int)keylen, m, n, out, &len))
+        return 0;
+    return len;
+}
+
 size_t nt_challenge(unsigned char *out)
 {
     memcpy(out, "#CHALLENGE#{sha256}", 19);

@@ -32,6 +32,11 @@ ssize_t nt_recv_frame(int fd, void *buf, size_t cap, int timeout_ms);
 size_t nt_response(const void *key, size_t keylen, const unsigned char *m, size_t n,
                    unsigned char *out);
 
+/* HMAC-digest (Python's name: md5, sha256, sha384, sha3_256, ...) of m under key; its length, 0 if
+ * unknown. */
+size_t nt_mac(const char *digest, const void *key, size_t keylen, const void *m, size_t n,
+              unsigned char *out);
+
 /* A valid challenge of our own for the peer ("#CHALLENGE#{sha256}" + 40 bytes). */
 size_t nt_challenge(unsigned char *out);
 
