@@ -330,19 +330,6 @@ static ssize_t recv_once(proc_conn_t *c, void *buf, size_t cap)
     return take_record(c, buf, cap);
 }
 
-/* 1 readable (or EOF/error), 0 when d passed, -errno. */
-static int wait_readable(int fd, const struct proc__deadline *d)
-{
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int n = poll(&p, 1, proc__deadline_left_ms(d));
-        if (n >= 0)
-            return n > 0;
-        if (errno != EINTR && errno != EAGAIN)
-            return -errno;
-    }
-}
-
 ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeout_ms)
 {
     struct proc__deadline d;
@@ -363,7 +350,7 @@ ssize_t proc_conn_recv(proc_conn_t *c, void *buf, size_t cap, int timeout_ms)
          * microseconds costs less than being woken from poll(). */
         if (proc__ipc_spin_more(&spin, &d))
             continue;
-        int w = wait_readable(c->fd, &d);
+        int w = proc__conn_wait_readable(c->fd, &d);
         if (w <= 0)
             return w == 0 ? -ETIMEDOUT : w;
     }
@@ -380,5 +367,5 @@ int proc_conn_poll(proc_conn_t *c, int timeout_ms)
         return proc__stream_poll(c, &d);
     if (atomic_load(&c->stash_full))
         return 1;
-    return wait_readable(c->fd, &d);
+    return proc__conn_wait_readable(c->fd, &d);
 }

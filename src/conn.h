@@ -46,6 +46,9 @@ struct proc_conn {
     struct proc__conn_rx rx;
 };
 
+/* 1 when fd is readable (or at end of file or error), 0 when d passed, -errno. */
+int proc__conn_wait_readable(int fd, const struct proc__deadline *d);
+
 /* A handle for fd (owned from now on), or NULL (ENOMEM; fd untouched). */
 proc_conn_t *proc__conn_new(int fd, bool readable, bool writable, bool stream);
 

@@ -102,15 +102,14 @@ int proc__stream_send(proc_conn_t *c, const void *msg, size_t len)
 
 /* ------------------------------------------------------------------- receive */
 
-/* 1 when fd is readable (or at end of file), 0 when d passed, -errno. */
-static int wait_readable(int fd, const struct proc__deadline *d)
+int proc__conn_wait_readable(int fd, const struct proc__deadline *d)
 {
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int n = poll(&p, 1, proc__deadline_left_ms(d));
         if (n >= 0)
             return n > 0;
-        if (errno != EINTR)
+        if (errno != EINTR && errno != EAGAIN)
             return -errno;
     }
 }
@@ -139,7 +138,7 @@ static ssize_t read_some(int fd, void *p, size_t n, const struct proc__deadline 
          * microseconds costs less than being woken from poll(). */
         if (proc__ipc_spin_more(&spin, d))
             continue;
-        int w = wait_readable(fd, d);
+        int w = proc__conn_wait_readable(fd, d);
         if (w <= 0)
             return w == 0 ? -ETIMEDOUT : w;
     }
@@ -253,7 +252,7 @@ int proc__stream_poll(proc_conn_t *c, const struct proc__deadline *d)
 {
     if (atomic_load_explicit(&c->rx.broken, memory_order_relaxed))
         return 1; /* a receive returns at once */
-    return wait_readable(c->fd, d);
+    return proc__conn_wait_readable(c->fd, d);
 }
 
 void proc__stream_release(proc_conn_t *c)

@@ -104,15 +104,22 @@ static long serve_echo(proc_listener_t *l)
     return n;
 }
 
-static void echo_round(const char *address, const size_t *sizes, size_t n)
+/* A client child with key (NULL: the inherited authkey) sends sizes[0..n), l echoes them. */
+static void serve_one_client(proc_listener_t *l, const char *key, size_t keylen,
+                             const size_t *sizes, size_t n)
 {
-    proc_listener_t *l = proc_listen(address, KEY, KEYLEN);
-    assert_non_null(l);
-    struct client cl = {.key = KEY, .keylen = KEYLEN, .sizes = sizes, .n = n};
+    struct client cl = {.key = key, .keylen = keylen, .sizes = sizes, .n = n};
     snprintf(cl.address, sizeof cl.address, "%s", proc_listener_address(l));
     proc_t *p = it_start(client_main, &cl);
     assert_int_equal(serve_echo(l), (long)n);
     assert_int_equal(it_finish(p), 0);
+}
+
+static void echo_round(const char *address, const size_t *sizes, size_t n)
+{
+    proc_listener_t *l = proc_listen(address, KEY, KEYLEN);
+    assert_non_null(l);
+    serve_one_client(l, KEY, KEYLEN, sizes, n);
     assert_int_equal(proc_listener_close(l), 0);
 }
 
@@ -230,11 +237,7 @@ static void wrong_key_is_refused_both_ways(void **state)
     assert_int_equal(it_finish(p), 13); /* the client got -EACCES too */
     /* The listener goes on: a client with the right key gets through. */
     static const size_t sizes[] = {10};
-    struct client good = {.key = KEY, .keylen = KEYLEN, .sizes = sizes, .n = 1};
-    snprintf(good.address, sizeof good.address, "%s", a);
-    p = it_start(client_main, &good);
-    assert_int_equal(serve_echo(l), 1);
-    assert_int_equal(it_finish(p), 0);
+    serve_one_client(l, KEY, KEYLEN, sizes, 1);
     proc_listener_close(l);
 }
 
@@ -247,23 +250,15 @@ static void default_key_is_the_authkey(void **state)
     proc_listener_t *l = proc_listen(a, NULL, 0);
     assert_non_null(l);
     static const size_t sizes[] = {7};
-    struct client cl = {.key = NULL, .sizes = sizes, .n = 1};
-    snprintf(cl.address, sizeof cl.address, "%s", a);
-    proc_t *p = it_start(client_main, &cl);
-    assert_int_equal(serve_echo(l), 1);
-    assert_int_equal(it_finish(p), 0);
-
-    size_t len;
+    serve_one_client(l, NULL, 0, sizes, 1);
+    size_t len; /* the same key, given explicitly */
     const unsigned char *mine = proc_authkey(proc_current(), &len);
-    struct client explicit_key = {.key = (const char *)mine, .keylen = len, .sizes = sizes, .n = 1};
-    snprintf(explicit_key.address, sizeof explicit_key.address, "%s", a);
-    p = it_start(client_main, &explicit_key);
-    assert_int_equal(serve_echo(l), 1);
-    assert_int_equal(it_finish(p), 0);
+    serve_one_client(l, (const char *)mine, len, sizes, 1);
     proc_listener_close(l);
 }
 
-/* A listener that never accepts: the handshake cannot finish. */
+/* No file, nobody listening, a closed port, and a listener that never
+ * accepts (the handshake cannot finish). */
 static void connect_errors(void **state)
 {
     (void)state;

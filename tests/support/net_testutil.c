@@ -140,15 +140,22 @@ size_t nt_challenge(unsigned char *out)
     return 59;
 }
 
-int nt_raw_client_handshake(int fd, const void *key, size_t keylen)
+size_t nt_answer(int fd, const void *key, size_t keylen, unsigned char *resp)
 {
-    unsigned char msg[256], resp[128];
+    unsigned char msg[256];
     ssize_t n = nt_recv_frame(fd, msg, sizeof msg, 10000);
     if (n < 11 || memcmp(msg, "#CHALLENGE#", 11) != 0)
-        return -1;
-    size_t r = nt_response(key, keylen, msg + 11, (size_t)n - 11, resp);
-    if (nt_send_frame(fd, resp, r) < 0 || nt_recv_frame(fd, msg, sizeof msg, 10000) != 9 ||
-        memcmp(msg, "#WELCOME#", 9) != 0)
+        return 0;
+    return nt_response(key, keylen, msg + 11, (size_t)n - 11, resp);
+}
+
+int nt_raw_client_handshake(int fd, const void *key, size_t keylen)
+{
+    unsigned char msg[256], resp[256];
+    ssize_t n;
+    size_t r = nt_answer(fd, key, keylen, resp);
+    if (r == 0 || nt_send_frame(fd, resp, r) < 0 ||
+        nt_recv_frame(fd, msg, sizeof msg, 10000) != 9 || memcmp(msg, "#WELCOME#", 9) != 0)
         return -1;
     size_t c = nt_challenge(msg);
     if (nt_send_frame(fd, msg, c) < 0)

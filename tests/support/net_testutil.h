@@ -37,6 +37,10 @@ size_t nt_response(const void *key, size_t keylen, const unsigned char *m, size_
 size_t nt_mac(const char *digest, const void *key, size_t keylen, const void *m, size_t n,
               unsigned char *out);
 
+/* Reads the listener's challenge from fd and computes (does not send) the
+ * right answer into resp (256 bytes): its length, or 0 when no challenge came. */
+size_t nt_answer(int fd, const void *key, size_t keylen, unsigned char *resp);
+
 /* A valid challenge of our own for the peer ("#CHALLENGE#{sha256}" + 40 bytes). */
 size_t nt_challenge(unsigned char *out);
 

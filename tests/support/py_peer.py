@@ -14,27 +14,15 @@ multiprocessing.connection, as a client or a listener, facing libproc.
 Exit codes: 0 all went as expected, 3 AuthenticationError, 1 anything else.
 ADDRESS uses libproc's syntax: unix:/path, unix:@name, tcp:HOST:PORT.
 """
+import os
 import struct
 import sys
 import threading
 from multiprocessing.connection import AuthenticationError, Client, Listener
 
-
-def to_python(address):
-    if address.startswith("unix:@"):
-        return "\0" + address[6:]
-    if address.startswith("unix:"):
-        return address[5:]
-    host, port = address[4:].rsplit(":", 1)
-    return (host, int(port))
-
-
-def to_libproc(address):
-    if isinstance(address, tuple):
-        return "tcp:%s:%d" % address[:2]
-    if isinstance(address, bytes):
-        address = address.decode()
-    return "unix:@" + address[1:] if address.startswith("\0") else "unix:" + address
+# The address translation of the example that shows the pairing to users.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
+from authenticated_echo import to_libproc, to_python  # noqa: E402
 
 
 def message(size, n):
