@@ -44,6 +44,7 @@
 #include "ipc_lock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -265,6 +266,24 @@ static uint64_t reserve_len(void)
     return ram > Q_MAX_RESERVE ? Q_MAX_RESERVE : ram;
 }
 
+/*
+ * The queue's eventfd: the fd or -errno. Never 0-2: a callback-mode child's
+ * standard streams are moved there (proc_set_stdio), which would leave the
+ * child's puts writing to its stdin.
+ */
+static int new_eventfd(void)
+{
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    if (fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int err = errno;
+    close(fd);
+    return moved < 0 ? -err : moved;
+}
+
 proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg)
 {
     if (max_msg == 0) {
@@ -297,8 +316,8 @@ proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg)
     }
     int r = proc__ipc_mutex_init(&q->mutex);
     if (r == 0) {
-        q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        r = q->efd < 0 ? -errno : 0;
+        q->efd = new_eventfd();
+        r = q->efd < 0 ? q->efd : 0;
     }
     if (r < 0) {
         proc__ipc_unmap(q, off + (size_t)len);

@@ -78,6 +78,26 @@ static void fileno_is_one_cloexec_fd_closed_by_free(void **state)
     assert_int_equal(tu_count_fds(), before);
 }
 
+/* With standard input closed, the lowest free number is 0: the queue's fd must not be it. */
+static int no_stdin_main(void *arg)
+{
+    (void)arg;
+    close(0);
+    proc_queue_t *q = proc_queue_new(4, 8);
+    if (!q)
+        return 1;
+    int fd = proc_queue_fileno(q);
+    bool stdin_free = fcntl(0, F_GETFD) < 0 && errno == EBADF;
+    proc_queue_free(q);
+    return fd > 2 && stdin_free ? 0 : 2;
+}
+
+static void fileno_is_never_a_standard_stream(void **state)
+{
+    (void)state;
+    assert_int_equal(it_finish(it_start(no_stdin_main, NULL)), 0);
+}
+
 /* With no descriptor left (RLIMIT_NOFILE at the lowest free number): EMFILE. */
 static int new_without_fds_main(void *arg)
 {
@@ -452,6 +472,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(null_arguments),
         T(fileno_is_one_cloexec_fd_closed_by_free),
+        T(fileno_is_never_a_standard_stream),
         T(new_fails_with_emfile),
         T(put_after_close_is_epipe_in_every_process),
         T(get_returns_queued_items_then_epipe),
