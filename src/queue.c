@@ -18,6 +18,23 @@
  * counter store. Waiters are woken before the commit (see ipc_lock.h),
  * and repair wakes every channel.
  *
+ * Closing is one store of the Q_CLOSED bit under the mutex, after the
+ * waiters were woken: puts then fail, gets take what is left and then fail
+ * instead of waiting.
+ *
+ * Readiness. Every queue has an eventfd, inherited by fork like the mapping
+ * (its number is in the header). Once some process asked for it
+ * (proc_queue_fileno sets Q_POLLED) it is kept readable exactly while a get
+ * would not block: an item is queued or the queue is closed. efd_set mirrors
+ * whether its counter is non-zero, so that only the put that makes the
+ * queue non-empty and the get that empties it make a system call. A change
+ * that makes the queue readable raises the eventfd before its commit, one
+ * that makes it unreadable drains it after its commit: a process killed in
+ * between leaves at worst readiness with nothing to get (a poller woken for
+ * nothing), which the next locker's repair takes back, never a poller asleep
+ * while a get would succeed. Until Q_POLLED is set puts and gets leave the
+ * eventfd alone.
+ *
  * Memory. The ring is reserved with MAP_NORESERVE and touched lazily. When
  * the queue runs empty the head returns to offset 0, so light traffic stays
  * in the first pages; on large rings the consumer returns each 1 MiB chunk it
@@ -27,8 +44,10 @@
 #include "ipc_lock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -36,6 +55,10 @@
 #define Q_CHUNK ((uint64_t)1 << 20) /* unit of returning memory */
 #define Q_MIN_RESERVE ((uint64_t)64 << 20)
 #define Q_MAX_RESERVE ((uint64_t)64 << 30)
+
+/* The bits of proc_queue.mode, each set once, under the mutex. */
+#define Q_CLOSED 1u /* proc_queue_close: no more puts */
+#define Q_POLLED 2u /* proc_queue_fileno: the eventfd is kept */
 
 /* Head offset, bytes in use, messages ever put and ever got. */
 struct qvals {
@@ -62,10 +85,13 @@ struct proc_queue {
     uint64_t ring_len;  /* bytes, a multiple of 8 */
     uint64_t max_items; /* 0: unbounded */
     uint64_t max_msg;
+    int efd;               /* the eventfd, the same number in every process */
+    _Atomic uint32_t mode; /* Q_CLOSED, Q_POLLED: read by every operation */
     /* changed under the mutex, through the journal */
     _Alignas(Q_LINE) struct qstate st;
     struct qstate jnl;
     _Atomic uint32_t jnl_valid;
+    _Atomic uint32_t efd_set; /* under the mutex: the eventfd's counter is not zero */
     _Alignas(Q_LINE) _Atomic uint64_t ndone; /* task_done calls */
 };
 
@@ -138,11 +164,47 @@ static void commit(proc_queue_t *q, const struct qvals *v)
     apply_journal(q);
 }
 
+/* --------------------------------------------------------------- readiness */
+
+static uint32_t mode_of(proc_queue_t *q)
+{
+    return atomic_load_explicit(&q->mode, memory_order_relaxed);
+}
+
+/* Makes the eventfd readable unless it is. */
+static void efd_raise(proc_queue_t *q)
+{
+    if (atomic_load_explicit(&q->efd_set, memory_order_relaxed))
+        return;
+    uint64_t one = 1;
+    if (write(q->efd, &one, sizeof one) == (ssize_t)sizeof one)
+        atomic_store_explicit(&q->efd_set, 1, memory_order_relaxed);
+}
+
+/* Makes the eventfd unreadable: one read takes the whole counter (none waits: non-blocking). */
+static void efd_drain(proc_queue_t *q)
+{
+    uint64_t n;
+    ssize_t r = read(q->efd, &n, sizeof n);
+    (void)r; /* EAGAIN: it was not readable */
+    atomic_store_explicit(&q->efd_set, 0, memory_order_relaxed);
+}
+
+/* The eventfd from the state, whatever efd_set says (its writer may have died before the store). */
+static void efd_sync(proc_queue_t *q)
+{
+    efd_drain(q);
+    if (atomic_load(&q->st.nput) != atomic_load(&q->st.nget) || (mode_of(q) & Q_CLOSED))
+        efd_raise(q);
+}
+
 static void repair(void *obj)
 {
     proc_queue_t *q = obj;
     if (atomic_load(&q->jnl_valid))
         apply_journal(q);
+    if (mode_of(q) & Q_POLLED)
+        efd_sync(q);
     proc__ipc_wake_force(&q->not_empty);
     proc__ipc_wake_force(&q->not_full);
     proc__ipc_wake_force(&q->all_done);
@@ -204,6 +266,24 @@ static uint64_t reserve_len(void)
     return ram > Q_MAX_RESERVE ? Q_MAX_RESERVE : ram;
 }
 
+/*
+ * The queue's eventfd: the fd or -errno. Never 0-2: a callback-mode child's
+ * standard streams are moved there (proc_set_stdio), which would leave the
+ * child's puts writing to its stdin.
+ */
+static int new_eventfd(void)
+{
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    if (fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int err = errno;
+    close(fd);
+    return moved < 0 ? -err : moved;
+}
+
 proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg)
 {
     if (max_msg == 0) {
@@ -235,6 +315,10 @@ proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg)
         len = len / 2 & ~(uint64_t)7;
     }
     int r = proc__ipc_mutex_init(&q->mutex);
+    if (r == 0) {
+        q->efd = new_eventfd();
+        r = q->efd < 0 ? q->efd : 0;
+    }
     if (r < 0) {
         proc__ipc_unmap(q, off + (size_t)len);
         errno = -r;
@@ -258,9 +342,15 @@ int proc_queue_put(proc_queue_t *q, const void *msg, size_t len, int timeout_ms)
         return -EMSGSIZE;
     uint64_t need = slot_len(len);
     struct qvals v = {0, 0, 0, 0};
+    uint32_t mode = 0;
     bool spun = false;
     int r = proc__ipc_enter(&q->mutex, &d, repair, q);
     while (r == 0) {
+        mode = mode_of(q);
+        if (mode & Q_CLOSED) {
+            proc__ipc_leave(&q->mutex);
+            return -EPIPE;
+        }
         v = load_state(q);
         if (v.used + need <= q->ring_len && (q->max_items == 0 || v.nput - v.nget < q->max_items))
             break;
@@ -287,6 +377,8 @@ int proc_queue_put(proc_queue_t *q, const void *msg, size_t len, int timeout_ms)
     memcpy(ring(q) + off, &hdr, Q_HDR); /* 8-aligned and ring_len % 8 == 0: never split */
     ring_write(q, ring_add(q, off, Q_HDR), msg, len);
     proc__ipc_wake(&q->not_empty);
+    if (mode & Q_POLLED)
+        efd_raise(q);
     v.used += need;
     v.nput++;
     commit(q, &v);
@@ -299,12 +391,18 @@ ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms)
     struct proc__deadline d;
     if (!q || (!buf && cap > 0) || proc__deadline_init(&d, timeout_ms) < 0)
         return -EINVAL;
+    uint32_t mode = 0;
     bool spun = false;
     int r = proc__ipc_enter(&q->mutex, &d, repair, q);
     while (r == 0) {
         uint64_t put = atomic_load(&q->st.nput);
+        mode = mode_of(q);
         if (put != atomic_load(&q->st.nget))
             break;
+        if (mode & Q_CLOSED) {
+            proc__ipc_leave(&q->mutex);
+            return -EPIPE;
+        }
         if (!spun) {
             /* A producer is usually about to put: spin before sleeping. */
             spun = true;
@@ -341,6 +439,9 @@ ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms)
     if (v.used == 0)
         v.roff = 0;
     commit(q, &v);
+    if (v.used == 0 && (mode & (Q_POLLED | Q_CLOSED)) == Q_POLLED &&
+        atomic_load_explicit(&q->efd_set, memory_order_relaxed))
+        efd_drain(q);
     trim(q, from, taken, &v);
     proc__ipc_leave(&q->mutex);
     return (ssize_t)len;
@@ -388,9 +489,52 @@ int proc_queue_join(proc_queue_t *q, int timeout_ms)
     return r;
 }
 
+int proc_queue_close(proc_queue_t *q)
+{
+    struct proc__deadline d;
+    if (!q)
+        return -EINVAL;
+    proc__deadline_init(&d, PROC_WAIT_FOREVER);
+    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
+    if (r < 0)
+        return r;
+    uint32_t mode = mode_of(q);
+    if (!(mode & Q_CLOSED)) {
+        proc__ipc_wake(&q->not_empty);
+        proc__ipc_wake(&q->not_full);
+        if (mode & Q_POLLED)
+            efd_raise(q);
+        atomic_store_explicit(&q->mode, mode | Q_CLOSED, memory_order_relaxed);
+    }
+    proc__ipc_leave(&q->mutex);
+    return 0;
+}
+
+int proc_queue_fileno(proc_queue_t *q)
+{
+    struct proc__deadline d;
+    if (!q)
+        return -EINVAL;
+    if (mode_of(q) & Q_POLLED)
+        return q->efd;
+    proc__deadline_init(&d, PROC_WAIT_FOREVER);
+    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
+    if (r < 0)
+        return r;
+    uint32_t mode = mode_of(q);
+    if (!(mode & Q_POLLED)) {
+        efd_sync(q);
+        atomic_store_explicit(&q->mode, mode | Q_POLLED, memory_order_relaxed);
+    }
+    proc__ipc_leave(&q->mutex);
+    return q->efd;
+}
+
 int proc_queue_free(proc_queue_t *q)
 {
-    if (q)
+    if (q) {
+        close(q->efd);
         proc__ipc_unmap(q, q->map_len);
+    }
     return 0;
 }

@@ -3,7 +3,8 @@
  * Queue (src/queue.c) with its users SIGKILLed: killed producers (whole
  * message or nothing), killed consumers (at most the one message they were
  * taking), killed waiters, and a put and a get killed after every one of
- * their instructions.
+ * their instructions, also on a polled queue (proc_queue_fileno's
+ * readiness).
  *
  * Children report through exit codes and shared memory
  * (proc_shared_alloc); timeouts only bound hangs. Messages and the queue
@@ -18,12 +19,14 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <libproc/ipc.h>
@@ -277,12 +280,22 @@ static int sweep_putter_main(void *arg)
     return proc_queue_put(w->q, w->c, sizeof w->c, IT_BOUND_MS) == 0 ? 0 : 9;
 }
 
-static proc_t *sweep_blocked_child(struct sweep *w, proc_target_fn *fn)
+/*
+ * Starts fn, which reports and then blocks, and returns once it sleeps in
+ * system call nr: the operation stepped next then takes the same path at
+ * every run, which the instruction counts of a sweep rely on (a getter not
+ * yet asleep made a put skip its wake, so that a loaded machine saw it
+ * committed after 283 instructions and not after 284).
+ */
+static proc_t *sweep_blocked_child(struct sweep *w, proc_target_fn *fn, long nr)
 {
     proc_t *p = it_start(fn, w);
     char r;
     assert_int_equal(tu_read_full(w->report[0], &r, 1, IT_BOUND_MS), 1);
-    assert_int_equal(proc_join(p, 20), -ETIMEDOUT); /* let it fall asleep */
+    int asleep = tu_wait_blocked_in(proc_pid(p), nr, IT_BOUND_MS);
+    if (asleep != 0 && asleep != -ETIMEDOUT) /* no /proc/<pid>/syscall here: a grace time */
+        asleep = proc_join(p, 20) == -ETIMEDOUT ? 0 : -ECHILD;
+    assert_int_equal(asleep, 0);
     return p;
 }
 
@@ -306,7 +319,7 @@ static void put_killed_at_every_instruction(void **state)
     struct it_stepper s = {NULL, sweep_put_b, &w, 0};
 
     /* Counting pass: how long the put is, and where it becomes visible. */
-    proc_t *getter = sweep_blocked_child(&w, sweep_getter_main);
+    proc_t *getter = sweep_blocked_child(&w, sweep_getter_main, SYS_futex);
     if (!it_stepper_start(&s)) {
         it_kill(getter);
         sweep_destroy(&w);
@@ -321,7 +334,7 @@ static void put_killed_at_every_instruction(void **state)
         if (!it_kill_point(n, steps, commit))
             continue;
         points++;
-        getter = sweep_blocked_child(&w, sweep_getter_main);
+        getter = sweep_blocked_child(&w, sweep_getter_main, SYS_futex);
         assert_true(it_stepper_start(&s));
         it_stepper_run(&s, n);
         it_stepper_kill(&s);
@@ -366,7 +379,7 @@ static void get_killed_at_every_instruction(void **state)
 
     assert_int_equal(proc_queue_put(w.q, w.a, sizeof w.a, 0), 0);
     assert_int_equal(proc_queue_put(w.q, w.b, sizeof w.b, 0), 0);
-    proc_t *putter = sweep_blocked_child(&w, sweep_putter_main);
+    proc_t *putter = sweep_blocked_child(&w, sweep_putter_main, SYS_futex);
     if (!it_stepper_start(&s)) {
         it_kill(putter);
         sweep_destroy(&w);
@@ -385,7 +398,7 @@ static void get_killed_at_every_instruction(void **state)
         points++;
         assert_int_equal(proc_queue_put(w.q, w.a, sizeof w.a, 0), 0);
         assert_int_equal(proc_queue_put(w.q, w.b, sizeof w.b, 0), 0);
-        putter = sweep_blocked_child(&w, sweep_putter_main);
+        putter = sweep_blocked_child(&w, sweep_putter_main, SYS_futex);
         assert_true(it_stepper_start(&s));
         it_stepper_run(&s, n);
         it_stepper_kill(&s);
@@ -410,6 +423,157 @@ static void get_killed_at_every_instruction(void **state)
     sweep_destroy(&w);
 }
 
+/* ------------------------------------ killed at every instruction, polled */
+
+/* The polled sweeps' kill points: it_kill_point()'s, and every instruction within
+ * SWEEP_EFD_WINDOW of the commit, where the eventfd's system call lies (before the
+ * commit of a put, after the commit of a get). */
+#define SWEEP_EFD_WINDOW 64
+static bool polled_kill_point(long n, long steps, long commit)
+{
+    if (it_kill_point(n, steps, commit))
+        return true;
+    return !IT_SANITIZED && n >= commit - SWEEP_EFD_WINDOW && n <= commit + SWEEP_EFD_WINDOW;
+}
+
+/* Turns the readiness upkeep on (proc_queue_fileno) and warms up its system
+ * calls, as sweep_init() did the rest: the queue's descriptor. */
+static int sweep_poll(struct sweep *w)
+{
+    int fd = proc_queue_fileno(w->q);
+    assert_true(fd >= 0);
+    unsigned char buf[64];
+    assert_int_equal(proc_queue_put(w->q, w->a, sizeof w->a, 0), 0);
+    assert_true(qt_readable(fd));
+    assert_int_equal(proc_queue_get(w->q, buf, sizeof buf, 0), (ssize_t)sizeof w->a);
+    assert_false(qt_readable(fd));
+    return fd;
+}
+
+/* Reports, then sleeps in ppoll() on the queue's descriptor (bounded): 0 once it is readable. */
+static int sweep_poller_main(void *arg)
+{
+    struct sweep *w = arg;
+    struct pollfd p = {proc_queue_fileno(w->q), POLLIN, 0};
+    struct timespec bound = {IT_BOUND_MS / 1000, 0};
+    (void)tu_write_full(w->report[1], "r", 1);
+    int n;
+    do {
+        n = ppoll(&p, 1, &bound, NULL);
+    } while (n < 0 && errno == EINTR);
+    return n == 1 && p.revents == POLLIN ? 0 : 9;
+}
+
+/*
+ * A put on a polled empty queue killed after every n of its instructions
+ * while another process sleeps in poll() on the queue's descriptor: once the
+ * message is visible the descriptor is readable and the poller wakes, with
+ * nobody else touching the queue; before, it may be readable for nothing,
+ * but only until the next operation, after which it is exact again.
+ */
+static void polled_put_killed_at_every_instruction(void **state)
+{
+    (void)state;
+    struct sweep w;
+    sweep_init(&w, proc_queue_new(4, 64));
+    int fd = sweep_poll(&w);
+    struct it_stepper s = {NULL, sweep_put_b, &w, 0};
+    if (!it_stepper_start(&s)) {
+        sweep_destroy(&w);
+        skip();
+    }
+    long commit;
+    long steps = it_stepper_count(&s, holds_one, &commit);
+    assert_true(qt_readable(fd));
+    assert_int_equal(sweep_next(&w, 0), 2);
+    assert_false(qt_readable(fd));
+
+    long first = -1, points = 0;
+    for (long n = 0; n <= steps; n++) {
+        if (!polled_kill_point(n, steps, commit))
+            continue;
+        points++;
+        proc_t *poller = sweep_blocked_child(&w, sweep_poller_main, SYS_ppoll);
+        assert_true(it_stepper_start(&s));
+        it_stepper_run(&s, n);
+        it_stepper_kill(&s);
+        bool visible = proc_queue_size(w.q) == 1;
+        if (visible) {
+            assert_true(qt_readable(fd));
+            assert_int_equal(it_finish(poller), 0);
+        }
+        int got = sweep_next(&w, 0); /* the next locker: repairs */
+        if (got != 2 && (visible || got != 0))
+            fail_msg("killed after %ld instructions: got %d", n, got);
+        assert_false(qt_readable(fd));
+        if (!visible) { /* the poller wakes at the next put, if not before */
+            assert_int_equal(proc_queue_put(w.q, w.c, sizeof w.c, 0), 0);
+            assert_int_equal(it_finish(poller), 0);
+            assert_int_equal(sweep_next(&w, 0), 3);
+            assert_false(qt_readable(fd));
+        }
+        it_sweep_monotone(n, got == 2, &first);
+    }
+    assert_true(first >= 0);
+    print_message("      polled put: %ld instructions, visible at %ld, committed from %ld, %ld "
+                  "kill points\n",
+                  steps, commit, first, points);
+    sweep_destroy(&w);
+}
+
+/* For it_stepper_count: whether the sweep's queue (arg) is empty. */
+static bool holds_none(void *arg)
+{
+    return proc_queue_size(((struct sweep *)arg)->q) == 0;
+}
+
+/*
+ * A get of the only message of a polled queue killed after every n of its
+ * instructions: while the message is still there the descriptor is
+ * readable, with nobody else touching the queue; once it is taken it may be
+ * readable for nothing, but only until the next operation.
+ */
+static void polled_get_killed_at_every_instruction(void **state)
+{
+    (void)state;
+    struct sweep w;
+    sweep_init(&w, proc_queue_new(2, 64));
+    int fd = sweep_poll(&w);
+    struct it_stepper s = {NULL, sweep_get, &w, 0};
+    assert_int_equal(proc_queue_put(w.q, w.a, sizeof w.a, 0), 0);
+    if (!it_stepper_start(&s)) {
+        sweep_destroy(&w);
+        skip();
+    }
+    long commit;
+    long steps = it_stepper_count(&s, holds_none, &commit);
+    assert_false(qt_readable(fd));
+
+    long first = -1, points = 0;
+    for (long n = 0; n <= steps; n++) {
+        if (!polled_kill_point(n, steps, commit))
+            continue;
+        points++;
+        assert_int_equal(proc_queue_put(w.q, w.a, sizeof w.a, 0), 0);
+        assert_true(it_stepper_start(&s));
+        it_stepper_run(&s, n);
+        it_stepper_kill(&s);
+        if (proc_queue_size(w.q) == 1) /* not taken, or committed but not yet applied */
+            assert_true(qt_readable(fd));
+        int head = sweep_next(&w, 0); /* the next locker: repairs */
+        if (head != 0 && head != 1)
+            fail_msg("killed after %ld instructions: the head is %d", n, head);
+        assert_false(qt_readable(fd));
+        assert_int_equal(sweep_next(&w, 0), 0);
+        it_sweep_monotone(n, head == 0, &first);
+    }
+    assert_true(first >= 0);
+    print_message("      polled get: %ld instructions, visible at %ld, committed from %ld, %ld "
+                  "kill points\n",
+                  steps, commit, first, points);
+    sweep_destroy(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -418,6 +582,8 @@ int main(void)
         cmocka_unit_test(killed_waiters_wedge_nobody),
         cmocka_unit_test(put_killed_at_every_instruction),
         cmocka_unit_test(get_killed_at_every_instruction),
+        cmocka_unit_test(polled_put_killed_at_every_instruction),
+        cmocka_unit_test(polled_get_killed_at_every_instruction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

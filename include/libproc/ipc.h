@@ -342,7 +342,11 @@ PROC_API int proc_connect(const char *address, const void *authkey, size_t keyle
  *    consumer loses at most the one message it was taking, per thread in
  *    proc_queue_get();
  *  - processes waiting in put/get/join are never left asleep by a killed
- *    process, and a waiter that is killed disturbs nobody.
+ *    process, and a waiter that is killed disturbs nobody;
+ *  - a process killed inside proc_queue_close() has closed the queue or has
+ *    not; the descriptor of proc_queue_fileno() is never left unreadable
+ *    while a get would succeed (a kill can at worst leave it readable with
+ *    nothing to get, until the next operation on the queue).
  * Items taken by a consumer that dies before proc_queue_task_done() stay
  * unfinished (proc_queue_join() waits for them), as in Python.
  */
@@ -365,28 +369,40 @@ typedef struct proc_queue proc_queue_t;
  * ran at about 0.2 M/s with 16 items, 0.6-0.7 M/s with 64 and 1.2-1.5 M/s
  * from 256 up.
  *
- * Returns the queue, or NULL with errno EINVAL (max_msg 0) or ENOMEM.
+ * Every queue holds one file descriptor (an eventfd, O_CLOEXEC) in each
+ * process that has it, for proc_queue_fileno(); forked children inherit it
+ * with the same number. Do not close it behind the queue's back (a child
+ * that closes every inherited descriptor cannot use the queue).
+ *
+ * Returns the queue, or NULL with errno EINVAL (max_msg 0), ENOMEM, or
+ * EMFILE / ENFILE (no file descriptor left for its eventfd).
  */
 PROC_API proc_queue_t *proc_queue_new(size_t max_items, size_t max_msg);
 
 /**
  * Appends a copy of msg (len bytes, 0 allowed) at the tail, waiting up to
  * timeout_ms for room in a bounded queue.
- * Returns 0 (committed); -ETIMEDOUT when the queue stayed full; -EMSGSIZE when
- * len > max_msg; -ENOMEM when an unbounded queue has exhausted its memory;
- * -EINVAL (NULL q, msg NULL with len > 0, timeout below -1).
+ * Returns 0 (committed); -EPIPE when the queue is closed (proc_queue_close(),
+ * by any process; also when it closes while this call waits for room);
+ * -ETIMEDOUT when the queue stayed full; -EMSGSIZE when len > max_msg;
+ * -ENOMEM when an unbounded queue has exhausted its memory; -EINVAL (NULL q,
+ * msg NULL with len > 0, timeout below -1).
  * A timeout of 0 still waits up to a few milliseconds for the queue's internal
  * lock, which other processes hold only to copy one message.
+ * Thread-safe.
  */
 PROC_API int proc_queue_put(proc_queue_t *q, const void *msg, size_t len, int timeout_ms);
 
 /**
  * Removes the message at the head into buf (cap bytes), waiting up to
  * timeout_ms for one.
- * Returns its length; -ETIMEDOUT when the queue stayed empty; -EMSGSIZE when
- * cap is smaller than the head message (it stays at the head); -EINVAL (NULL
- * q, buf NULL with cap > 0, timeout below -1). Same note on timeout 0 as
- * proc_queue_put().
+ * Returns its length; -EPIPE when the queue is empty and closed
+ * (proc_queue_close(), by any process): at once, without waiting, and also
+ * when it closes while this call waits; a closed queue still hands out the
+ * messages put before the close. -ETIMEDOUT when the queue stayed empty;
+ * -EMSGSIZE when cap is smaller than the head message (it stays at the
+ * head); -EINVAL (NULL q, buf NULL with cap > 0, timeout below -1). Same
+ * note on timeout 0 as proc_queue_put(). Thread-safe.
  */
 PROC_API ssize_t proc_queue_get(proc_queue_t *q, void *buf, size_t cap, int timeout_ms);
 
@@ -406,9 +422,52 @@ PROC_API int proc_queue_task_done(proc_queue_t *q);
 PROC_API int proc_queue_join(proc_queue_t *q, int timeout_ms);
 
 /**
- * Unmaps the queue from the calling process and frees this process's handle;
- * other processes keep using their own. Returns 0 (also for NULL). Must not
- * race other calls on q in this process.
+ * Closes the queue for every process that shares it (Python's Queue.close()
+ * stops only the caller's puts; this is end of stream for everybody): every
+ * later proc_queue_put() returns -EPIPE, and proc_queue_get() returns the
+ * messages still queued, then -EPIPE at once instead of waiting. Processes
+ * blocked in proc_queue_get() on the empty queue, or in proc_queue_put() on
+ * a full bounded one, wake up and return -EPIPE; proc_queue_fileno()'s
+ * descriptor becomes readable for good. proc_queue_task_done() and
+ * proc_queue_join() work as before. The queue stays mapped: each process
+ * still frees its handle with proc_queue_free().
+ * Returns 0, also when the queue was already closed; -EINVAL for NULL;
+ * -ENOTRECOVERABLE when the queue's lock is broken (cannot happen unless
+ * its memory was overwritten). Thread-safe; a process killed inside it has
+ * closed the queue or has not.
+ */
+PROC_API int proc_queue_close(proc_queue_t *q);
+
+/**
+ * A file descriptor for poll(2), select(2) or epoll that is readable while
+ * proc_queue_get() would not block: a message is queued, or the queue is
+ * closed (readable then also when it is empty, as end of file is on a pipe).
+ * It is readable in every process that shares the queue, whichever process
+ * put, took or closed. Owned by q (the eventfd made by proc_queue_new(),
+ * closed by proc_queue_free()): do not read, write or close it; it has the
+ * same number in every process that inherited the queue.
+ *
+ * The first call, in any process, turns the upkeep on for the queue's
+ * lifetime: from then on the put that makes the queue non-empty and the get
+ * that empties it each make one more system call. Until then puts and gets
+ * cost nothing extra.
+ *
+ * Readiness is a hint, as for a socket: with several consumers another one
+ * may take the message first, so get with a timeout of 0 after poll and
+ * expect -ETIMEDOUT now and then. A process killed in the middle of a put
+ * or a get can leave the descriptor readable with nothing queued until the
+ * next put, get or close on the queue (such a get returns
+ * -ETIMEDOUT); it never leaves it unreadable while a message is queued.
+ * Returns the descriptor (>= 0); -EINVAL for NULL; -ENOTRECOVERABLE as for
+ * proc_queue_close(). Thread-safe.
+ */
+PROC_API int proc_queue_fileno(proc_queue_t *q);
+
+/**
+ * Unmaps the queue from the calling process, closes this process's copy of
+ * its descriptor and frees this process's handle; other processes keep using
+ * their own. Returns 0 (also for NULL). Must not race other calls on q in
+ * this process.
  */
 PROC_API int proc_queue_free(proc_queue_t *q);
 

@@ -7,6 +7,7 @@
 
 #include <cmocka.h>
 
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -57,6 +58,14 @@ uint32_t qt_rnd(uint64_t *s)
 uint64_t qt_seed(void)
 {
     return mix((uint64_t)getpid() << 32 ^ (uint64_t)tu_now_ms()) | 1;
+}
+
+bool qt_readable(int fd)
+{
+    short rev = 0;
+    int n = tu_poll_in(fd, 0, &rev);
+    assert_true(n >= 0);
+    return n == 1 && (rev & POLLIN);
 }
 
 void qctx_init(struct qctx *c, proc_queue_t *q)

@@ -39,6 +39,9 @@ uint32_t qt_rnd(uint64_t *s);
 /* A seed for qt_rnd(), different in every process and run (never 0). */
 uint64_t qt_seed(void);
 
+/* Whether fd polls readable right now (a queue's proc_queue_fileno); asserts poll works. */
+bool qt_readable(int fd);
+
 /* A queue, a gate its children wait on, a pipe they report on, shared
  * memory and an id a test may use. */
 struct qctx {
