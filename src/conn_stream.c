@@ -121,7 +121,6 @@ int proc__conn_wait_readable(int fd, const struct proc__deadline *d)
 static ssize_t read_some(int fd, void *p, size_t n, const struct proc__deadline *d)
 {
     int flags = d->timeout_ms < 0 ? MSG_WAITALL : MSG_DONTWAIT;
-    struct proc__ipc_spin spin = {0};
     for (;;) {
         ssize_t r = recv(fd, p, n, flags);
         if (r > 0)
@@ -134,10 +133,9 @@ static ssize_t read_some(int fd, void *p, size_t n, const struct proc__deadline 
             return -EPIPE;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -errno;
-        /* The peer is usually answering right now: asking again for a few
-         * microseconds costs less than being woken from poll(). */
-        if (proc__ipc_spin_more(&spin, d))
-            continue;
+        /* No spin before poll() here, unlike a pipe: a handshake waits four
+         * times in a row, and spinning (with or without yields) cost it more
+         * beside a background load than the wake-ups it saves (bench 12). */
         int w = proc__conn_wait_readable(fd, d);
         if (w <= 0)
             return w == 0 ? -ETIMEDOUT : w;

@@ -166,7 +166,7 @@ PROC_API int proc_conn_send(proc_conn_t *c, const void *msg, size_t len);
  * the checked message between this call's size check and its receive, and
  * the message after it is too large for cap, that one is kept by this handle:
  * its next call returns it (-EMSGSIZE until cap fits) before anything else.
- * Waiting: with timeout_ms other than 0, an empty channel is asked again,
+ * Waiting (on a pipe's end): with timeout_ms other than 0, an empty channel is asked again,
  * yielding the CPU in between, for up to 20 us of this thread's time before
  * the call sleeps in poll(): an answer that comes at once then costs no
  * wake-up. So a call that waits uses up to 20 us of CPU (a few dozen system
