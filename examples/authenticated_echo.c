@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TIMEOUT_MS 10000
+#define TIMEOUT_MS 60000 /* a bound on a hang, generous for loaded machines */
 
 /* Serves one connection: each message comes back upper-cased, until "bye". */
 static int serve(proc_listener_t *l)

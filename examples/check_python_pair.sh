@@ -17,7 +17,7 @@ start_listener() { # <name> <command...>
     shift
     "$@" >"$work/$name.out" 2>&1 &
     pid=$!
-    for i in $(seq 1 200); do
+    for i in $(seq 1 1200); do # up to a minute: Python starts slowly on a loaded machine
         addr=$(sed -n 's/^ready //p' "$work/$name.out")
         [[ -n $addr ]] && return 0
         sleep 0.05 # polling a file for a line: nothing to wait on but the file

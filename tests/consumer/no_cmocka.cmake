@@ -1,11 +1,18 @@
 # Configures libproc as a user without cmocka would (pkg-config made blind
-# with PKG_CONFIG_LIBDIR): by default configure succeeds, says the tests are
+# with PKG_CONFIG_LIBDIR to all but libcrypto, which libproc needs): by default configure succeeds, says the tests are
 # off and builds no test; with -DLIBPROC_BUILD_TESTS=ON it stops with one
 # message naming what to install and how to turn the tests off.
 # Run by ctest as: cmake -DSOURCE_DIR=... -DWORK_DIR=... -DC_COMPILER=... -P no_cmocka.cmake
 cmake_minimum_required(VERSION 3.16)
 
 file(REMOVE_RECURSE "${WORK_DIR}")
+# pkg-config sees libcrypto, which libproc itself needs, and nothing else.
+execute_process(COMMAND pkg-config --variable=pcfiledir libcrypto
+  OUTPUT_VARIABLE crypto_dir OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT EXISTS "${crypto_dir}/libcrypto.pc")
+  message(FATAL_ERROR "no libcrypto.pc through pkg-config: install libssl-dev")
+endif()
+file(COPY "${crypto_dir}/libcrypto.pc" DESTINATION "${WORK_DIR}/no-pkgconfig")
 set(ENV{PKG_CONFIG_LIBDIR} "${WORK_DIR}/no-pkgconfig")
 set(ENV{PKG_CONFIG_PATH} "")
 
