@@ -455,13 +455,19 @@ size_t proc_queue_size(proc_queue_t *q)
     return put > got ? (size_t)(put - got) : 0;
 }
 
-int proc_queue_task_done(proc_queue_t *q)
+/* Locks q for an operation that never waits for the queue's state (only for the mutex). */
+static int enter_to_change(proc_queue_t *q)
 {
     struct proc__deadline d;
+    proc__deadline_init(&d, PROC_WAIT_FOREVER);
+    return proc__ipc_enter(&q->mutex, &d, repair, q);
+}
+
+int proc_queue_task_done(proc_queue_t *q)
+{
     if (!q)
         return -EINVAL;
-    proc__deadline_init(&d, PROC_WAIT_FOREVER);
-    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
+    int r = enter_to_change(q);
     if (r < 0)
         return r;
     uint64_t done = atomic_load(&q->ndone), put = atomic_load(&q->st.nput);
@@ -491,11 +497,9 @@ int proc_queue_join(proc_queue_t *q, int timeout_ms)
 
 int proc_queue_close(proc_queue_t *q)
 {
-    struct proc__deadline d;
     if (!q)
         return -EINVAL;
-    proc__deadline_init(&d, PROC_WAIT_FOREVER);
-    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
+    int r = enter_to_change(q);
     if (r < 0)
         return r;
     uint32_t mode = mode_of(q);
@@ -512,13 +516,11 @@ int proc_queue_close(proc_queue_t *q)
 
 int proc_queue_fileno(proc_queue_t *q)
 {
-    struct proc__deadline d;
     if (!q)
         return -EINVAL;
     if (mode_of(q) & Q_POLLED)
         return q->efd;
-    proc__deadline_init(&d, PROC_WAIT_FOREVER);
-    int r = proc__ipc_enter(&q->mutex, &d, repair, q);
+    int r = enter_to_change(q);
     if (r < 0)
         return r;
     uint32_t mode = mode_of(q);
