@@ -105,6 +105,13 @@ ssize_t nt_recv_frame(int fd, void *buf, size_t cap, int timeout_ms)
     return (ssize_t)n;
 }
 
+bool nt_recv_is(int fd, const char *want)
+{
+    char msg[256];
+    ssize_t n = nt_recv_frame(fd, msg, sizeof msg, 10000);
+    return n == (ssize_t)strlen(want) && memcmp(msg, want, (size_t)n) == 0;
+}
+
 size_t nt_response(const void *key, size_t keylen, const unsigned char *m, size_t n,
                    unsigned char *out)
 {
@@ -154,8 +161,7 @@ int nt_raw_client_handshake(int fd, const void *key, size_t keylen)
     unsigned char msg[256], resp[256];
     ssize_t n;
     size_t r = nt_answer(fd, key, keylen, resp);
-    if (r == 0 || nt_send_frame(fd, resp, r) < 0 ||
-        nt_recv_frame(fd, msg, sizeof msg, 10000) != 9 || memcmp(msg, "#WELCOME#", 9) != 0)
+    if (r == 0 || nt_send_frame(fd, resp, r) < 0 || !nt_recv_is(fd, "#WELCOME#"))
         return -1;
     size_t c = nt_challenge(msg);
     if (nt_send_frame(fd, msg, c) < 0)

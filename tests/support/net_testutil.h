@@ -28,6 +28,9 @@ int nt_send_frame_long(int fd, const void *p, uint64_t n);
 /* Receives one frame of at most cap bytes within timeout_ms: its length, or -1. */
 ssize_t nt_recv_frame(int fd, void *buf, size_t cap, int timeout_ms);
 
+/* Receives one frame (within 10 s): whether it is exactly want, e.g. "#WELCOME#". */
+bool nt_recv_is(int fd, const char *want);
+
 /* What Python answers to challenge m (after "#CHALLENGE#"): its length in out. */
 size_t nt_response(const void *key, size_t keylen, const unsigned char *m, size_t n,
                    unsigned char *out);
