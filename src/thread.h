@@ -10,7 +10,8 @@
 /*
  * Starts fn(arg) on a new thread with every signal blocked: libproc's threads
  * (reaper, spawner, pool dispatchers) must never take a signal meant for the
- * host's threads. stack 0 keeps the default size. 0 or -errno.
+ * host's threads. stack 0 keeps the default size. Returns once the thread
+ * runs fn (see thread.c for why). 0 or -errno.
  */
 int proc__thread_start(pthread_t *tid, void *(*fn)(void *), void *arg, bool detached, size_t stack);
 
