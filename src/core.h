@@ -110,10 +110,22 @@ struct proc__global {
     struct sigaction old_chld;
     struct proc *pending; /* reaped outside the event loop, callbacks still due */
 
+    bool in_callbacks; /* the reaper runs exit callbacks (user code) right now */
+
     /* the spawner: a long-lived thread that forks daemons asked for by other threads */
     bool spawner_running;
     struct proc__spawn_req *requests;
     struct proc__inflight *inflight; /* the fds of starts in progress (fork.c) */
+
+    /*
+     * The fork server (forkserver.c, forkserver_client.c). fs_lock serializes
+     * the requests and guards these fields; they change under lock too, so
+     * that a fork child, which closes fs_sock, sees them whole.
+     */
+    pthread_mutex_t fs_lock;
+    int fs_sock;  /* the caller's end of the control socket; -1: no server */
+    pid_t fs_pid; /* the server, a plain child of this process */
+    int fs_pidfd; /* its pidfd, or -1 */
 };
 
 extern struct proc__global proc__g;
@@ -141,6 +153,7 @@ struct proc__inflight {
     int fds[PROC__INFLIGHT_MAX]; /* child side */
     int n;
     int parent_fds[3]; /* -1: none */
+    int pidfd;         /* the child's pidfd from the fork server, until adopted; -1: none */
 };
 
 /* The record whose fds the calling thread's fork must keep (its own start). */
@@ -171,17 +184,24 @@ void proc__fd_close_inherited(void);
 int proc__check_own_child(const struct proc *p);
 /*
  * Registers a started child (p->pid set): its fds in the fd table (stdio pipe
- * ends, a sentinel pipe where one is needed, its pidfd), or its start time
- * without a pidfd, and its place in the list. 0 or -errno; on failure p owns
- * no fd any more and is in no list.
+ * ends, a sentinel pipe where one is needed, its pidfd: pidfd if >= 0, taken
+ * over, else one opened here), or its start time without a pidfd, and its
+ * place in the list. 0 or -errno; on failure p owns no fd any more (pidfd
+ * included) and is in no list.
  */
-int proc__registry_adopt_locked(struct proc *p);
+int proc__registry_adopt_locked(struct proc *p, int pidfd);
 /* Undoes proc__registry_adopt_locked(): out of the list, every fd of p closed. */
 void proc__registry_drop_locked(struct proc *p);
 
 /* fork.c: fork handlers, the fresh state of a fork child, starts in flight */
 int proc__fork_handlers_install(void);
+/* fork() by a caller that holds proc__g.lock (the fork handlers do not take it again). */
+pid_t proc__fork_locked(void);
 void proc__inflight_link(struct proc__inflight *f);
+/* fd (just opened under the lock) joins f's child-side fds: 0, or -EMFILE when f is full. */
+int proc__inflight_add_locked(struct proc__inflight *f, int fd);
+/* Closes *fd (if open), one of f's child-side fds, and sets it to -1. */
+void proc__inflight_close(struct proc__inflight *f, int *fd);
 void proc__inflight_unlink_locked(struct proc__inflight *f);
 
 /* stdio.c */
@@ -199,8 +219,9 @@ int proc__reaper_ensure_locked(void);
 void proc__reaper_wake(void);
 /*
  * Ends a start whose spawn gave pid (or -errno): registers the child with the
- * reaper and takes f out of flight, or takes a child that cannot be
- * registered back (SIGKILL and reap). 0 or -errno.
+ * reaper (with f->pidfd, the fork server's, if any) and takes f out of
+ * flight, or takes a child that cannot be registered back (SIGKILL and
+ * reap). 0 or -errno.
  */
 int proc__reaper_adopt(struct proc *p, struct proc__inflight *f, pid_t pid);
 bool proc__on_reaper_thread(void);

@@ -66,8 +66,15 @@ static void reset_child(void)
                 close(f->fds[i]);
         for (int i = 0; i < 3; i++)
             close(f->parent_fds[i]);
+        close(f->pidfd);
     }
     proc__g.inflight = NULL;
+    proc__g.in_callbacks = false;
+    /* The fork server serves the process that started it, not this one. */
+    pthread_mutex_init(&proc__g.fs_lock, NULL);
+    close_fd(&proc__g.fs_sock);
+    close_fd(&proc__g.fs_pidfd);
+    proc__g.fs_pid = 0;
     proc__g.reaper_running = false;
     int wakefd = atomic_exchange(&proc__g.wakefd, -1);
     if (wakefd >= 0)
@@ -83,11 +90,46 @@ static void atfork_child(void)
         reset_child();
 }
 
+/*
+ * The caller holds proc__g.lock: the depth makes the prepare handler skip it
+ * (and the parent handler keep it), and the child, whose depth then ends at
+ * 0 only here, gets its fresh state as from any fork.
+ */
+pid_t proc__fork_locked(void)
+{
+    fork_depth++;
+    pid_t pid = fork();
+    if (--fork_depth == 0 && pid == 0)
+        reset_child();
+    return pid;
+}
+
 void proc__inflight_link(struct proc__inflight *f)
 {
     pthread_mutex_lock(&proc__g.lock);
     f->next = proc__g.inflight;
     proc__g.inflight = f;
+    pthread_mutex_unlock(&proc__g.lock);
+}
+
+int proc__inflight_add_locked(struct proc__inflight *f, int fd)
+{
+    if (f->n == PROC__INFLIGHT_MAX)
+        return -EMFILE;
+    f->fds[f->n++] = fd;
+    return 0;
+}
+
+void proc__inflight_close(struct proc__inflight *f, int *fd)
+{
+    if (*fd < 0)
+        return;
+    pthread_mutex_lock(&proc__g.lock);
+    for (int i = 0; i < f->n; i++)
+        if (f->fds[i] == *fd)
+            f->fds[i] = -1;
+    close(*fd);
+    *fd = -1;
     pthread_mutex_unlock(&proc__g.lock);
 }
 

@@ -318,10 +318,15 @@ static void *reaper_main(void *arg)
         update_wake_locked();
         broadcast_if_due_locked();
         timeout = proc__g.unwatched > 0 ? PROC__POLL_TICK_MS : -1;
+        proc__g.in_callbacks = ended != NULL; /* a fork server is not forked meanwhile */
         pthread_mutex_unlock(&proc__g.lock);
 
-        if (ended)
+        if (ended) {
             finish_batch(ended);
+            pthread_mutex_lock(&proc__g.lock);
+            proc__g.in_callbacks = false;
+            pthread_mutex_unlock(&proc__g.lock);
+        }
     }
     return NULL;
 }
@@ -397,9 +402,13 @@ int proc__reaper_adopt(proc_t *p, struct proc__inflight *f, pid_t pid)
 {
     pthread_mutex_lock(&proc__g.lock);
     int r = pid < 0 ? pid : 0;
+    int pidfd = f->pidfd;
+    f->pidfd = -1;
     if (r == 0) {
         atomic_store(&p->pid, pid);
-        r = proc__registry_adopt_locked(p);
+        r = proc__registry_adopt_locked(p, pidfd);
+    } else if (pidfd >= 0) {
+        close(pidfd);
     }
     if (r == 0 && p->pidfd >= 0) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.fd = p->pidfd};

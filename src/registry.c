@@ -17,6 +17,9 @@ struct proc__global proc__g = {
     .epfd = -1,
     .wakefd = -1,
     .identity = "",
+    .fs_lock = PTHREAD_MUTEX_INITIALIZER,
+    .fs_sock = -1,
+    .fs_pidfd = -1,
 };
 
 static void registry_add_locked(struct proc *p)
@@ -125,10 +128,21 @@ void proc__registry_drop_locked(struct proc *p)
     proc__fd_close_locked(&p->pidfd);
 }
 
-/* A pidfd where the kernel has them; else the start time that tells a reused pid apart. */
-static int identify_locked(struct proc *p)
+/*
+ * A pidfd where the kernel has them (pidfd: one already open for the child,
+ * or -1); else the start time that tells a reused pid apart.
+ */
+static int identify_locked(struct proc *p, int pidfd)
 {
     pid_t pid = atomic_load(&p->pid);
+    if (pidfd >= 0 && !proc__sys_have_pidfd()) {
+        close(pidfd); /* the paths without pidfds, as the test hook asks */
+        pidfd = -1;
+    }
+    if (pidfd >= 0) {
+        p->pidfd = pidfd;
+        return proc__fd_track_locked(pidfd, p);
+    }
     if (proc__sys_have_pidfd()) {
         int fd = proc__sys_pidfd_open(pid);
         if (fd >= 0) {
@@ -143,7 +157,7 @@ static int identify_locked(struct proc *p)
     return p->pipe_r < 0 ? open_sentinel_locked(p) : 0;
 }
 
-int proc__registry_adopt_locked(struct proc *p)
+int proc__registry_adopt_locked(struct proc *p, int pidfd)
 {
     p->owner = proc__self_pid();
     p->pidfd = -1;
@@ -154,7 +168,9 @@ int proc__registry_adopt_locked(struct proc *p)
     if (r == 0 && p->callbacks)
         r = open_sentinel_locked(p);
     if (r == 0)
-        r = identify_locked(p);
+        r = identify_locked(p, pidfd);
+    else if (pidfd >= 0)
+        close(pidfd);
     if (r < 0) {
         proc__registry_drop_locked(p);
         return r;

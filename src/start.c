@@ -48,7 +48,8 @@ int proc_start(proc_t *p)
     proc__g.starting++;
     pthread_mutex_unlock(&proc__g.lock);
 
-    struct proc__start_ctx ctx = {.child_fd = {-1, -1, -1}, .inflight.parent_fds = {-1, -1, -1}};
+    struct proc__start_ctx ctx = {.child_fd = {-1, -1, -1},
+                                  .inflight = {.parent_fds = {-1, -1, -1}, .pidfd = -1}};
     sigset_t mask;
     /* Its record on this stack is linked for every fork to see: no cancellation until adopted. */
     int cancel;

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,114 @@ int proc__sys_set_pdeathsig(int sig)
 #else
     (void)sig;
     return -ENOSYS;
+#endif
+}
+
+/* ---------------------------------------------------------- fork server */
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#if !defined(SYS_clone3) && defined(__linux__)
+#define SYS_clone3 435 /* the same number on every architecture */
+#endif
+
+/* struct clone_args of <linux/sched.h>, its first version: eight 64-bit words. */
+enum {
+    CA_FLAGS,
+    CA_PIDFD,
+    CA_CHILD_TID,
+    CA_PARENT_TID,
+    CA_EXIT_SIGNAL,
+    CA_STACK,
+    CA_STACK_SIZE,
+    CA_TLS,
+    CA_V0
+};
+
+#define SIBLING_FLAGS (CLONE_PARENT | CLONE_PIDFD | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID)
+
+/* clone(2) with its arguments in this architecture's order; -1/ENOSYS where unknown. */
+static long clone_legacy(int *pidfd, pid_t *tid_word)
+{
+    /* With CLONE_PIDFD the pidfd goes where the parent's tid would. */
+#if defined(__x86_64__)
+    return syscall(SYS_clone, SIBLING_FLAGS | SIGCHLD, 0UL, pidfd, tid_word, 0UL);
+#elif defined(__aarch64__)
+    return syscall(SYS_clone, SIBLING_FLAGS | SIGCHLD, 0UL, pidfd, 0UL, tid_word);
+#else
+    (void)pidfd;
+    (void)tid_word;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+pid_t proc__sys_clone_sibling(int *pidfd, pid_t *tid_word)
+{
+#ifdef __linux__
+    /* No stack (a copy of the caller's, as fork()), no exit signal: with
+     * CLONE_PARENT the kernel takes the caller's own. */
+    uint64_t args[CA_V0] = {0};
+    args[CA_FLAGS] = SIBLING_FLAGS;
+    args[CA_PIDFD] = (uint64_t)(uintptr_t)pidfd;
+    args[CA_CHILD_TID] = (uint64_t)(uintptr_t)tid_word;
+    long r = syscall(SYS_clone3, args, sizeof args);
+    if (r < 0 && errno == ENOSYS)
+        r = clone_legacy(pidfd, tid_word);
+    return r < 0 ? -errno : (pid_t)r;
+#else
+    (void)pidfd;
+    (void)tid_word;
+    return -ENOSYS;
+#endif
+}
+
+bool proc__sys_have_clone_sibling(void)
+{
+#ifdef __linux__
+    /* A size below the first version's is EINVAL where clone3 exists. */
+    if (syscall(SYS_clone3, NULL, 0) < 0 && errno == EINVAL)
+        return true;
+#if (defined(__x86_64__) || defined(__aarch64__)) && defined(SYS_pidfd_open)
+    /* CLONE_PIDFD came with Linux 5.2, one release before pidfd_open. */
+    return syscall(SYS_pidfd_open, -1, 0) < 0 && errno == EINVAL;
+#endif
+#endif
+    return false;
+}
+
+pid_t *proc__sys_tid_word(void)
+{
+#if defined(__linux__) && defined(PR_GET_TID_ADDRESS)
+    pid_t *word = NULL;
+    if (prctl(PR_GET_TID_ADDRESS, &word, 0, 0, 0) < 0 || !word)
+        return NULL;
+    return *word == proc__sys_gettid() ? word : NULL;
+#else
+    return NULL;
+#endif
+}
+
+int proc__sys_robust_list_get(void **head, size_t *len)
+{
+#ifdef SYS_get_robust_list
+    return syscall(SYS_get_robust_list, 0, head, len) < 0 ? -errno : 0;
+#else
+    (void)head;
+    (void)len;
+    return -ENOSYS;
+#endif
+}
+
+void proc__sys_robust_list_set(void *head, size_t len)
+{
+#ifdef SYS_set_robust_list
+    if (head)
+        syscall(SYS_set_robust_list, head, len);
+#else
+    (void)head;
+    (void)len;
 #endif
 }
 

@@ -40,6 +40,30 @@ pid_t proc__sys_gettid(void);
 int proc__sys_set_pdeathsig(int sig);
 
 /*
+ * The fork server's clone of itself: a child whose parent is the caller's
+ * parent (CLONE_PARENT; the exit signal is the caller's own, SIGCHLD for a
+ * fork()ed caller), a pidfd for it in *pidfd (CLONE_PIDFD), and the child's
+ * thread id written into *tid_word in the child (CLONE_CHILD_SETTID, as
+ * glibc's fork() keeps its thread descriptor right). 0 in the child, the
+ * pid in the caller, or -errno: clone3, else (its system call filtered, as
+ * some container runtimes do) the older clone where its argument order is
+ * known; -ENOSYS elsewhere.
+ */
+pid_t proc__sys_clone_sibling(int *pidfd, pid_t *tid_word);
+/* Whether proc__sys_clone_sibling() can work here (probed without a child). */
+bool proc__sys_have_clone_sibling(void);
+/*
+ * The word that holds the calling thread's id in the C library's thread
+ * descriptor, found through PR_GET_TID_ADDRESS (the address the library gave
+ * set_tid_address or clone) and checked to hold that id; NULL when unknown.
+ */
+pid_t *proc__sys_tid_word(void);
+/* The calling thread's robust futex list (get_robust_list): 0 or -errno. */
+int proc__sys_robust_list_get(void **head, size_t *len);
+/* Registers it again in a clone child, where the kernel cleared it. */
+void proc__sys_robust_list_set(void *head, size_t len);
+
+/*
  * Futexes. shared: the word lives in memory shared between processes
  * (MAP_SHARED); otherwise FUTEX_PRIVATE_FLAG. The wait sleeps while *word ==
  * val, until woken or the absolute CLOCK_MONOTONIC time at (NULL: no limit):
