@@ -207,6 +207,36 @@ void proc__inflight_unlink_locked(struct proc__inflight *f);
 /* stdio.c */
 void proc__stdio_close_all_locked(struct proc *p);
 
+/*
+ * child.c: a callback-mode child between its creation and its target. What
+ * the child does after it became p (proc__child_become): daemon watch, new
+ * group, directory, standard streams, signal mask, environment; then the
+ * target, the exit work and _exit.
+ */
+struct proc__child_setup {
+    pid_t parent;
+    int status_w;         /* where a failure's errno goes; -1: none */
+    bool report_pid;      /* write a struct proc__child_status on success too (fork server) */
+    int here_fd;          /* a directory to enter before p->cwd (the caller's); -1: stay */
+    int stdio[3];         /* dup2'd onto 0, 1, 2, all >= 3; -1 keeps */
+    const sigset_t *mask; /* the child's signal mask; NULL keeps it */
+};
+/* What a fork server's child reports on its status pipe: err 0 once set up. */
+struct proc__child_status {
+    int32_t err;
+    int32_t pid;
+};
+/* p becomes this process's own object, the parent's name and key its parent object. */
+void proc__child_become(struct proc *p, pid_t parent, struct proc__name_node *parent_name,
+                        unsigned char *parent_key, size_t parent_key_len);
+_Noreturn void proc__child_run(struct proc *p, const struct proc__child_setup *s);
+/* Reports err on fd (a struct proc__child_status when with_pid) and _exit(127)s. */
+_Noreturn void proc__child_fail(int fd, int err, bool with_pid);
+/* PR_SET_PDEATHSIG(SIGKILL), and SIGKILL now if parent is gone already. */
+void proc__child_daemon_of(pid_t parent);
+/* dup2s the child's ends of its standard streams (all >= 3) onto 0, 1, 2. */
+void proc__child_dup_stdio(const int fds[3]);
+
 /* spawn.c: one start in the calling thread: exec plan, standard streams, fork or posix_spawn */
 /* The child's pid, or -errno (exec and chdir errors of the child included). */
 pid_t proc__spawn_child(struct proc *p, struct proc__start_ctx *ctx);

@@ -3,7 +3,8 @@
  * One start in the calling thread: the exec plan (PATH lookup in the parent,
  * so the child only calls execve), the standard streams, then the fork path
  * (callback mode, and exec mode where posix_spawn cannot do it) or
- * posix_spawn; and the child's side of either.
+ * posix_spawn; and the exec child's side (a callback-mode child is
+ * child.c's).
  */
 #include "core.h"
 
@@ -183,93 +184,21 @@ static void close_streams(proc_t *p, struct proc__start_ctx *ctx, bool started)
 
 /* ------------------------------------------------------------- child sides */
 
-static void write_errno_and_exit(int fd, int err)
-{
-    ssize_t r;
-    do {
-        r = write(fd, &err, sizeof err);
-    } while (r < 0 && errno == EINTR);
-    _exit(127);
-}
-
-/* PDEATHSIG fires when the forking thread ends: callers make sure it is long-lived. */
-static void become_daemon_of(pid_t parent)
-{
-    /* Cannot fail for SIGKILL on Linux; where unsupported there is no watch at all. */
-    (void)proc__sys_set_pdeathsig(SIGKILL);
-    if (getppid() != parent)
-        raise(SIGKILL); /* the parent died before the prctl took effect */
-}
-
-/* The child's ends of its standard streams; all are >= 3, so no dup2 undoes another. */
-static void dup_stdio(const struct proc__start_ctx *ctx)
-{
-    for (int i = 0; i < 3; i++)
-        if (ctx->child_fd[i] >= 0)
-            dup2(ctx->child_fd[i], i);
-}
-
-/*
- * In a freshly forked callback-mode child, after the fork handlers reset
- * libproc: p becomes this process's own object and the former current object
- * describes the parent.
- */
-static void become_proc(proc_t *p, pid_t parent_pid, proc_t *old_current)
-{
-    proc_t *par = &proc__g.parent_obj;
-    memset(par, 0, sizeof *par);
-    par->kind = PROC__KIND_PARENT;
-    /* The parent's name node is a copy in our memory and nobody frees it here. */
-    atomic_store(&par->name, old_current ? atomic_load(&old_current->name) : NULL);
-    atomic_store(&par->pid, parent_pid);
-    atomic_store(&par->state, PROC__RUNNING);
-    atomic_store(&par->exitcode, PROC_EXITCODE_NONE);
-    par->owner = parent_pid;
-    par->pidfd = par->pipe_r = par->pipe_w = -1;
-    if (old_current) {
-        par->authkey = old_current->authkey;
-        par->authkey_len = old_current->authkey_len;
-    }
-    proc__g.have_parent = true;
-
-    pid_t self = getpid();
-    p->kind = PROC__KIND_SELF;
-    atomic_store(&p->pid, self);
-    atomic_store(&p->state, PROC__RUNNING);
-    p->owner = self;
-    p->prev = p->next = NULL;
-    for (int i = 0; i < 3; i++)
-        p->stdio_parent[i] = -1; /* the parent's ends: closed here by the fork handler */
-    proc__g.current = p;
-    proc__g.identity = p->identity;
-    proc__g.counter = 0;
-}
-
-/* Callback mode. Python runs arbitrary code after fork too; this is that exception. */
+/* Callback mode: the child becomes p; the rest is child.c's. */
 static void child_run_target(proc_t *p, const struct proc__start_ctx *ctx, pid_t parent,
                              proc_t *old_current, int status_w)
 {
-    become_proc(p, parent, old_current);
-    if (p->daemon)
-        become_daemon_of(parent);
-    if (p->new_group)
-        setpgid(0, 0);
-    if (p->cwd && chdir(p->cwd) < 0)
-        write_errno_and_exit(status_w, errno);
-    if (status_w >= 0)
-        close(status_w);
-    dup_stdio(ctx);
-    for (int i = 0; i < 3; i++) /* no exec will close them here */
-        if (ctx->child_fd[i] >= 0)
-            close(ctx->child_fd[i]);
-    if (ctx->mask)
-        pthread_sigmask(SIG_SETMASK, ctx->mask, NULL);
-    if (p->envp)
-        environ = p->envp;
-    int ret = p->target ? p->target(p->arg) : 0;
-    proc__exit_work();
-    fflush(NULL);
-    _exit(ret & 0xff);
+    proc__child_become(p, parent, old_current ? atomic_load(&old_current->name) : NULL,
+                       old_current ? old_current->authkey : NULL,
+                       old_current ? old_current->authkey_len : 0);
+    struct proc__child_setup setup = {
+        .parent = parent,
+        .status_w = status_w,
+        .here_fd = -1,
+        .stdio = {ctx->child_fd[0], ctx->child_fd[1], ctx->child_fd[2]},
+        .mask = ctx->mask,
+    };
+    proc__child_run(p, &setup);
 }
 
 /* Exec mode after a real fork: only async-signal-safe calls until execve. */
@@ -287,15 +216,15 @@ static void child_exec(const proc_t *p, const struct proc__start_ctx *plan, pid_
         }
     }
     if (p->daemon)
-        become_daemon_of(parent);
+        proc__child_daemon_of(parent);
     if (p->new_group && setpgid(0, 0) < 0)
-        write_errno_and_exit(status_w, errno);
+        proc__child_fail(status_w, errno, false);
     if (p->cwd && chdir(p->cwd) < 0)
-        write_errno_and_exit(status_w, errno);
-    dup_stdio(plan);
+        proc__child_fail(status_w, errno, false);
+    proc__child_dup_stdio(plan->child_fd);
     sigprocmask(SIG_SETMASK, mask, NULL);
     execve(plan->path, p->argv, plan->envp);
-    write_errno_and_exit(status_w, errno);
+    proc__child_fail(status_w, errno, false);
 }
 
 /* ----------------------------------------------------------- parent sides */
@@ -334,17 +263,6 @@ static int status_pipe_open(struct proc__inflight *f, int fds[2])
     return r;
 }
 
-static void status_pipe_close(struct proc__inflight *f, int *fd)
-{
-    pthread_mutex_lock(&proc__g.lock);
-    for (int i = 0; i < f->n; i++)
-        if (f->fds[i] == *fd)
-            f->fds[i] = -1;
-    close(*fd);
-    *fd = -1;
-    pthread_mutex_unlock(&proc__g.lock);
-}
-
 static pid_t fork_and_report(proc_t *p, struct proc__start_ctx *ctx)
 {
     bool exec_mode = p->argv != NULL;
@@ -376,17 +294,17 @@ static pid_t fork_and_report(proc_t *p, struct proc__start_ctx *ctx)
     if (exec_mode)
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (fds[1] >= 0)
-        status_pipe_close(&ctx->inflight, &fds[1]);
+        proc__inflight_close(&ctx->inflight, &fds[1]);
     if (pid < 0) {
         if (fds[0] >= 0)
-            status_pipe_close(&ctx->inflight, &fds[0]);
+            proc__inflight_close(&ctx->inflight, &fds[0]);
         return -fork_err;
     }
     if (p->new_group)
         setpgid(pid, pid); /* also in the parent: whoever runs first, the group exists */
     if (fds[0] >= 0) {
         int err = read_child_status(fds[0]);
-        status_pipe_close(&ctx->inflight, &fds[0]);
+        proc__inflight_close(&ctx->inflight, &fds[0]);
         if (err) {
             reap_failed(pid);
             return -err;
