@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A callback-mode child between its creation and its target, forked by the
- * caller (spawn.c) or, next, cloned by a fork server: it becomes
+ * caller (spawn.c) or cloned by the fork server (forkserver.c): it becomes
  * its own object, then sets itself up as the parent asked, runs the target
  * and the exit work, and _exits. Python runs arbitrary code after fork too;
  * this is that exception to async-signal-safety.
@@ -124,7 +124,8 @@ void proc__child_run(proc_t *p, const struct proc__child_setup *s)
         pthread_sigmask(SIG_SETMASK, s->mask, NULL);
     if (p->envp)
         environ = p->envp;
-    int ret = p->target ? p->target(p->arg) : 0;
+    void *arg = p->arg_copy ? p->arg_copy : p->arg;
+    int ret = p->target ? p->target(arg) : 0;
     proc__exit_work();
     fflush(NULL);
     _exit(ret & 0xff);

@@ -50,8 +50,11 @@ struct proc {
     enum proc__kind kind;
     proc_target_fn *target;
     void *arg;
-    char **argv; /* exec mode: NULL-terminated copy; NULL in callback mode */
-    char **envp; /* NULL: inherit */
+    void *arg_copy; /* proc_set_arg_copy(): what the target gets instead of arg; NULL: none */
+    size_t arg_len;
+    bool use_forkserver; /* proc_set_forkserver(): callback mode starts through the server */
+    char **argv;         /* exec mode: NULL-terminated copy; NULL in callback mode */
+    char **envp;         /* NULL: inherit */
     char *cwd;
     bool daemon;
     bool new_group;
@@ -236,6 +239,18 @@ _Noreturn void proc__child_fail(int fd, int err, bool with_pid);
 void proc__child_daemon_of(pid_t parent);
 /* dup2s the child's ends of its standard streams (all >= 3) onto 0, 1, 2. */
 void proc__child_dup_stdio(const int fds[3]);
+
+/*
+ * forkserver_client.c: a start through the fork server, the caller's side.
+ * The child's pid (its pidfd in ctx->inflight.pidfd), or -errno:
+ * -ENOTCONN without a server, -ECONNRESET when the server was found dead
+ * (it is forgotten then), the child's own setup errors (a bad cwd).
+ */
+pid_t proc__fs_spawn(struct proc *p, struct proc__start_ctx *ctx);
+/* With fs_lock: 1 if the server lives, else 0 after forgetting a dead one. */
+int proc__fs_check_locked(void);
+/* With fs_lock: kills and reaps the server, closes the socket. */
+void proc__fs_forget_locked(void);
 
 /* spawn.c: one start in the calling thread: exec plan, standard streams, fork or posix_spawn */
 /* The child's pid, or -errno (exec and chdir errors of the child included). */

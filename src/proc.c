@@ -11,6 +11,7 @@
 
 #define PROC_DEFAULT_AUTHKEY_LEN 32
 #define PROC_MAX_AUTHKEY_LEN 256
+#define PROC_MAX_ARG_COPY ((size_t)64 << 20) /* API 4.6: any size up to 64 MiB */
 
 /* ----------------------------------------------------------------- helpers */
 
@@ -350,6 +351,34 @@ int proc_set_authkey(proc_t *p, const void *key, size_t len)
     return 0;
 }
 
+int proc_set_forkserver(proc_t *p, bool on)
+{
+    return set_flag(p, p ? &p->use_forkserver : NULL, on);
+}
+
+int proc_set_arg_copy(proc_t *p, const void *data, size_t len)
+{
+    int r = check_configurable(p);
+    if (r < 0)
+        return r;
+    if (p->argv || !data || len == 0 || len > PROC_MAX_ARG_COPY)
+        return -EINVAL;
+    void *copy = malloc(len);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, data, len);
+    if (!proc__lock_configurable(p)) {
+        free(copy);
+        return -EBUSY;
+    }
+    void *old = p->arg_copy;
+    p->arg_copy = copy;
+    p->arg_len = len;
+    pthread_mutex_unlock(&proc__g.lock);
+    free(old);
+    return 0;
+}
+
 /* ------------------------------------------------------------------- names */
 
 int proc_set_name(proc_t *p, const char *name)
@@ -473,6 +502,7 @@ int proc_close(proc_t *p)
     free_strv(p->argv);
     free_strv(p->envp);
     free(p->cwd);
+    free(p->arg_copy);
     free(p->authkey);
     free(p->identity);
     free(p->comm);

@@ -3,8 +3,8 @@
  * One start in the calling thread: the exec plan (PATH lookup in the parent,
  * so the child only calls execve), the standard streams, then the fork path
  * (callback mode, and exec mode where posix_spawn cannot do it) or
- * posix_spawn; and the exec child's side (a callback-mode child is
- * child.c's).
+ * posix_spawn, or a request to the fork server (forkserver_client.c); and
+ * the exec child's side (a callback-mode child is child.c's).
  */
 #include "core.h"
 
@@ -374,6 +374,8 @@ static pid_t posix_spawn_exec(const proc_t *p, const struct proc__start_ctx *pla
 
 static pid_t spawn_now(proc_t *p, struct proc__start_ctx *ctx)
 {
+    if (!p->argv && p->use_forkserver)
+        return proc__fs_spawn(p, ctx);
 #ifdef LIBPROC_HAVE_ADDCHDIR_NP
     /* posix_spawn cannot set PDEATHSIG, so daemons take the fork path. */
     if (p->argv && !p->daemon)

@@ -50,15 +50,19 @@ int proc_start(proc_t *p)
 
     struct proc__start_ctx ctx = {.child_fd = {-1, -1, -1},
                                   .inflight = {.parent_fds = {-1, -1, -1}, .pidfd = -1}};
+    /* The fork server's child is no copy of this process: nothing to flush, and
+     * its PDEATHSIG follows the server's parent thread, not the one asking. */
+    bool served = p->use_forkserver && !p->argv;
     sigset_t mask;
     /* Its record on this stack is linked for every fork to see: no cancellation until adopted. */
     int cancel;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
     proc__inflight_link(&ctx.inflight);
     /* Nothing buffered in the parent may be written again by the child. */
-    fflush(NULL);
+    if (!served)
+        fflush(NULL);
     pid_t pid;
-    if (p->daemon && !on_main_thread()) {
+    if (p->daemon && !on_main_thread() && !served) {
         /* PDEATHSIG follows the forking thread: fork from the long-lived spawner. */
         pthread_sigmask(SIG_SETMASK, NULL, &mask);
         if (proc__on_reaper_thread())
@@ -82,5 +86,5 @@ int proc_run(proc_t *p)
 {
     if (!p || p->argv)
         return -EINVAL;
-    return p->target ? p->target(p->arg) : 0;
+    return p->target ? p->target(p->arg_copy ? p->arg_copy : p->arg) : 0;
 }

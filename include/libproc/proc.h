@@ -178,7 +178,8 @@ PROC_API const char *proc_name(const proc_t *p);
  * is a daemonic libproc child), -ESHUTDOWN (the process is exiting),
  * -ENOENT/-EACCES/-ENOEXEC/... (exec failed or the cwd is bad),
  * -EAGAIN/-ENOMEM (fork failed; the object stays usable), -EMFILE/-ENFILE
- * (no fd for the sentinel).
+ * (no fd for the sentinel), -ENOTCONN/-ECONNRESET (through the fork server:
+ * none runs, or it was found dead; see proc_set_forkserver()).
  */
 PROC_API int proc_start(proc_t *p);
 
@@ -336,6 +337,85 @@ PROC_API int proc_sentinel(const proc_t *p);
  * Valid until the key is changed or the object closed. NULL for NULL p.
  */
 PROC_API const unsigned char *proc_authkey(const proc_t *p, size_t *len);
+
+/* --------------------------------------------------------------- fork server
+ * Callback mode forks the caller. In a program with threads, a lock that
+ * another thread holds at that moment (a mutex of the program, malloc's in
+ * some allocators, a stdio stream's) stays held for ever in the child. The
+ * fork server is a single-threaded copy of the program, made early, that
+ * forks the children instead: they see the program's memory as it was when
+ * the server started, plus their argument (proc_set_arg_copy()), and no
+ * lock of the caller's threads. Python 3.14's default start method on Linux.
+ */
+
+/**
+ * Starts the fork server: one single-threaded process, a fork of the caller
+ * as it is now, that from then on makes the children of proc_start() for
+ * objects with proc_set_forkserver(p, true). Call it early in main(), before
+ * the program starts any thread. It flushes the caller's stdio output buffers
+ * first (as proc_start() does).
+ *
+ * The server runs no user code (it only clones itself on request, with
+ * every signal blocked, so Ctrl-C at a terminal leaves it alone) and dies
+ * with the process that started it: it ends at the end of its control
+ * socket, and PR_SET_PDEATHSIG kills it when the thread that started it ends
+ * (SIGKILL of the process included), which is the process's main thread.
+ * It is a plain child of the caller, not one of libproc's children
+ * (proc_active_children() does not list it; a waitpid(-1) of the host may
+ * reap it once it ended). A fork child of the caller has no server of its
+ * own (a child may start one). If the server died (killed), the next
+ * start through it returns -ECONNRESET and a new proc_forkserver_start()
+ * may start another.
+ *
+ * What a child of the server has: memory, file descriptors, signal
+ * dispositions, resource limits, umask and credentials as the caller had
+ * them at proc_forkserver_start(); then, as for a forked child, its name,
+ * authkey and daemon flag, the caller as proc_parent() and as its real
+ * parent (getppid(), SIGCHLD, proc_join() and the reaper as for a forked
+ * child), the caller's current directory and environment at proc_start()
+ * (or proc_set_cwd()/proc_set_env()'s), the standard streams of
+ * proc_set_stdio(), and the signal mask of the thread calling proc_start().
+ * pthread_atfork() child handlers do not run in it (they ran once, in the
+ * server). The target's arg must point into memory the server had, unless
+ * proc_set_arg_copy() gave the bytes.
+ *
+ * Returns 0; -EALREADY when this process's server is running; -EBUSY when
+ * the process has a thread other than the caller and libproc's own reaper
+ * and spawner threads (the server would copy their locks: so also once a
+ * pool or a sanitizer runtime started a thread), or while libproc runs exit
+ * callbacks (so from an exit callback too); -ENOSYS when this kernel or C
+ * library cannot make the server's children the caller's own (Linux 5.2 and
+ * clone3 or a known clone(2) argument order, glibc's thread id word);
+ * -EMFILE/-ENFILE, -EAGAIN/-ENOMEM (fork failed); the init errors of
+ * proc_start(). Thread-safe.
+ */
+PROC_API int proc_forkserver_start(void);
+
+/**
+ * Makes proc_start() of this callback-mode object ask the fork server for
+ * the child instead of forking the caller (see proc_forkserver_start()). Off
+ * by default; exec mode ignores it. proc_start() then returns -ENOTCONN when
+ * no server runs, -ECONNRESET when the server was found dead (then
+ * -ENOTCONN until one is started again), and otherwise what it returns for a
+ * forked child; it flushes no stdio buffer (the child's are the server's,
+ * empty). The child is the caller's child in every respect (pid, join, exit
+ * code, signals, exit callbacks, sentinel, proc_active_children(), daemon
+ * semantics: a daemonic child dies with the caller, not with the server).
+ * Returns 0, -EINVAL, -EBUSY.
+ */
+PROC_API int proc_set_forkserver(proc_t *p, bool on);
+
+/**
+ * Gives the target a copy of len bytes (1 to 64 MiB), copied now: in the
+ * child, the target's arg points to that copy (aligned for any type, and
+ * writable) instead of the pointer given to proc_new(), and so does
+ * proc_run()'s. Needed to pass data to a child of the fork server, which
+ * sees the caller's memory as it was at proc_forkserver_start(); in plain
+ * fork mode the copy is inherited with the rest. Callback mode only.
+ * Returns 0, -EINVAL (NULL p or data, len 0 or above 64 MiB, an exec-mode
+ * object), -EBUSY (started), -ENOMEM.
+ */
+PROC_API int proc_set_arg_copy(proc_t *p, const void *data, size_t len);
 
 /* ----------------------------------------------------------- process tree */
 
