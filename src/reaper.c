@@ -260,7 +260,10 @@ void proc__reaper_reap_now_locked(proc_t *p)
     }
 }
 
-/* Runs the callbacks of a batch; each child is joinable as soon as its own ran. */
+/*
+ * Runs the callbacks of a batch; each child is joinable as soon as its own
+ * ran. The last one's join sees in_callbacks cleared with it.
+ */
 static void finish_batch(proc_t *ended)
 {
     for (proc_t *p = ended, *next; p; p = next) {
@@ -269,6 +272,8 @@ static void finish_batch(proc_t *ended)
             cb->fn(p, cb->arg);
         pthread_mutex_lock(&proc__g.lock);
         mark_done_locked(p);
+        if (!next)
+            proc__g.in_callbacks = false;
         pthread_cond_broadcast(&proc__g.cond);
         pthread_mutex_unlock(&proc__g.lock);
     }
@@ -321,12 +326,8 @@ static void *reaper_main(void *arg)
         proc__g.in_callbacks = ended != NULL; /* a fork server is not forked meanwhile */
         pthread_mutex_unlock(&proc__g.lock);
 
-        if (ended) {
+        if (ended)
             finish_batch(ended);
-            pthread_mutex_lock(&proc__g.lock);
-            proc__g.in_callbacks = false;
-            pthread_mutex_unlock(&proc__g.lock);
-        }
     }
     return NULL;
 }
