@@ -414,38 +414,37 @@ static void expect_ident(const struct ident *r, proc_t *p, const char *name, boo
     assert_memory_equal(r->parent_key, main_key, len);
 }
 
+/* Starts p with its stdout on a pipe, reads its ident report, checks it and joins p. */
+static void check_ident(proc_t *p, const char *name, bool daemon, const void *key, size_t len)
+{
+    struct ident r;
+    EQ(proc_set_stdio(p, 1, PROC_STDIO_PIPE), 0);
+    EQ(proc_start(p), 0);
+    EQ(tu_read_full(proc_stdio_fd(p, 1), &r, sizeof r, BOUND_MS), (ssize_t)sizeof r);
+    expect_ident(&r, p, name, daemon);
+    EQ(r.key_len, len);
+    assert_memory_equal(r.key, key, len);
+    EQ(proc_join(p, BOUND_MS), 0);
+    EQ(proc_exitcode(p), 0);
+    EQ(proc_close(p), 0);
+}
+
 static void test_identity_in_child(void **state)
 {
     (void)state;
-    struct ident r;
     proc_t *p = served(ident_main, NULL);
     char name[64];
-    copy_name(name, proc_name(p));
+    copy_name(name, proc_name(p)); /* Process-N: its own first child is Process-N:1 */
     size_t len;
     const unsigned char *main_key = proc_authkey(proc_current(), &len);
-    EQ(run_reporting(p, &r, sizeof r), 0);
-    /* run_reporting closed p: its pid was checked through r.current == r.self below */
-    assert_string_equal(r.name, name);
-    EQ(r.key_len, len);
-    assert_memory_equal(r.key, main_key, len);
-    EQ(r.ppid, getpid());
-    EQ(r.parent, getpid());
-    assert_string_equal(r.parent_name, "MainProcess");
+    check_ident(p, name, false, main_key, len);
 
     static const unsigned char key[16] = "0123456789abcdef";
     p = served(ident_main, NULL);
     EQ(proc_set_name(p, "served-one"), 0);
     EQ(proc_set_authkey(p, key, sizeof key), 0);
     EQ(proc_set_daemon(p, true), 0);
-    EQ(proc_set_stdio(p, 1, PROC_STDIO_PIPE), 0);
-    EQ(proc_start(p), 0);
-    EQ(tu_read_full(proc_stdio_fd(p, 1), &r, sizeof r, BOUND_MS), (ssize_t)sizeof r);
-    expect_ident(&r, p, "served-one", true);
-    EQ(r.key_len, sizeof key);
-    assert_memory_equal(r.key, key, sizeof key);
-    EQ(proc_join(p, BOUND_MS), 0);
-    EQ(proc_exitcode(p), 0);
-    EQ(proc_close(p), 0);
+    check_ident(p, "served-one", true, key, sizeof key);
 }
 
 /* ------------------------------------------------ what the child inherits */
