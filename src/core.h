@@ -46,6 +46,9 @@ struct proc__exit_cb {
     void *arg;
 };
 
+/* Most fds an internal child takes along through the fork server (a pool worker's four). */
+#define PROC__PASS_MAX 4
+
 struct proc {
     enum proc__kind kind;
     proc_target_fn *target;
@@ -53,8 +56,11 @@ struct proc {
     void *arg_copy; /* proc_set_arg_copy(): what the target gets instead of arg; NULL: none */
     size_t arg_len;
     bool use_forkserver; /* proc_set_forkserver(): callback mode starts through the server */
-    char **argv;         /* exec mode: NULL-terminated copy; NULL in callback mode */
-    char **envp;         /* NULL: inherit */
+    int pass_fds[PROC__PASS_MAX]; /* proc__set_pass_fds(): fds a server child gets at these numbers
+                                   */
+    int npass;
+    char **argv; /* exec mode: NULL-terminated copy; NULL in callback mode */
+    char **envp; /* NULL: inherit */
     char *cwd;
     bool daemon;
     bool new_group;
@@ -247,6 +253,13 @@ void proc__child_dup_stdio(const int fds[3]);
  * (it is forgotten then), the child's own setup errors (a bad cwd).
  */
 pid_t proc__fs_spawn(struct proc *p, struct proc__start_ctx *ctx);
+/*
+ * Before p starts: fds (n <= PROC__PASS_MAX, each > 2) that a child made by
+ * the fork server finds open at the same numbers, as a forked child inherits
+ * them (libproc's own children, such as pool workers, need theirs). A forked
+ * child ignores it. 0 or -EINVAL.
+ */
+int proc__set_pass_fds(struct proc *p, const int *fds, int n);
 /* With fs_lock: 1 if the server lives, else 0 after forgetting a dead one. */
 int proc__fs_check_locked(void);
 /* With fs_lock: kills and reaps the server, closes the socket. */

@@ -30,13 +30,16 @@ struct server {
 
 /* ------------------------------------------------------------ the child */
 
-/* Moves the received fds off 0..2, where the server had no fd (a closed stream). */
-static int raise_fds(int *fds, size_t n)
+/*
+ * Moves the received fds to low or above, off 0..2 (where the server had no
+ * fd: a closed stream) and off the numbers the passed fds go to.
+ */
+static int raise_fds(int *fds, size_t n, int low)
 {
     for (size_t i = 0; i < n; i++) {
-        if (fds[i] > 2)
+        if (fds[i] >= low)
             continue;
-        int up = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+        int up = fcntl(fds[i], F_DUPFD_CLOEXEC, low);
         if (up < 0)
             return errno;
         close(fds[i]);
@@ -139,7 +142,11 @@ static _Noreturn void child_main(const struct server *s, size_t nfds, int *fds)
     proc__self_refresh();
     proc__sys_robust_list_set(s->robust_head, s->robust_len);
     const struct proc__fs_request *rq = (const void *)s->inbox;
-    int err = raise_fds(fds, nfds);
+    int low = 3;
+    for (uint32_t k = 0; k < rq->npass; k++)
+        if (rq->pass_no[k] >= low)
+            low = rq->pass_no[k] + 1;
+    int err = raise_fds(fds, nfds, low);
     int status_w = fds[0];
     if (err)
         proc__child_fail(status_w, err, true);
@@ -164,6 +171,11 @@ static _Noreturn void child_main(const struct server *s, size_t nfds, int *fds)
     for (int k = 0; k < 3; k++)
         if (rq->stdio & (1U << k))
             setup.stdio[k] = fds[i++];
+    for (uint32_t k = 0; k < rq->npass; k++, i++) {
+        if (dup3(fds[i], rq->pass_no[k], O_CLOEXEC) < 0)
+            proc__child_fail(status_w, errno, true);
+        close(fds[i]);
+    }
     proc_t *p = calloc(1, sizeof *p);
     struct parent_view parent = {NULL, NULL, 0};
     err = p ? unpack(rq, blob, p, &parent) : ENOMEM;
@@ -180,14 +192,17 @@ static size_t fds_wanted(const struct proc__fs_request *rq)
     size_t n = 1 + !!(rq->flags & PROC__FS_HERE) + !!(rq->flags & PROC__FS_MEMFD);
     for (int k = 0; k < 3; k++)
         n += !!(rq->stdio & (1U << k));
-    return n;
+    return n + rq->npass;
 }
 
 static int check_request(const struct proc__fs_request *rq, ssize_t n, size_t nfds)
 {
-    if ((size_t)n < sizeof *rq || rq->magic != PROC__FS_MAGIC || nfds != fds_wanted(rq) ||
-        (rq->stdio & ~7U) || rq->arg_len > ((uint64_t)64 << 20))
+    if ((size_t)n < sizeof *rq || rq->magic != PROC__FS_MAGIC || rq->npass > PROC__PASS_MAX ||
+        nfds != fds_wanted(rq) || (rq->stdio & ~7U) || rq->arg_len > ((uint64_t)64 << 20))
         return -EPROTO;
+    for (uint32_t k = 0; k < rq->npass; k++)
+        if (rq->pass_no[k] <= 2)
+            return -EPROTO;
     uint64_t blob = PROC__FS_PAD(rq->arg_len);
     for (int i = 0; i < PROC__FS_PARTS; i++)
         blob += rq->len[i];

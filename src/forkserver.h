@@ -8,15 +8,16 @@
 #ifndef LIBPROC_FORKSERVER_H
 #define LIBPROC_FORKSERVER_H
 
-#include <libproc/proc.h>
+#include "core.h"
 
 #include <signal.h>
 #include <stdint.h>
 
 #define PROC__FS_MAGIC 0x6c70667aU
-#define PROC__FS_INLINE_MAX (32 * 1024) /* a larger blob travels in a memfd */
-#define PROC__FS_ALIGN 16               /* of the argument in the child */
-#define PROC__FS_MAX_FDS 6              /* status, directory, memfd, three streams */
+#define PROC__FS_INLINE_MAX (32 * 1024)       /* a larger blob travels in a memfd */
+#define PROC__FS_ALIGN 16                     /* of the argument in the child */
+#define PROC__FS_MAX_FDS (6 + PROC__PASS_MAX) /* status, directory, memfd, three streams, passed   \
+                                               */
 #define PROC__FS_PAD(n) (((n) + PROC__FS_ALIGN - 1) & ~(uint64_t)(PROC__FS_ALIGN - 1))
 
 enum {
@@ -44,7 +45,8 @@ enum {
  * argument (arg_len bytes, padded to PROC__FS_ALIGN), then the parts. Its
  * fds, in order: the status pipe's write end (the child reports a struct
  * proc__child_status there), the directory (PROC__FS_HERE), the memfd
- * (PROC__FS_MEMFD), then the standard streams whose bit is set in stdio.
+ * (PROC__FS_MEMFD), the standard streams whose bit is set in stdio, then
+ * npass fds the child keeps at the numbers in pass_no.
  */
 struct proc__fs_request {
     _Alignas(PROC__FS_ALIGN) uint32_t magic;
@@ -57,6 +59,8 @@ struct proc__fs_request {
     uint64_t blob_len, arg_len;
     uint32_t len[PROC__FS_PARTS];
     uint32_t env_count;
+    uint32_t npass;
+    int32_t pass_no[PROC__PASS_MAX];
 };
 
 /* The reply: the child's pid, its pidfd attached, or -errno. */

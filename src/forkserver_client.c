@@ -362,6 +362,10 @@ static pid_t request(proc_t *p, struct proc__start_ctx *ctx, struct message *m)
             m->fds[m->nfds++] = ctx->child_fd[i];
         }
     }
+    for (int i = 0; i < p->npass && r == 0; i++) {
+        m->rq.pass_no[m->rq.npass++] = p->pass_fds[i];
+        m->fds[m->nfds++] = p->pass_fds[i];
+    }
     if (r == 0)
         r = send_request(proc__g.fs_sock, m, inline_blob);
     proc__inflight_close(f, &status[1]);
@@ -373,6 +377,19 @@ static pid_t request(proc_t *p, struct proc__start_ctx *ctx, struct message *m)
     if (r == -ECONNRESET)
         proc__fs_forget_locked();
     return r;
+}
+
+int proc__set_pass_fds(proc_t *p, const int *fds, int n)
+{
+    if (!p || n < 0 || n > PROC__PASS_MAX || (n > 0 && !fds))
+        return -EINVAL;
+    for (int i = 0; i < n; i++)
+        if (fds[i] <= 2)
+            return -EINVAL;
+    for (int i = 0; i < n; i++)
+        p->pass_fds[i] = fds[i];
+    p->npass = n;
+    return 0;
 }
 
 pid_t proc__fs_spawn(proc_t *p, struct proc__start_ctx *ctx)

@@ -79,6 +79,7 @@ proc_pool_t *proc_pool_new(const proc_pool_opts_t *opts)
     pool->nworkers = o.workers;
     pool->max_tasks = o.max_tasks_per_child;
     pool->max_rss = o.max_memory_per_child;
+    pool->use_forkserver = o.use_forkserver;
     pool->task_timeout_ms = o.task_timeout_ms;
     pool->max_init_deaths = o.workers > INT_MAX - 2 ? INT_MAX : o.workers + 2;
     pool->init = o.initializer;

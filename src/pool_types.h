@@ -115,6 +115,7 @@ struct proc_pool {
     int nworkers;
     int max_tasks;
     size_t max_rss;      /* max_memory_per_child; 0: none */
+    bool use_forkserver; /* workers start through the fork server */
     int task_timeout_ms; /* 0: none */
     int max_init_deaths;
     void (*init)(void *arg);

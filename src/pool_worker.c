@@ -4,6 +4,7 @@
  * arena, optional CPU binding), handing it a chunk, reading its replies,
  * settling its chunk when it dies, killing them all.
  */
+#include "core.h"
 #include "pool_fast.h"
 #include "pool_job.h"
 #include "pool_stream.h"
@@ -418,6 +419,26 @@ static int *worker_fds_to_close(const struct proc_pool *pool, const struct proc_
     return fds;
 }
 
+/*
+ * A worker made by the fork server inherits none of the caller's fds and
+ * none of its memory after the server started: its four fds go along at
+ * their numbers, the boot record as a copy, and it has nothing to close.
+ */
+static int through_forkserver(proc_t *p, struct proc__worker_boot *boot)
+{
+    int fds[PROC__PASS_MAX], n = 0;
+    const int mine[] = {boot->fd, boot->memfd, boot->fastfd, boot->outfd};
+    for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++)
+        if (mine[i] >= 0)
+            fds[n++] = mine[i];
+    boot->close_fds = NULL;
+    boot->nclose = 0;
+    int rc = proc_set_forkserver(p, true);
+    if (rc == 0)
+        rc = proc_set_arg_copy(p, boot, sizeof *boot);
+    return rc == 0 ? proc__set_pass_fds(p, fds, n) : rc;
+}
+
 /* Starts w's process (a daemonic libproc child): 0 or -errno. */
 static int worker_start(struct proc_pool *pool, struct proc__worker *w, int child_fd)
 {
@@ -444,6 +465,8 @@ static int worker_start(struct proc_pool *pool, struct proc__worker *w, int chil
     proc_t *p = proc_new(proc__pool_child_main, &boot);
     if (!p)
         rc = -errno;
+    if (rc == 0 && pool->use_forkserver)
+        rc = through_forkserver(p, &boot);
     char name[48];
     snprintf(name, sizeof name, "PoolWorker-%lu", ++pool->names);
     if (rc == 0 && ((rc = proc_set_daemon(p, true)) < 0 || (rc = proc_set_name(p, name)) < 0 ||

@@ -123,6 +123,17 @@ typedef struct proc_pool_opts {
     size_t max_memory_per_child;
     /** false (default): workers keep the creator's CPU affinity; true: one per allowed CPU. */
     bool bind_cpus;
+    /**
+     * false (default): workers are forked from the creating process; true: workers and
+     * their replacements are made by the fork server (proc_forkserver_start(), which must
+     * be running: proc_pool_new() fails with ENOTCONN otherwise), so a pool is safe to
+     * create and keep alive in a program with threads. Workers then see the program's
+     * memory as it was when the server started: the initializer's initargs must point to
+     * data that existed then (a static object, or one made before proc_forkserver_start()),
+     * and functions must not come from a library loaded after it. Tasks, their inputs
+     * and results travel as usual.
+     */
+    bool use_forkserver;
 } proc_pool_opts_t;
 
 /** A pool of worker processes. Opaque; create with proc_pool_new(), free with proc_pool_free(). */

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A pool whose workers come from the fork server (proc_pool_opts_t's
+ * use_forkserver): the workers and every replacement (after max_tasks, after
+ * a crash) are the server's clones, which the tests see in what a worker
+ * reads: the program's memory as it was when main() started the server, not
+ * as it is when the pool starts. A pool made while another thread holds a
+ * lock gets workers that can take it; without a server the pool is refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libproc/pool.h>
+#include <libproc/proc.h>
+
+#include "testutil.h"
+
+#define BOUND_MS 60000 /* bound on any hang; never reached when things work */
+#define ITEMS 64
+
+/* 1 when the server was started, 2 from then on: a worker made by the server reads 1. */
+static int g_epoch;
+/* Locked by a thread after the server started; unlocked in the server's memory. */
+static pthread_mutex_t g_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int g_from_init; /* the initializer's mark, in each worker */
+static const int g_initarg = 41;
+
+struct seen {
+    int epoch;
+    int pid;
+    int ppid;
+    int from_init;
+};
+
+static int look(const void *in, void *out)
+{
+    (void)in;
+    struct seen s = {g_epoch, (int)getpid(), (int)getppid(), g_from_init};
+    memcpy(out, &s, sizeof s);
+    return 0;
+}
+
+static int crash_on_zero(const void *in, void *out)
+{
+    int v;
+    memcpy(&v, in, sizeof v);
+    if (v == 0)
+        raise(SIGKILL);
+    return look(in, out);
+}
+
+static void init_mark(void *arg)
+{
+    g_from_init = *(const int *)arg + 1;
+}
+
+static void init_lock(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_mutex); /* held in the caller, free in the server's copy */
+    g_from_init = 7;
+    pthread_mutex_unlock(&g_mutex);
+}
+
+static proc_pool_t *served_pool(int workers, int max_tasks, void (*init)(void *))
+{
+    proc_pool_opts_t o = {.workers = workers,
+                          .max_tasks_per_child = max_tasks,
+                          .initializer = init,
+                          .initarg = (void *)&g_initarg,
+                          .use_forkserver = true};
+    proc_pool_t *pool = proc_pool_new(&o);
+    assert_non_null(pool);
+    return pool;
+}
+
+/* Every item of a map over ITEMS inputs 1..ITEMS ran in a server-made worker:
+ * the number of distinct workers. */
+static int map_and_check(proc_pool_t *pool, proc_task_fn *fn, int from_init)
+{
+    int in[ITEMS];
+    struct seen out[ITEMS];
+    for (int i = 0; i < ITEMS; i++)
+        in[i] = i + 1;
+    assert_int_equal(proc_pool_map(pool, fn, in, sizeof in[0], out, sizeof out[0], ITEMS), 0);
+    int distinct = 0;
+    for (int i = 0; i < ITEMS; i++) {
+        assert_int_equal(out[i].epoch, 1);
+        assert_int_equal(out[i].ppid, (int)getpid()); /* the caller's child, not the server's */
+        assert_int_equal(out[i].from_init, from_init);
+        bool fresh = true;
+        for (int j = 0; j < i && fresh; j++)
+            fresh = out[j].pid != out[i].pid;
+        distinct += fresh;
+    }
+    return distinct;
+}
+
+static void test_workers_come_from_the_server(void **state)
+{
+    (void)state;
+    proc_pool_t *pool = served_pool(2, 0, init_mark);
+    assert_true(map_and_check(pool, look, g_initarg + 1) <= 2);
+    assert_int_equal(proc_pool_close(pool), 0);
+    assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
+    assert_int_equal(proc_pool_free(pool), 0);
+}
+
+/* max_tasks_per_child 1: each item in a new worker, all of them the server's. */
+static void test_replacements_come_from_the_server(void **state)
+{
+    (void)state;
+    proc_pool_t *pool = served_pool(2, 1, NULL);
+    assert_int_equal(map_and_check(pool, look, 0), ITEMS);
+    assert_int_equal(proc_pool_free(pool), 0);
+}
+
+/* A worker killed mid-task fails that task only; its replacement is the server's. */
+static void test_crash_replacement(void **state)
+{
+    (void)state;
+    proc_pool_t *pool = served_pool(2, 0, NULL);
+    int zero = 0;
+    struct seen s;
+    assert_int_equal(proc_pool_apply(pool, crash_on_zero, &zero, sizeof zero, &s, sizeof s),
+                     -ECHILD);
+    assert_true(map_and_check(pool, crash_on_zero, 0) >= 1);
+    assert_int_equal(proc_pool_free(pool), 0);
+}
+
+static void *hold_mutex(void *arg)
+{
+    tu_gate *gates = arg;
+    pthread_mutex_lock(&g_mutex);
+    tu_gate_open(&gates[0]);
+    tu_gate_wait(&gates[1], BOUND_MS); /* until the pool is done */
+    pthread_mutex_unlock(&g_mutex);
+    return NULL;
+}
+
+/* The fork hazard the server removes: a lock another thread holds at the pool's start. */
+static void test_lock_held_by_a_thread(void **state)
+{
+    (void)state;
+    tu_gate gates[2];
+    assert_int_equal(tu_gate_init(&gates[0]), 0);
+    assert_int_equal(tu_gate_init(&gates[1]), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hold_mutex, gates), 0);
+    assert_int_equal(tu_gate_wait(&gates[0], BOUND_MS), 0);
+    proc_pool_t *pool = served_pool(2, 0, init_lock);
+    int one = 1;
+    struct seen s;
+    proc_future_t *f = proc_pool_submit(pool, look, &one, sizeof one, sizeof s);
+    assert_non_null(f);
+    assert_int_equal(proc_future_get(f, &s, sizeof s, BOUND_MS), 0);
+    proc_future_free(f);
+    assert_int_equal(s.epoch, 1);
+    assert_int_equal(s.from_init, 7);
+    assert_int_equal(proc_pool_terminate(pool), 0);
+    assert_int_equal(proc_pool_free(pool), 0);
+    tu_gate_open(&gates[1]);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    tu_gate_destroy(&gates[0]);
+    tu_gate_destroy(&gates[1]);
+}
+
+/* A forked child has no server: its pool with use_forkserver is refused. */
+static int pool_without_server(void *arg)
+{
+    (void)arg;
+    proc_pool_opts_t o = {.workers = 1, .use_forkserver = true};
+    proc_pool_t *pool = proc_pool_new(&o);
+    if (pool) {
+        proc_pool_free(pool);
+        return 1;
+    }
+    return errno == ENOTCONN ? 0 : 2;
+}
+
+static void test_refused_without_server(void **state)
+{
+    (void)state;
+    proc_t *p = proc_new(pool_without_server, NULL);
+    assert_non_null(p);
+    assert_int_equal(proc_start(p), 0);
+    assert_int_equal(proc_join(p, BOUND_MS), 0);
+    assert_int_equal(proc_exitcode(p), 0);
+    assert_int_equal(proc_close(p), 0);
+}
+
+int main(void)
+{
+    g_epoch = 1;
+    int r = proc_forkserver_start(); /* first: no thread exists yet */
+    if (r != 0) {
+        fprintf(stderr, "proc_forkserver_start: %s\n", strerror(-r));
+        return 1;
+    }
+    g_epoch = 2;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_workers_come_from_the_server),
+        cmocka_unit_test(test_replacements_come_from_the_server),
+        cmocka_unit_test(test_crash_replacement),
+        cmocka_unit_test(test_lock_held_by_a_thread),
+        cmocka_unit_test(test_refused_without_server),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
