@@ -42,7 +42,7 @@ int proc__thread_start(pthread_t *tid, void *(*fn)(void *), void *arg, bool deta
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     /* A thread still being set up may hold the allocator's locks of a runtime
-     * that does not guard fork() (AddressSanitizer before LLVM 17 does not);
+     * that does not guard fork() (older AddressSanitizers: clang 14's, gcc 12's);
      * a child forked then would hang in its first malloc. So starts wait
      * until the new thread runs its own code. */
     while (!r && sem_wait(&l.running) < 0 && errno == EINTR)
