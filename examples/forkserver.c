@@ -3,16 +3,16 @@
  * Python 3.14's default start method on Linux, "forkserver", in C.
  *
  * A program with threads should not fork(): a lock another thread holds at
- * that moment stays locked in the child for ever. Here a logging thread
- * holds the log's mutex most of the time, while the main thread starts
- * workers that log too. proc_forkserver_start(), called first in main(),
- * forks one single-threaded server; children started with
- * proc_set_forkserver(p, true) and a pool with use_forkserver are cloned
- * from it, so they see the memory as it was then (the mutex unlocked), and
- * are still ordinary children of this process: join, exit codes and
- * signals work as usual. Their argument travels as a copy
- * (proc_set_arg_copy()), since the server never saw this process's later
- * memory.
+ * that moment stays locked in the child for ever. Here a thread takes the
+ * log's mutex and keeps it until the end, while the main thread starts
+ * workers that log, so take that mutex: forked from this process they would
+ * all hang. proc_forkserver_start(), called first in main(), forks one
+ * single-threaded server; children started with proc_set_forkserver(p, true)
+ * and a pool with use_forkserver are cloned from it, so they see the memory
+ * as it was then (the mutex free), and are still ordinary children of this
+ * process: join, exit codes and signals work as usual. Their argument
+ * travels as a copy (proc_set_arg_copy()), since the server never saw this
+ * process's later memory.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <libproc/pool.h>
@@ -20,17 +20,15 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define WORKERS 4
 
 static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
-static atomic_bool stop_logging;
 
+/* What the workers call: it takes the mutex the holder thread keeps. */
 static void log_line(const char *what, int n)
 {
     pthread_mutex_lock(&log_mutex);
@@ -39,16 +37,17 @@ static void log_line(const char *what, int n)
     pthread_mutex_unlock(&log_mutex);
 }
 
-/* The thread that makes a plain fork risky: it holds the mutex nearly always. */
-static void *logger(void *arg)
+/* Holds the mutex until main() writes to (or closes) the pipe whose read end is arg. */
+static void *holder(void *arg)
 {
-    (void)arg;
-    struct timespec ms = {0, 1000000L};
-    while (!atomic_load(&stop_logging)) {
-        pthread_mutex_lock(&log_mutex);
-        nanosleep(&ms, NULL);
-        pthread_mutex_unlock(&log_mutex);
-    }
+    int *fds = arg;
+    pthread_mutex_lock(&log_mutex);
+    char c = 1;
+    if (write(fds[1], &c, 1) != 1) /* tell main() the mutex is held */
+        return NULL;
+    while (read(fds[2], &c, 1) < 0 && errno == EINTR)
+        ;
+    pthread_mutex_unlock(&log_mutex);
     return NULL;
 }
 
@@ -69,6 +68,7 @@ static int square(const void *in, void *out)
 {
     int v;
     memcpy(&v, in, sizeof v);
+    log_line("pool worker squares", v);
     v *= v;
     memcpy(out, &v, sizeof v);
     return 0;
@@ -126,13 +126,19 @@ int main(void)
         fprintf(stderr, "proc_forkserver_start: %s\n", strerror(-r));
         return 1;
     }
-    pthread_t t;
-    if (pthread_create(&t, NULL, logger, NULL) != 0)
+    int held[2], release[2];
+    if (pipe(held) < 0 || pipe(release) < 0)
         return 1;
-    log_line("main starts workers through the fork server, logger thread running:", WORKERS);
+    int fds[3] = {held[0], held[1], release[0]};
+    pthread_t t;
+    char c;
+    if (pthread_create(&t, NULL, holder, fds) != 0 || read(held[0], &c, 1) != 1)
+        return 1;
+    printf("a thread holds the log mutex; starting %d workers through the fork server\n", WORKERS);
+    fflush(stdout);
     int bad = run_workers() + run_pool();
-    atomic_store(&stop_logging, true);
+    close(release[1]); /* the holder lets go */
     pthread_join(t, NULL);
-    printf(bad ? "FAILED\n" : "all workers ran, none inherited the held log lock\n");
+    printf(bad ? "FAILED\n" : "all workers ran: none inherited the held mutex\n");
     return bad != 0;
 }
