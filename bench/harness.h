@@ -13,7 +13,7 @@
 #include <stdio.h>
 
 #define MIB (1024UL * 1024UL)
-#define MAX_SCENARIO 12 /* scenarios are numbered 1..MAX_SCENARIO */
+#define MAX_SCENARIO 13 /* scenarios are numbered 1..MAX_SCENARIO */
 #define NO_RATIO (-1.0)
 
 /* ---------------------------------------------------------------- options */

@@ -51,6 +51,7 @@ static const struct scenario scenarios[] = {
     {10, "communicate", "10 exec + communicate", "loop / raw", scenario10, scenario10_info},
     {11, "imap", "11 streams (imap, parallel_wc)", "map / xargs", scenario11, scenario11_info},
     {12, "net_connect_unix", "12 authenticated connections", "raw", scenario12, scenario12_info},
+    {13, "forkserver_start_join", "13 fork server start+join", "raw", scenario13, scenario13_info},
     {0, "python_stop", "", "", python_stop, NULL},
     {2, "exec_true", "2 exec /bin/true", "raw", scenario2, NULL},
     {3, "mass_exit", "3 mass exit (release->joined)", "raw", scenario3, NULL},
@@ -86,6 +87,7 @@ static void find_programs(void)
 int main(int argc, char **argv)
 {
     parse_args(argc, argv);
+    scenario13_setup(); /* the fork server: first, while this process has one thread */
     targets_load(opt.targets, opt.targets_given);
     machine_collect(argc, argv);
     install_signal_handlers();

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The Python coprocess that serves the Python contenders of scenarios 7-10:
- * one python3 started once, one command per line, its own timing back.
+ * The Python coprocess that serves the Python contenders of scenarios 7-12:
+ * one python3 started once, one command per line, its own timing back; and
+ * the start+join loop of scenarios 6 and 13, a python3 per batch.
  */
 #ifndef PROC_BENCH_PYTHON_H
 #define PROC_BENCH_PYTHON_H
@@ -22,6 +23,13 @@ double python_ns(const char *cmd, long n);
 void python_ratio_info(int scenario, const char *const *names, int n, const char *what);
 /* The coprocess's Python version. */
 const char *python_version(void);
+/* Scenarios 6 and 13: a python3 in PATH (false: none), and a loop of ops
+ * start+joins in a python3 of its own with the start method ctx (a string;
+ * NULL: fork), timed by Python: ns per start+join. */
+bool python_found(void);
+double python_start_join(void *ctx, long ops);
+/* The Python version that loop reported. */
+const char *python_loop_version(void);
 /* Notes that scenario what runs without its Python contender, and why. */
 void python_skipped_note(const char *what);
 
