@@ -139,12 +139,14 @@ static void test_crash_replacement(void **state)
     assert_int_equal(proc_pool_free(pool), 0);
 }
 
+/* Holds g_mutex from the byte it writes to fds[1] until EOF on fds[2]. */
 static void *hold_mutex(void *arg)
 {
-    tu_gate *gates = arg;
+    const int *fds = arg;
+    char c = 1;
     pthread_mutex_lock(&g_mutex);
-    tu_gate_open(&gates[0]);
-    tu_gate_wait(&gates[1], BOUND_MS); /* until the pool is done */
+    if (write(fds[1], &c, 1) == 1)
+        tu_read_full(fds[2], &c, 1, BOUND_MS);
     pthread_mutex_unlock(&g_mutex);
     return NULL;
 }
@@ -153,12 +155,14 @@ static void *hold_mutex(void *arg)
 static void test_lock_held_by_a_thread(void **state)
 {
     (void)state;
-    tu_gate gates[2];
-    assert_int_equal(tu_gate_init(&gates[0]), 0);
-    assert_int_equal(tu_gate_init(&gates[1]), 0);
+    int held[2], release[2];
+    assert_int_equal(tu_pipe(held), 0);
+    assert_int_equal(tu_pipe(release), 0);
+    int fds[3] = {held[0], held[1], release[0]};
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, hold_mutex, gates), 0);
-    assert_int_equal(tu_gate_wait(&gates[0], BOUND_MS), 0);
+    assert_int_equal(pthread_create(&t, NULL, hold_mutex, fds), 0);
+    char c;
+    assert_int_equal(tu_read_full(held[0], &c, 1, BOUND_MS), 1); /* the mutex is held */
     proc_pool_t *pool = served_pool(2, 0, init_lock);
     int one = 1;
     struct seen s;
@@ -168,12 +172,14 @@ static void test_lock_held_by_a_thread(void **state)
     proc_future_free(f);
     assert_int_equal(s.epoch, 1);
     assert_int_equal(s.from_init, 7);
+    assert_int_equal(pthread_mutex_trylock(&g_mutex), EBUSY); /* still held meanwhile */
     assert_int_equal(proc_pool_terminate(pool), 0);
     assert_int_equal(proc_pool_free(pool), 0);
-    tu_gate_open(&gates[1]);
+    close(release[1]); /* the holder lets go */
     assert_int_equal(pthread_join(t, NULL), 0);
-    tu_gate_destroy(&gates[0]);
-    tu_gate_destroy(&gates[1]);
+    close(held[0]);
+    close(held[1]);
+    close(release[0]);
 }
 
 /* A forked child has no server: its pool with use_forkserver is refused. */
