@@ -12,7 +12,6 @@
 #include "python.h"
 #include "scenarios.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,27 +24,6 @@ void scenario13_setup(void)
     int r = proc_forkserver_start(); /* before any thread of this process exists */
     if (r < 0)
         die("proc_forkserver_start: %s", strerror(-r));
-}
-
-static double served_start_join(void *ctx, long ops)
-{
-    (void)ctx;
-    proc_t *slot = NULL;
-    live.procs = &slot;
-    live.nprocs = 1;
-    uint64_t t0 = now_ns();
-    for (long i = 0; i < ops; i++) {
-        slot = proc_new(NULL, NULL);
-        if (!slot)
-            die("proc_new: %s", strerror(errno));
-        CHECK_PROC(proc_set_forkserver(slot, true));
-        CHECK_PROC(proc_start(slot));
-        join_ok(slot);
-        close_ok(&slot);
-    }
-    uint64_t t1 = now_ns();
-    live_reset();
-    return (double)(t1 - t0) / (double)ops;
 }
 
 /* The caller's memory for one size: mib MiB, every page touched. */
@@ -73,7 +51,7 @@ void scenario13(void)
     struct contender c[] = {
         {"raw", s1_raw, NULL},
         {"libproc", s1_libproc, NULL},
-        {"libproc_forkserver", served_start_join, NULL},
+        {"libproc_forkserver", s13_served, NULL},
         {"python_forkserver", python_start_join, method},
     };
     for (size_t s = 0; s < nsizes; s++) {

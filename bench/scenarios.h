@@ -39,6 +39,8 @@ int s7_square(const void *in, void *out);
 /* Scenario 1's batches, which scenario 6 runs again next to Python. */
 double s1_raw(void *ctx, long ops);
 double s1_libproc(void *ctx, long ops);
+/* Scenario 13's: scenario 1's libproc batch through the fork server. */
+double s13_served(void *ctx, long ops);
 
 /* The programs the exec contenders run; main.c finds them. */
 extern const char *true_path;

@@ -47,8 +47,8 @@ static double raw_start_join(long ops, const char *path, char *const argv[])
     return (double)(t1 - t0) / (double)ops;
 }
 
-/* The same with libproc, exec'ing argv unless it is NULL. */
-static double libproc_start_join(long ops, const char *const argv[])
+/* The same with libproc, exec'ing argv unless it is NULL; served: through the fork server. */
+static double libproc_start_join(long ops, const char *const argv[], bool served)
 {
     proc_t *slot = NULL;
     live.procs = &slot;
@@ -58,6 +58,8 @@ static double libproc_start_join(long ops, const char *const argv[])
         slot = argv ? proc_new_exec(argv) : proc_new(NULL, NULL);
         if (!slot)
             die("%s: %s", argv ? "proc_new_exec" : "proc_new", strerror(errno));
+        if (served)
+            CHECK_PROC(proc_set_forkserver(slot, true));
         CHECK_PROC(proc_start(slot));
         join_ok(slot);
         close_ok(&slot);
@@ -76,7 +78,13 @@ double s1_raw(void *ctx, long ops)
 double s1_libproc(void *ctx, long ops)
 {
     (void)ctx;
-    return libproc_start_join(ops, NULL);
+    return libproc_start_join(ops, NULL, false);
+}
+
+double s13_served(void *ctx, long ops)
+{
+    (void)ctx;
+    return libproc_start_join(ops, NULL, true);
 }
 
 void scenario1(void)
@@ -106,7 +114,7 @@ static double s2_libproc(void *ctx, long ops)
 {
     (void)ctx;
     const char *const argv[] = {true_path, NULL};
-    return libproc_start_join(ops, argv);
+    return libproc_start_join(ops, argv, false);
 }
 
 void scenario2(void)

@@ -15,6 +15,7 @@
  * handed out by the next call.
  */
 #include "conn.h"
+#include "fdpass.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -210,26 +211,6 @@ static ssize_t read_memfd(int fd, void *buf, uint64_t len)
     return (ssize_t)len;
 }
 
-/* The first fd passed with the record; any others are closed. -1 if none. */
-static int take_fds(struct msghdr *m)
-{
-    int keep = -1;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < n; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-            if (keep < 0)
-                keep = fd;
-            else
-                close(fd);
-        }
-    }
-    return keep;
-}
-
 /* Hands out the stashed record. */
 static ssize_t take_stash(proc_conn_t *c, void *buf, size_t cap)
 {
@@ -279,7 +260,8 @@ static ssize_t take_record(proc_conn_t *c, void *buf, size_t cap)
         return recv_errno(errno);
     if (n == 0)
         return -EPIPE;
-    int fd = take_fds(&m);
+    int fd = -1;
+    proc__fds_received(&m, &fd, 1); /* one at most; others are closed */
     uint64_t got = (uint64_t)n - sizeof h;
     bool ok = (size_t)n >= sizeof h && h.magic == CONN_MAGIC && !(m.msg_flags & MSG_TRUNC);
     if (ok && h.kind == CONN_INLINE && fd < 0 && got == h.len) {

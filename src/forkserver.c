@@ -7,6 +7,7 @@
  */
 #include "core.h"
 #include "forkserver.h"
+#include "fdpass.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -228,20 +229,7 @@ static ssize_t recv_request(const struct server *s, int *fds, size_t *nfds)
     } while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
-    *nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t j = 0; j < k; j++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof fd);
-            if (*nfds < PROC__FS_MAX_FDS)
-                fds[(*nfds)++] = fd;
-            else
-                close(fd);
-        }
-    }
+    *nfds = proc__fds_received(&msg, fds, PROC__FS_MAX_FDS);
     if (n > 0 && (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
         return -EPROTO;
     return n;

@@ -7,6 +7,7 @@
  */
 #include "core.h"
 #include "forkserver.h"
+#include "fdpass.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -254,9 +255,8 @@ static int recv_reply(int sock, struct proc__inflight *f, struct proc__fs_reply 
         pthread_mutex_lock(&proc__g.lock);
         ssize_t n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         int err = errno;
-        struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-        if (c && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
-            memcpy(&f->pidfd, CMSG_DATA(c), sizeof(int));
+        if (n > 0)
+            proc__fds_received(&msg, &f->pidfd, 1); /* the pidfd, under the lock: in flight */
         pthread_mutex_unlock(&proc__g.lock);
         if (n < 0 && (err == EAGAIN || err == EINTR))
             continue;

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/* Base layer: the fds that came with a received message (SCM_RIGHTS). */
+#ifndef LIBPROC_FDPASS_H
+#define LIBPROC_FDPASS_H
+
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/*
+ * The first cap fds passed with m, in order, into fds; any more are closed,
+ * so that a peer cannot make us leak fds by sending extras. Their count.
+ */
+static inline size_t proc__fds_received(struct msghdr *m, int *fds, size_t cap)
+{
+    size_t got = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (got < cap)
+                fds[got++] = fd;
+            else
+                close(fd);
+        }
+    }
+    return got;
+}
+
+#endif /* LIBPROC_FDPASS_H */
