@@ -123,16 +123,8 @@ static int send_record(int fd, uint32_t kind, uint64_t msg_len, const void *payl
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } ctl;
-    if (pass_fd >= 0) {
-        memset(&ctl, 0, sizeof ctl);
-        m.msg_control = ctl.buf;
-        m.msg_controllen = sizeof ctl.buf;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
-    }
+    if (pass_fd >= 0)
+        proc__fds_attach(&m, ctl.buf, &pass_fd, 1);
     for (;;) {
         if (sendmsg(fd, &m, MSG_NOSIGNAL) >= 0)
             return 0; /* SOCK_SEQPACKET: the whole record or nothing */

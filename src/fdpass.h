@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Base layer: the fds that came with a received message (SCM_RIGHTS). */
+/* Base layer: fds passed with a message (SCM_RIGHTS), attached and received. */
 #ifndef LIBPROC_FDPASS_H
 #define LIBPROC_FDPASS_H
 
@@ -7,6 +7,23 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/*
+ * Attaches fds[0..n) to m, n >= 1, as one SCM_RIGHTS message in buf, which
+ * holds CMSG_SPACE(n * sizeof(int)) bytes aligned for a struct cmsghdr.
+ */
+static inline void proc__fds_attach(struct msghdr *m, void *buf, const int *fds, size_t n)
+{
+    size_t len = CMSG_SPACE(n * sizeof(int));
+    memset(buf, 0, len);
+    m->msg_control = buf;
+    m->msg_controllen = len;
+    struct cmsghdr *c = CMSG_FIRSTHDR(m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+}
 
 /*
  * The first cap fds passed with m, in order, into fds; any more are closed,

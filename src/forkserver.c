@@ -242,18 +242,10 @@ static int send_reply(int sock, pid_t pid, int pidfd)
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
     } ctl;
-    memset(&ctl, 0, sizeof ctl);
     struct iovec iov = {&rep, sizeof rep};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pidfd >= 0) {
-        msg.msg_control = ctl.buf;
-        msg.msg_controllen = sizeof ctl.buf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pidfd, sizeof pidfd);
-    }
+    if (pidfd >= 0)
+        proc__fds_attach(&msg, ctl.buf, &pidfd, 1);
     ssize_t n;
     do {
         n = sendmsg(sock, &msg, MSG_NOSIGNAL);

@@ -211,18 +211,8 @@ static int send_request(int sock, struct message *m, bool inline_blob)
         char buf[CMSG_SPACE(sizeof(int) * PROC__FS_MAX_FDS)];
         struct cmsghdr align;
     } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct msghdr msg = {
-        .msg_iov = m->iov,
-        .msg_iovlen = inline_blob ? (size_t)m->iovcnt : 1,
-        .msg_control = ctl.buf,
-        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)m->nfds),
-    };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)m->nfds);
-    memcpy(CMSG_DATA(c), m->fds, sizeof(int) * (size_t)m->nfds);
+    struct msghdr msg = {.msg_iov = m->iov, .msg_iovlen = inline_blob ? (size_t)m->iovcnt : 1};
+    proc__fds_attach(&msg, ctl.buf, m->fds, (size_t)m->nfds); /* the status pipe at least */
     ssize_t n;
     do {
         n = sendmsg(sock, &msg, MSG_NOSIGNAL);
