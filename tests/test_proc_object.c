@@ -4,6 +4,16 @@
  * and grandchildren see them), configuration before and after start,
  * authkeys, proc_close(), NULL arguments, bad timeouts and signals.
  *
+ * Runs in two modes from this one file (tests/support/forkserver_fixture.h):
+ * plain (ctest test_proc_object), and served (test_proc_object_forkserver,
+ * argument "forkserver"): main() starts the fork server first and every
+ * callback-mode child the tests start goes through it; exec-mode objects
+ * are the same in both. A child of the server has only the fds it is given
+ * and the memory of the program as it was when the server started, so the
+ * children here, in both modes, get their arguments as copies, report on
+ * their stdout and wait for gates on their stdin. Their own children are
+ * plain forks of them in both modes.
+ *
  * Children never call cmocka: they report through pipes and exit codes and
  * the parent asserts. Nothing here waits by the clock; timeouts only bound
  * hangs.
@@ -29,13 +39,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <libproc/ipc.h>
 #include <libproc/proc.h>
 
+#include "forkserver_fixture.h"
+#include "proc_fixture.h"
 #include "testutil.h"
 #include "testcheck.h"
-
-#define BOUND_MS 10000 /* bound on any hang; never reached when things work */
-#define NAME_LEN 64
 
 static int join_bounded(proc_t *p)
 {
@@ -45,37 +55,6 @@ static int join_bounded(proc_t *p)
 static int ret_arg(void *arg)
 {
     return arg ? *(int *)arg : 0;
-}
-
-static void put_name(int fd, const char *name)
-{
-    char rec[NAME_LEN] = {0};
-    if (name)
-        snprintf(rec, sizeof rec, "%s", name);
-    else
-        snprintf(rec, sizeof rec, "<NULL errno=%d>", errno);
-    (void)tu_write_full(fd, rec, sizeof rec);
-}
-
-/* Reads the next name a child reported on fd and asserts it is want. */
-static void expect_name(int fd, const char *want)
-{
-    char got[NAME_LEN];
-    ssize_t n = tu_read_full(fd, got, NAME_LEN, BOUND_MS);
-    assert_int_equal(n, NAME_LEN);
-    got[NAME_LEN - 1] = '\0';
-    assert_string_equal(got, want);
-}
-
-/* Index K of a default name "Process-K". */
-static int default_index(const char *name)
-{
-    int k = -1;
-    char tail;
-    assert_non_null(name);
-    assert_int_equal(sscanf(name, "Process-%d%c", &k, &tail), 1);
-    assert_true(k >= 1);
-    return k;
 }
 
 /* ------------------------------------------------------------------ defaults */
@@ -140,27 +119,28 @@ static void test_new_defaults(void **state)
     assert_int_equal(la, 32);
     assert_memory_equal(proc_authkey(e, NULL), kc, 32);
     assert_int_equal(proc_close(e), 0);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 /* --------------------------------------------------------- names in children */
 
+/* Both report on their stdout, the grandchild's inherited from the child. */
 static int naming_grandchild(void *arg)
 {
-    int wr = *(int *)arg;
-    put_name(wr, proc_name(proc_current()));
+    (void)arg;
+    put_name(proc_name(proc_current()));
     proc_t *q = proc_new(NULL, NULL);
-    put_name(wr, q ? proc_name(q) : NULL);
+    put_name(q ? proc_name(q) : NULL);
     proc_close(q);
     proc_t *par = proc_parent();
-    put_name(wr, par ? proc_name(par) : NULL);
+    put_name(par ? proc_name(par) : NULL);
     return 0;
 }
 
 static int naming_child(void *arg)
 {
-    int wr = *(int *)arg;
-    proc_t *q1 = proc_new(naming_grandchild, arg);
+    (void)arg;
+    proc_t *q1 = proc_new(naming_grandchild, NULL);
     proc_t *q2 = proc_new(NULL, NULL);
     if (!q1 || !q2)
         return 10;
@@ -175,11 +155,11 @@ static int naming_child(void *arg)
     proc_close(q1);
     proc_close(q2);
     /* after the grandchild's three records */
-    put_name(wr, proc_name(proc_current()));
-    put_name(wr, n1);
-    put_name(wr, n2);
+    put_name(proc_name(proc_current()));
+    put_name(n1);
+    put_name(n2);
     proc_t *par = proc_parent();
-    put_name(wr, par ? proc_name(par) : NULL);
+    put_name(par ? proc_name(par) : NULL);
     return ec == 0 ? 0 : 13;
 }
 
@@ -187,8 +167,8 @@ static void check_child_names(const char *rename_to)
 {
     int fds[2];
     assert_int_equal(tu_pipe(fds), 0);
-    proc_t *p = proc_new(naming_child, &fds[1]);
-    assert_non_null(p);
+    proc_t *p = new_child(naming_child, NULL, 0);
+    assert_int_equal(proc_set_stdio(p, 1, fds[1]), 0);
     int k = default_index(proc_name(p));
     char want_self[NAME_LEN], want_c1[NAME_LEN], want_c2[NAME_LEN], want_gc[NAME_LEN];
     snprintf(want_self, sizeof want_self, "Process-%d", k);
@@ -203,20 +183,20 @@ static void check_child_names(const char *rename_to)
     close(fds[1]);
 
     /* grandchild: its own name, its child's default name, its parent's name */
-    expect_name(fds[0], want_c1);
-    expect_name(fds[0], want_gc);
-    expect_name(fds[0], want_self);
+    expect_name(fds[0], want_c1, BOUND_MS);
+    expect_name(fds[0], want_gc, BOUND_MS);
+    expect_name(fds[0], want_self, BOUND_MS);
     /* child: its own name, its two children's names, its parent's name */
-    expect_name(fds[0], want_self);
-    expect_name(fds[0], want_c1);
-    expect_name(fds[0], want_c2);
-    expect_name(fds[0], "MainProcess");
+    expect_name(fds[0], want_self, BOUND_MS);
+    expect_name(fds[0], want_c1, BOUND_MS);
+    expect_name(fds[0], want_c2, BOUND_MS);
+    expect_name(fds[0], "MainProcess", BOUND_MS);
 
     assert_int_equal(join_bounded(p), 0);
     assert_int_equal(proc_exitcode(p), 0);
     close(fds[0]);
     assert_int_equal(proc_close(p), 0);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 TEST_CASE(test_names_in_children, check_child_names, NULL)
@@ -226,21 +206,19 @@ TEST_CASE(test_names_in_children_after_rename, check_child_names, "worker")
 
 /* ---------------------------------------------------------------- set_name */
 
+/* arg: as stdin_gate_main()'s; reports on stdout. */
 static int report_current_name_after_gate(void *arg)
 {
-    int *a = arg; /* [0] gate rd, [1] gate wr, [2] report wr */
-    tu_gate g = {a[0], a[1]};
-    if (tu_gate_wait(&g, -1) != 0)
+    if (stdin_gate_main(arg) != 0)
         return 20;
-    put_name(a[2], proc_name(proc_current()));
+    put_name(proc_name(proc_current()));
     return 0;
 }
 
 static void test_set_name(void **state)
 {
     (void)state;
-    proc_t *p = proc_new(report_current_name_after_gate, NULL);
-    assert_non_null(p);
+    proc_t *p = new_child(report_current_name_after_gate, NULL, 0);
     const char *orig = proc_name(p);
     assert_non_null(orig);
     char saved[NAME_LEN];
@@ -273,9 +251,10 @@ static void test_set_name(void **state)
     assert_int_equal(tu_gate_init(&g), 0);
     int rep[2];
     assert_int_equal(tu_pipe(rep), 0);
-    int args[3] = {g.rd, g.wr, rep[1]};
-    proc_t *q = proc_new(report_current_name_after_gate, args);
-    assert_non_null(q);
+    int wr = inherited_fd(g.wr);
+    proc_t *q = new_child(report_current_name_after_gate, &wr, sizeof wr);
+    assert_int_equal(proc_set_stdio(q, 0, g.rd), 0);
+    assert_int_equal(proc_set_stdio(q, 1, rep[1]), 0);
     assert_int_equal(proc_set_name(q, "before-start"), 0);
     assert_int_equal(proc_start(q), 0);
     close(rep[1]);
@@ -284,7 +263,7 @@ static void test_set_name(void **state)
     assert_int_equal(proc_set_name(q, ""), -EINVAL);
     assert_int_equal(proc_set_name(q, NULL), -EINVAL);
     tu_gate_open(&g);
-    expect_name(rep[0], "before-start");
+    expect_name(rep[0], "before-start", BOUND_MS);
     assert_int_equal(join_bounded(q), 0);
     assert_int_equal(proc_exitcode(q), 0);
     /* and after the end */
@@ -295,7 +274,7 @@ static void test_set_name(void **state)
     close(rep[0]);
     assert_int_equal(proc_close(q), 0);
     assert_int_equal(proc_close(p), 0);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 /* ------------------------------------------------------------ configuration */
@@ -347,14 +326,14 @@ static void test_setters_before_start(void **state)
     assert_int_equal(proc_set_new_group(p, true), 0);
     assert_int_equal(proc_set_new_group(p, false), 0);
     assert_int_equal(proc_close(p), 0);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 static void test_setters_busy_after_start(void **state)
 {
     (void)state;
     tu_gate g;
-    proc_t *p = start_gated_child(&g);
+    proc_t *p = start_stdin_gated(&g);
     check_setters_busy(p); /* running */
     tu_gate_open(&g);
     assert_int_equal(join_bounded(p), 0);
@@ -371,7 +350,7 @@ static void test_setters_busy_after_start(void **state)
     assert_int_equal(proc_exitcode(e), 0);
     check_setters_busy(e);
     assert_int_equal(proc_close(e), 0);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 /* ------------------------------------------------------------------ authkey */
@@ -383,9 +362,10 @@ struct key_report {
     unsigned char newk[256];
 };
 
+/* Reports on stdout. */
 static int report_keys(void *arg)
 {
-    int wr = *(int *)arg;
+    (void)arg;
     struct key_report r;
     memset(&r, 0, sizeof r);
     const unsigned char *k = proc_authkey(proc_current(), &r.cur_len);
@@ -396,7 +376,7 @@ static int report_keys(void *arg)
     if (k && r.new_len <= sizeof r.newk)
         memcpy(r.newk, k, r.new_len);
     proc_close(q);
-    return tu_write_full(wr, &r, sizeof r) == 0 ? 0 : 1;
+    return tu_write_full(1, &r, sizeof r) == 0 ? 0 : 1;
 }
 
 static void test_authkey(void **state)
@@ -407,8 +387,8 @@ static void test_authkey(void **state)
         key[i] = (unsigned char)(i * 7 + 3);
     int fds[2];
     assert_int_equal(tu_pipe(fds), 0);
-    proc_t *p = proc_new(report_keys, &fds[1]);
-    assert_non_null(p);
+    proc_t *p = new_child(report_keys, NULL, 0);
+    assert_int_equal(proc_set_stdio(p, 1, fds[1]), 0);
     size_t len = 0;
     unsigned char before[32];
     memcpy(before, proc_authkey(p, &len), 32);
@@ -444,7 +424,7 @@ static void test_authkey(void **state)
     assert_int_equal(len, 32);
     close(fds[0]);
     assert_int_equal(proc_close(p), 0);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 /* ---------------------------------------------------------------- proc_close */
@@ -459,9 +439,7 @@ static void test_close(void **state)
     assert_int_equal(proc_close(never), 0);
 
     tu_gate g;
-    assert_int_equal(tu_gate_init(&g), 0);
-    proc_t *p = proc_new(tu_gate_main, &g);
-    assert_non_null(p);
+    proc_t *p = new_stdin_gated(&g);
     assert_int_equal(proc_set_name(p, "closing"), 0);
     assert_int_equal(proc_start(p), 0);
     pid_t pid = proc_pid(p);
@@ -480,7 +458,7 @@ static void test_close(void **state)
     assert_int_equal(proc_exitcode(p), 0);
     assert_int_equal(proc_close(p), 0);
     tu_gate_destroy(&g);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 /* closing frees everything, including the sentinel fd */
@@ -488,8 +466,7 @@ static void test_close_frees_fds(void **state)
 {
     (void)state;
     /* warm up: the reaper may keep long-lived fds of its own */
-    proc_t *w = proc_new(NULL, NULL);
-    assert_non_null(w);
+    proc_t *w = new_child(NULL, NULL, 0);
     assert_int_equal(proc_start(w), 0);
     assert_int_equal(join_bounded(w), 0);
     assert_int_equal(proc_close(w), 0);
@@ -497,8 +474,7 @@ static void test_close_frees_fds(void **state)
     int base = tu_count_fds();
     assert_true(base > 0);
     for (int i = 0; i < 3; i++) {
-        proc_t *p = proc_new(NULL, NULL);
-        assert_non_null(p);
+        proc_t *p = new_child(NULL, NULL, 0);
         assert_int_equal(proc_start(p), 0);
         assert_int_equal(join_bounded(p), 0);
         assert_int_equal(proc_close(p), 0);
@@ -509,7 +485,7 @@ static void test_close_frees_fds(void **state)
         assert_int_equal(proc_close(e), 0);
     }
     assert_int_equal(tu_count_fds(), base);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 /* -------------------------------------------------------- NULL everywhere */
@@ -564,7 +540,7 @@ static void test_null_arguments(void **state)
     assert_int_equal(proc_active_children(NULL, 0), 0);
     assert_true(proc_cpu_count() >= 1);
     assert_non_null(proc_current());
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 /* ------------------------------------------------------------ bad arguments */
@@ -578,7 +554,7 @@ static void test_bad_timeouts(void **state)
     assert_int_equal(proc_close(never), 0);
 
     tu_gate g;
-    proc_t *p = start_gated_child(&g);
+    proc_t *p = start_stdin_gated(&g);
     assert_int_equal(proc_join(p, -2), -EINVAL);
     assert_int_equal(proc_join(p, -1000), -EINVAL);
     assert_int_equal(proc_join(p, INT_MIN), -EINVAL);
@@ -592,7 +568,7 @@ static void test_bad_timeouts(void **state)
     assert_int_equal(proc_join(p, 0), 0);
     assert_int_equal(proc_close(p), 0);
     tu_gate_destroy(&g);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
 static void test_bad_signals(void **state)
@@ -606,9 +582,7 @@ static void test_bad_signals(void **state)
     assert_int_equal(proc_close(never), 0);
 
     tu_gate g;
-    assert_int_equal(tu_gate_init(&g), 0);
-    proc_t *p = proc_new(tu_gate_main, &g);
-    assert_non_null(p);
+    proc_t *p = new_stdin_gated(&g);
     assert_int_equal(proc_set_new_group(p, true), 0);
     assert_int_equal(proc_start(p), 0);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -632,13 +606,17 @@ static void test_bad_signals(void **state)
     assert_int_equal(proc_exitcode(p), 0);
     assert_int_equal(proc_close(p), 0);
     tu_gate_destroy(&g);
-    assert_no_children();
+    assert_no_children_but_server();
 }
 
+/* kill_leftover_children() kills libproc's children only
+ * (proc_active_children()), never the fork server, which is none of them. */
 #define T(f) cmocka_unit_test_teardown(f, kill_leftover_children)
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (mode_init(argc, argv) != 0) /* first: no thread exists yet */
+        return 1;
     const struct CMUnitTest tests[] = {
         T(test_new_defaults), /* first: numbering starts at 1 */
         T(test_names_in_children),

@@ -9,7 +9,9 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -98,4 +100,81 @@ int read_stdin_to_eof(void *arg)
     while (read(0, &c, 1) > 0)
         ;
     return 3;
+}
+
+/* ------------------------------------------------- a program in two modes */
+
+static pid_t mode_server; /* the server in served mode, else 0 */
+
+int mode_init(int argc, char **argv)
+{
+    if (argc == 1)
+        return 0;
+    if (argc != 2 || strcmp(argv[1], SERVED_ARG) != 0) {
+        fprintf(stderr, "usage: %s [" SERVED_ARG "]\n", argv[0]);
+        return -1;
+    }
+    int r = proc_forkserver_start(); /* first: no thread exists yet */
+    if (r != 0) {
+        fprintf(stderr, "proc_forkserver_start: %s\n", strerror(-r));
+        return -1;
+    }
+    mode_server = find_server();
+    if (mode_server <= 0) {
+        fprintf(stderr, "the fork server is not our only child\n");
+        return -1;
+    }
+    return 0;
+}
+
+bool served_mode(void)
+{
+    return mode_server > 0;
+}
+
+proc_t *new_child(proc_target_fn *fn, const void *arg, size_t len)
+{
+    proc_t *p = served_mode() ? served(fn, NULL) : proc_new(fn, NULL);
+    assert_non_null(p);
+    if (arg)
+        EQ(proc_set_arg_copy(p, arg, len), 0);
+    return p;
+}
+
+int inherited_fd(int fd)
+{
+    return served_mode() ? -1 : fd;
+}
+
+int stdin_gate_main(void *arg)
+{
+    tu_gate g = {0, *(const int *)arg};
+    return tu_gate_wait(&g, -1) == 0 ? 0 : 99;
+}
+
+proc_t *new_stdin_gated(tu_gate *g)
+{
+    EQ(tu_gate_init(g), 0);
+    int wr = inherited_fd(g->wr);
+    proc_t *p = new_child(stdin_gate_main, &wr, sizeof wr);
+    EQ(proc_set_stdio(p, 0, g->rd), 0);
+    return p;
+}
+
+proc_t *start_stdin_gated(tu_gate *g)
+{
+    proc_t *p = new_stdin_gated(g);
+    EQ(proc_start(p), 0);
+    return p;
+}
+
+void assert_no_children_but_server(void)
+{
+    if (!served_mode()) {
+        assert_no_children();
+        return;
+    }
+    EQ(children_except(mode_server, NULL), 0); /* live or zombie */
+    char state = tu_child_state(mode_server);
+    assert_true(state != 0 && state != 'Z');
 }

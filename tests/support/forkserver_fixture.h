@@ -6,15 +6,20 @@
  * caller killed, locks held): finding the server, starting and running a
  * served child, and the targets both start. The server's children have only
  * the fds they are given, so they report through their standard streams.
+ * Also the two modes of a program that runs once plain and once with every
+ * callback-mode child through the server (test_proc_object.c).
  * Include after <cmocka.h>.
  */
 #ifndef LIBPROC_FORKSERVER_FIXTURE_H
 #define LIBPROC_FORKSERVER_FIXTURE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 #include <libproc/proc.h>
+
+#include "testutil.h"
 
 #define BOUND_MS 10000 /* bound on any hang; never reached when things work */
 
@@ -49,5 +54,47 @@ int ret_int(void *arg);
 
 /* A child's target: reads stdin to its end, then returns 3. */
 int read_stdin_to_eof(void *arg);
+
+/* ---- a program in two modes: plain, or, given SERVED_ARG as its argument,
+ * served: the server starts first and every callback-mode child the program
+ * starts goes through it. The same children work in both: they take their
+ * argument as a copy and talk to the parent through their standard streams
+ * (a child of the server has no other fd of ours, and no memory we wrote
+ * after the server started). */
+
+#define SERVED_ARG "forkserver"
+
+/* For main(), first: the mode from the arguments (none, or SERVED_ARG),
+ * then in served mode the server, started while no thread exists. 0, or -1
+ * after printing why (a bad argument, the server did not start). */
+int mode_init(int argc, char **argv);
+
+/* True in served mode. */
+bool served_mode(void);
+
+/* proc_new(fn, NULL) with a copy of the len bytes at arg as the target's
+ * argument (none when arg is NULL), through the server in served mode:
+ * asserted. */
+proc_t *new_child(proc_target_fn *fn, const void *arg, size_t len);
+
+/* fd in plain mode, where a forked child inherits every fd of ours; -1 in
+ * served mode, where a child has no fd of ours but its standard streams. */
+int inherited_fd(int fd);
+
+/* A child's target: closes the fd *arg (inherited_fd() of a gate's write
+ * end, which would keep the gate shut; -1: none), then waits without bound
+ * for the gate on its stdin. 0 once it opened, 99 when the wait failed. */
+int stdin_gate_main(void *arg);
+
+/* Inits the gate g and makes a new_child() that waits for it on its stdin
+ * (stdin_gate_main), not started: asserted. */
+proc_t *new_stdin_gated(tu_gate *g);
+
+/* new_stdin_gated(g), started: asserted. */
+proc_t *start_stdin_gated(tu_gate *g);
+
+/* assert_no_children(), but in served mode our one child left must be the
+ * server, still running. */
+void assert_no_children_but_server(void);
 
 #endif /* LIBPROC_FORKSERVER_FIXTURE_H */
