@@ -6,7 +6,8 @@
  * default key, the errors of proc_connect, message sizes and bursts, a
  * receive cut by a timeout in the middle of a message, -EMSGSIZE, crafted
  * frames (the 8-byte length form, a negative length, a peer leaving
- * mid-message), and bad arguments for every call. Clients are forked
+ * mid-message), the 8-byte form we send above 2^31 - 1 bytes, and bad
+ * arguments for every call. Clients are forked
  * children; crafted frames come from the raw socket under a connection.
  */
 #include <setjmp.h>
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -393,6 +395,56 @@ static void crafted_frames(void **state)
     close(cr.go[1]);
 }
 
+/* ------------------------------------------- our sender's 8-byte length form */
+
+#define BIG_LEN ((size_t)1 << 31) /* one past the 4-byte form's longest */
+
+/* Reads the header of one message, which must be the 8-byte form of
+ * BIG_LEN bytes, and its first MiB with the mark the parent put there, then
+ * leaves: moving the whole 2 GiB would cost tens of seconds on a slow
+ * machine, and the body goes out as any message's does. */
+static int big_reader_main(void *arg)
+{
+    int fd = nt_raw_connect(arg);
+    if (fd < 0 || nt_raw_client_handshake(fd, KEY, KEYLEN) < 0)
+        return 2;
+    unsigned char h[12];
+    if (tu_read_full(fd, h, sizeof h, BOUND) != (ssize_t)sizeof h)
+        return 3;
+    uint64_t len = 0;
+    for (int i = 4; i < 12; i++)
+        len = len << 8 | h[i];
+    if (memcmp(h, "\xff\xff\xff\xff", 4) != 0 || len != BIG_LEN)
+        return 4;
+    static unsigned char chunk[1 << 20];
+    if (tu_read_full(fd, chunk, sizeof chunk, BOUND) != (ssize_t)sizeof chunk)
+        return 5;
+    return chunk[0] == 0x5a && chunk[1] == 0 ? 0 : 6;
+}
+
+/* A message above 2^31 - 1 bytes goes out in Python's 8-byte form (the
+ * buffer is untouched memory but for its first byte). */
+static void sender_uses_the_8_byte_form(void **state)
+{
+    (void)state;
+    char address[96];
+    nt_abstract(address, sizeof address, "big");
+    proc_listener_t *l = proc_listen(address, KEY, KEYLEN);
+    assert_non_null(l);
+    proc_t *p = it_start(big_reader_main, address);
+    proc_conn_t *c;
+    assert_int_equal(proc_accept(l, &c, BOUND), 0);
+    unsigned char *big = mmap(NULL, BIG_LEN, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    assert_true(big != MAP_FAILED);
+    big[0] = 0x5a;
+    assert_int_equal(proc_conn_send(c, big, BIG_LEN), -EPIPE); /* the reader left */
+    assert_int_equal(it_finish(p), 0);
+    munmap(big, BIG_LEN);
+    proc_conn_close(c);
+    proc_listener_close(l);
+}
+
 static void argument_errors(void **state)
 {
     (void)state;
@@ -462,6 +514,7 @@ int main(void)
         cmocka_unit_test(default_key_is_the_authkey),
         cmocka_unit_test(connect_errors),
         cmocka_unit_test(crafted_frames),
+        cmocka_unit_test(sender_uses_the_8_byte_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
