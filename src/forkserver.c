@@ -273,6 +273,8 @@ static _Noreturn void server_main(int sock, pid_t caller, pid_t *tid_word)
         _exit(0);
     for (;;) {
         int fds[PROC__FS_MAX_FDS];
+        for (size_t i = 0; i < PROC__FS_MAX_FDS; i++)
+            fds[i] = -1; /* check_request() makes sure every one used came */
         size_t nfds = 0;
         ssize_t n = recv_request(&s, fds, &nfds);
         if (n == 0 || (n < 0 && n != -EPROTO))
