@@ -26,6 +26,7 @@
 #include "pool_dispatch.h"
 #include "pool_fast.h"
 #include "pool_job.h"
+#include "pool_spawn.h"
 #include "pool_worker.h"
 
 #include <errno.h>

@@ -10,6 +10,7 @@
 #include "pool_fast.h"
 #include "pool_job.h"
 #include "pool_stream.h"
+#include "pool_spawn.h"
 #include "pool_worker.h"
 
 #include <errno.h>

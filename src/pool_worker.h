@@ -5,10 +5,11 @@
 
 #include "pool_types.h"
 
-/* bind_cpus: the CPUs workers are spread over (none bound with fewer than 2): 0 or -ENOMEM. */
-int proc__worker_bind_plan(struct proc_pool *pool);
-/* Starts one worker and adds it to pool->w: 0 or -errno. */
-int proc__worker_spawn(struct proc_pool *pool);
+/* Arena length of a new worker; it grows on demand. */
+#define PROC__POOL_ARENA_INIT ((size_t)256 << 10)
+
+/* Frees w: unmaps its buffers, joins and closes its process, closes its fds. */
+void proc__worker_free(struct proc__worker *w);
 /* Hands items [start, start + cnt) of j to the idle worker w. */
 void proc__worker_send_chunk(struct proc_pool *pool, struct proc__worker *w, struct proc__job *j,
                              size_t start, size_t cnt);
