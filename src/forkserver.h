@@ -16,8 +16,7 @@
 #define PROC__FS_MAGIC 0x6c70667aU
 #define PROC__FS_INLINE_MAX (32 * 1024)       /* a larger blob travels in a memfd */
 #define PROC__FS_ALIGN 16                     /* of the argument in the child */
-#define PROC__FS_MAX_FDS (6 + PROC__PASS_MAX) /* status, directory, memfd, three streams, passed   \
-                                               */
+#define PROC__FS_MAX_FDS (6 + PROC__PASS_MAX) /* status, dir, memfd, 3 streams, passed */
 #define PROC__FS_PAD(n) (((n) + PROC__FS_ALIGN - 1) & ~(uint64_t)(PROC__FS_ALIGN - 1))
 
 enum {
