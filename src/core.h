@@ -39,6 +39,8 @@ struct proc__name_node {
     struct proc__name_node *older;
     char text[];
 };
+/* A name node holding a copy of text (proc.c); NULL without memory. */
+struct proc__name_node *proc__name_node_new(const char *text);
 
 struct proc__exit_cb {
     struct proc__exit_cb *next;

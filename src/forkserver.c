@@ -49,16 +49,6 @@ static int raise_fds(int *fds, size_t n, int low)
     return 0;
 }
 
-static struct proc__name_node *name_node(const char *text, size_t len)
-{
-    struct proc__name_node *node = malloc(sizeof *node + len);
-    if (node) {
-        node->older = NULL;
-        memcpy(node->text, text, len);
-    }
-    return node;
-}
-
 static bool is_string(const char *s, uint32_t len)
 {
     return len > 0 && s[len - 1] == '\0';
@@ -123,8 +113,8 @@ static int unpack(const struct proc__fs_request *rq, unsigned char *blob, proc_t
     atomic_store(&p->exitcode, PROC_EXITCODE_NONE);
     parent->key = (unsigned char *)part[PROC__FS_PKEY];
     parent->key_len = rq->len[PROC__FS_PKEY];
-    parent->name = name_node(part[PROC__FS_PNAME], rq->len[PROC__FS_PNAME]);
-    struct proc__name_node *name = name_node(part[PROC__FS_NAME], rq->len[PROC__FS_NAME]);
+    parent->name = proc__name_node_new(part[PROC__FS_PNAME]); /* strings: is_string() */
+    struct proc__name_node *name = proc__name_node_new(part[PROC__FS_NAME]);
     if (!name || !parent->name)
         return ENOMEM;
     atomic_store(&p->name, name);
@@ -202,7 +192,7 @@ static int check_request(const struct proc__fs_request *rq, ssize_t n, size_t nf
         nfds != fds_wanted(rq) || (rq->stdio & ~7U) || rq->arg_len > ((uint64_t)64 << 20))
         return -EPROTO;
     for (uint32_t k = 0; k < rq->npass; k++)
-        if (rq->pass_no[k] <= 2)
+        if (rq->pass_no[k] <= 2 || rq->pass_no[k] == INT32_MAX) /* the child moves fds above it */
             return -EPROTO;
     uint64_t blob = PROC__FS_PAD(rq->arg_len);
     for (int i = 0; i < PROC__FS_PARTS; i++)

@@ -305,9 +305,9 @@ static pid_t await_child(struct proc__inflight *f, int *status_r)
         st = read_status(*status_r);
     proc__inflight_close(f, status_r);
     if (r < 0) {
+        /* A reply not taken would answer the next request: never talk to this server again. */
         take_back(f, st.pid);
-        if (r == -ECONNRESET || r == -EPROTO)
-            proc__fs_forget_locked();
+        proc__fs_forget_locked();
         return r;
     }
     if (pid > 0 && st.err) {
@@ -340,11 +340,12 @@ static pid_t request(proc_t *p, struct proc__start_ctx *ctx, struct message *m)
         }
     }
     if (r == 0 && !inline_blob) {
-        memfd = r = open_in_flight(f, open_memfd);
-        if (r >= 0)
-            r = fill_memfd(memfd, m);
-        m->rq.flags |= PROC__FS_MEMFD;
-        m->fds[m->nfds++] = memfd;
+        memfd = open_in_flight(f, open_memfd);
+        r = memfd < 0 ? memfd : fill_memfd(memfd, m);
+        if (r == 0) {
+            m->rq.flags |= PROC__FS_MEMFD;
+            m->fds[m->nfds++] = memfd;
+        }
     }
     for (int i = 0; i < 3 && r == 0; i++) {
         if (ctx->child_fd[i] >= 0) {

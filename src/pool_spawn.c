@@ -106,15 +106,13 @@ static int *worker_fds_to_close(const struct proc_pool *pool, const struct proc_
  * none of its memory after the server started: its four fds go along at
  * their numbers, the boot record as a copy, and it has nothing to close.
  */
-static int through_forkserver(proc_t *p, struct proc__worker_boot *boot)
+static int through_forkserver(proc_t *p, const struct proc__worker_boot *boot)
 {
     int fds[PROC__PASS_MAX], n = 0;
     const int mine[] = {boot->fd, boot->memfd, boot->fastfd, boot->outfd};
     for (size_t i = 0; i < sizeof mine / sizeof mine[0]; i++)
         if (mine[i] >= 0)
             fds[n++] = mine[i];
-    boot->close_fds = NULL;
-    boot->nclose = 0;
     int rc = proc_set_forkserver(p, true);
     if (rc == 0)
         rc = proc_set_arg_copy(p, boot, sizeof *boot);
@@ -124,9 +122,9 @@ static int through_forkserver(proc_t *p, struct proc__worker_boot *boot)
 /* Starts w's process (a daemonic libproc child): 0 or -errno. */
 static int worker_start(struct proc_pool *pool, struct proc__worker *w, int child_fd)
 {
-    size_t nfds;
-    int *fds = worker_fds_to_close(pool, w, &nfds);
-    if (!fds)
+    size_t nfds = 0;
+    int *fds = NULL; /* what a forked worker must close; one from the server has none */
+    if (!pool->use_forkserver && !(fds = worker_fds_to_close(pool, w, &nfds)))
         return -ENOMEM;
     struct proc__worker_boot boot = {
         .fd = child_fd,

@@ -15,7 +15,7 @@
 
 /* ----------------------------------------------------------------- helpers */
 
-static struct proc__name_node *name_node(const char *text)
+struct proc__name_node *proc__name_node_new(const char *text)
 {
     size_t n = strlen(text) + 1;
     struct proc__name_node *node = malloc(sizeof *node + n);
@@ -71,7 +71,7 @@ struct proc *proc__current_locked(void)
         return proc__g.current;
     struct proc *m = &proc__g.main_obj;
     unsigned char *key = malloc(PROC_DEFAULT_AUTHKEY_LEN);
-    struct proc__name_node *name = name_node("MainProcess");
+    struct proc__name_node *name = proc__name_node_new("MainProcess");
     if (!key || !name || proc__sys_random(key, PROC_DEFAULT_AUTHKEY_LEN) < 0) {
         free(key);
         free(name);
@@ -189,7 +189,7 @@ static proc_t *new_object(void)
     char name[sizeof ident + 16];
     snprintf(name, sizeof name, "Process-%s", ident);
     p->identity = strdup(ident);
-    struct proc__name_node *node = name_node(name);
+    struct proc__name_node *node = proc__name_node_new(name);
     atomic_store(&p->name, node);
     if (!cur || !p->authkey || !p->identity || !node) {
         proc_close(p);
@@ -385,7 +385,7 @@ int proc_set_name(proc_t *p, const char *name)
 {
     if (!p || !name || !*name)
         return -EINVAL;
-    struct proc__name_node *node = name_node(name);
+    struct proc__name_node *node = proc__name_node_new(name);
     if (!node)
         return -ENOMEM;
     /* Keep the older names reachable: another thread may still be reading one. */
