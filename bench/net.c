@@ -258,19 +258,32 @@ static double rt_raw(void *ctx, long ops)
     return ns;
 }
 
-static double rt_libproc(void *ctx, long ops)
+/* timeout_ms: the receive's; the echo server's death ends a wait without one (-EPIPE). */
+static double rt_libproc_by(void *ctx, long ops, int timeout_ms)
 {
     proc_conn_t *c = libproc_connect(ctx);
     char buf[S12_RT] = "ping";
     uint64_t t0 = now_ns();
     for (long i = 0; i < ops; i++) {
         CHECK_PROC(proc_conn_send(c, buf, S12_RT));
-        if (proc_conn_recv(c, buf, sizeof buf, 60000) != S12_RT)
+        if (proc_conn_recv(c, buf, sizeof buf, timeout_ms) != S12_RT)
             die("proc_conn_recv: no echo");
     }
     double ns = (double)(now_ns() - t0) / (double)ops;
     proc_conn_close(c);
     return ns;
+}
+
+/* Like raw's blocking read(): no deadline. */
+static double rt_libproc(void *ctx, long ops)
+{
+    return rt_libproc_by(ctx, ops, PROC_WAIT_FOREVER);
+}
+
+/* A receive with a deadline asks, polls, then reads. */
+static double rt_libproc_deadline(void *ctx, long ops)
+{
+    return rt_libproc_by(ctx, ops, 60000);
 }
 
 static double rt_python(void *ctx, long ops)
@@ -324,15 +337,24 @@ static double bulk_python(void *ctx, long ops)
 
 /* ---------------------------------------------------------------- the parts */
 
+/* A part's contenders: raw is the baseline; lp_deadline (optional) is libproc with a deadline. */
+struct s12_fns {
+    batch_fn *raw, *lp, *py, *lp_deadline;
+};
+
 static void s12_part(const char *name, long param, const char *param_name, enum s12_role role,
-                     int family, batch_fn *raw, batch_fn *lp, batch_fn *py, long ops, int rounds,
-                     double scale, const char *unit)
+                     int family, struct s12_fns f, long ops, int rounds, double scale,
+                     const char *unit)
 {
     struct s12_server s;
     s12_servers_start(&s, role, family);
-    struct contender c[] = {{"raw", raw, &s}, {"libproc", lp, &s}, {"python", py, &s}};
-    int n = python_start() ? 3 : 2;
-    double *out = xcalloc(3 * (size_t)rounds, sizeof *out);
+    struct contender c[4] = {{"raw", f.raw, &s}, {"libproc", f.lp, &s}};
+    int n = 2;
+    if (f.lp_deadline)
+        c[n++] = (struct contender){"libproc_deadline", f.lp_deadline, &s};
+    if (python_start())
+        c[n++] = (struct contender){"python", f.py, &s};
+    double *out = xcalloc(4 * (size_t)rounds, sizeof *out);
     run_rounds(c, n, ops, ops / 10 + 1, rounds, out);
     double base = 0;
     for (int i = 0; i < n; i++) {
@@ -352,20 +374,24 @@ void scenario12(void)
     progress("scenario 12: authenticated connections: %ld connects, %ld round trips, %ld MiB x "
              "%d rounds",
              conns, trips, mib, rounds);
-    s12_part("net_connect_unix", -1, "unix", S12_CONNECT, AF_UNIX, connect_raw, connect_libproc,
-             connect_python, conns, rounds, 1e-3, "us/op");
-    s12_part("net_connect_tcp", -1, "tcp", S12_CONNECT, AF_INET, connect_raw, connect_libproc,
-             connect_python, conns, rounds, 1e-3, "us/op");
-    s12_part("net_round_trip", S12_RT, "bytes", S12_ECHO, AF_INET, rt_raw, rt_libproc, rt_python,
-             trips, rounds, 1e-3, "us/rt");
-    s12_part("net_bulk", mib, "MiB", S12_SINK, AF_INET, bulk_raw, bulk_libproc, bulk_python, mib,
-             rounds, 1024 / 1e6, "ms/GiB");
+    struct s12_fns connect = {connect_raw, connect_libproc, connect_python, NULL};
+    struct s12_fns rt = {rt_raw, rt_libproc, rt_python, rt_libproc_deadline};
+    struct s12_fns bulk = {bulk_raw, bulk_libproc, bulk_python, NULL};
+    s12_part("net_connect_unix", -1, "unix", S12_CONNECT, AF_UNIX, connect, conns, rounds, 1e-3,
+             "us/op");
+    s12_part("net_connect_tcp", -1, "tcp", S12_CONNECT, AF_INET, connect, conns, rounds, 1e-3,
+             "us/op");
+    s12_part("net_round_trip", S12_RT, "bytes", S12_ECHO, AF_INET, rt, trips, rounds, 1e-3,
+             "us/rt");
+    s12_part("net_bulk", mib, "MiB", S12_SINK, AF_INET, bulk, mib, rounds, 1024 / 1e6, "ms/GiB");
     add_note("12: connect = connect + one %d-byte round trip + close; raw = a plain socket, no "
              "handshake; libproc = proc_connect (HMAC challenge both ways) + "
              "proc_conn_send/recv + proc_conn_close; python = Client(address, authkey) + "
              "send_bytes/recv_bytes + close, against the same libproc listener, timed inside "
              "Python. Round trip: %d bytes on one TCP connection (TCP_NODELAY), raw = write/read "
-             "of the bytes alone. Bulk: 1 MiB messages over TCP to a sink that acknowledges "
+             "of the bytes alone, libproc = a receive without a deadline like raw's read, "
+             "libproc_deadline = the same with a 60 s one. Bulk: 1 MiB messages over TCP to a sink "
+             "that acknowledges "
              "the end, raw = write() of the same bytes; time per GiB.",
              S12_SMALL, S12_RT);
     add_note("12: Python's TCP connect costs ~40 ms of its own: its Client leaves Nagle on, so "

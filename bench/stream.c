@@ -141,6 +141,7 @@ static void scenario11_imap(bool have_py)
 
 /* ========================================================= 11b: parallel_wc */
 
+#ifdef PROC_BENCH_PARALLEL_WC /* the helpers of 11b, which needs the example */
 static const char *s11_tree;
 static long s11_files;
 
@@ -192,6 +193,8 @@ static long s11_count_files(const char *tree)
         pclose(f);
     return n;
 }
+
+#endif
 
 static void scenario11_wc(void)
 {

@@ -2,7 +2,7 @@
 # CMakeLists.txt when LIBPROC_INSTALL is ON).
 #
 # Two components, which are also the two packages `cpack -G DEB` makes:
-#   Runtime      libproc0:   the SONAME'd shared library and the license
+#   Runtime      libproc1:   the SONAME'd shared library and the license
 #   Development  libproc-dev: headers, the libproc.so link, libproc.a,
 #                libproc.pc, the CMake package and the man pages
 
@@ -36,7 +36,7 @@ install(FILES ${PROJECT_BINARY_DIR}/libprocConfig.cmake
   ${PROJECT_BINARY_DIR}/libprocConfigVersion.cmake DESTINATION ${LIBPROC_CMAKE_DIR}
   COMPONENT Development)
 
-# cpack -G DEB (in the build directory) writes libproc0_<ver>_<arch>.deb and
+# cpack -G DEB (in the build directory) writes libproc1_<ver>_<arch>.deb and
 # libproc-dev_<ver>_<arch>.deb. Configure with -DCMAKE_INSTALL_PREFIX=/usr for
 # packages whose files go where Debian's do (lib/<multiarch>).
 set(CPACK_PACKAGE_NAME libproc)
@@ -50,7 +50,7 @@ set(CPACK_COMPONENTS_ALL Runtime Development)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME libproc${PROJECT_VERSION_MAJOR})
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME libproc${LIBPROC_SOVERSION})
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
 set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
   "${PROJECT_DESCRIPTION} - shared library\n Child processes as objects (start, join with timeout, terminate,\n exit codes) with a reaper that leaves no zombies, plus pipes,\n queues, locks and worker pools.")
@@ -58,7 +58,7 @@ set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_NAME libproc-dev)
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_SECTION libdevel)
 # libssl-dev: libproc.a and libproc.pc need libcrypto to link statically.
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_DEPENDS
-  "libproc${PROJECT_VERSION_MAJOR} (= ${PROJECT_VERSION}), libssl-dev")
+  "libproc${LIBPROC_SOVERSION} (= ${PROJECT_VERSION}), libssl-dev")
 set(CPACK_COMPONENT_DEVELOPMENT_DESCRIPTION
   "${PROJECT_DESCRIPTION} - development files\n Headers, static library, pkg-config file, CMake package and man pages.")
 include(CPack)

@@ -21,10 +21,10 @@ cmake --build "$dir" -j"$jobs"
 
 fail=0
 shopt -s nullglob
-runtime=("$dir"/libproc0_*.deb)
+runtime=("$dir"/libproc1_*.deb)
 dev=("$dir"/libproc-dev_*.deb)
 if [[ ${#runtime[@]} -ne 1 || ${#dev[@]} -ne 1 ]]; then
-    echo "check-package: expected one libproc0 and one libproc-dev package in $dir" >&2
+    echo "check-package: expected one libproc1 and one libproc-dev package in $dir" >&2
     ls "$dir"/*.deb >&2 || true
     exit 1
 fi
@@ -51,20 +51,21 @@ contents() {
         fi
     done
 }
-contents "${runtime[0]}" '/usr/lib/.*libproc\.so\.0 -> libproc\.so\.0\.' '/usr/lib/.*libproc\.so\.0\.[0-9]+\.[0-9]+$' \
+contents "${runtime[0]}" '/usr/lib/.*libproc\.so\.1 -> libproc\.so\.[0-9]+\.[0-9]+\.[0-9]+$' \
+    '/usr/lib/.*libproc\.so\.[0-9]+\.[0-9]+\.[0-9]+$' \
     'copyright|LICENSE' -- '\.h$' '\.a$' 'libproc\.so ->' '\.pc$' 'man3'
 contents "${dev[0]}" '/usr/include/libproc/proc\.h$' '/usr/include/libproc/version\.h$' \
-    '/usr/lib/.*libproc\.so -> libproc\.so\.0$' '/usr/lib/.*libproc\.a$' '/usr/lib/.*pkgconfig/libproc\.pc$' \
+    '/usr/lib/.*libproc\.so -> libproc\.so\.1$' '/usr/lib/.*libproc\.a$' '/usr/lib/.*pkgconfig/libproc\.pc$' \
     '/usr/lib/.*cmake/libproc/libprocConfig\.cmake$' '/usr/share/man/man3/proc_start\.3$' \
-    '/usr/share/man/man3/libproc_proc\.h\.3$' -- 'libproc\.so\.0\.[0-9]+\.[0-9]+$'
-dpkg-deb -f "${dev[0]}" Depends | grep -q "libproc0 (= " ||
-    { echo "check-package: libproc-dev does not depend on libproc0 (=)" >&2; fail=1; }
+    '/usr/share/man/man3/libproc_proc\.h\.3$' -- 'libproc\.so\.[0-9]+\.[0-9]+\.[0-9]+$'
+dpkg-deb -f "${dev[0]}" Depends | grep -q "libproc1 (= " ||
+    { echo "check-package: libproc-dev does not depend on libproc1 (=)" >&2; fail=1; }
 dpkg-deb -f "${dev[0]}" Depends | grep -q "libssl-dev" ||
     { echo "check-package: libproc-dev does not depend on libssl-dev (libproc.a needs libcrypto)" >&2; fail=1; }
 dpkg-deb -f "${runtime[0]}" Depends | grep -q "libssl3" ||
-    { echo "check-package: libproc0 does not depend on libssl3 (libcrypto)" >&2; fail=1; }
-objdump -p "$dir"/libproc.so.0.* | grep -q 'SONAME *libproc\.so\.0$' ||
-    { echo "check-package: the shared library's SONAME is not libproc.so.0" >&2; fail=1; }
+    { echo "check-package: libproc1 does not depend on libssl3 (libcrypto)" >&2; fail=1; }
+objdump -p "$dir"/libproc.so.*.*.* | grep -q 'SONAME *libproc\.so\.1$' ||
+    { echo "check-package: the shared library's SONAME is not libproc.so.1" >&2; fail=1; }
 
 root=$PWD/$dir/root
 mkdir -p "$root"

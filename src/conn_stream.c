@@ -133,9 +133,11 @@ static ssize_t read_some(int fd, void *p, size_t n, const struct proc__deadline 
             return -EPIPE;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return -errno;
-        /* No spin before poll() here, unlike a pipe: a handshake waits four
-         * times in a row, and spinning (with or without yields) cost it more
-         * beside a background load than the wake-ups it saves (bench 12). */
+        /* No spin before poll() here, unlike a pipe: these sockets often
+         * cross a network, where an answer takes longer than any spin; and
+         * on loopback a spin that halved an idle round trip made it slower
+         * than the wake-up it saves beside a background load (bench 12, the
+         * handshake and a 64-byte ping-pong). */
         int w = proc__conn_wait_readable(fd, d);
         if (w <= 0)
             return w == 0 ? -ETIMEDOUT : w;

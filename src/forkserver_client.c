@@ -35,15 +35,10 @@ void proc__fs_forget_locked(void)
         close(sock);
     pthread_mutex_unlock(&proc__g.lock);
     if (pidfd >= 0) {
-        siginfo_t si;
-        proc__sys_pidfd_signal(pidfd, SIGKILL);
-        proc__sys_waitid_pidfd(pidfd, &si, WEXITED, NULL); /* ECHILD: a host reaped it */
+        proc__sys_kill_reap(pidfd, 0);
         close(pidfd);
     } else if (pid > 0 && waitpid(pid, NULL, WNOHANG) == 0) {
-        /* Still our unreaped child, so pid is still its own. */
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        proc__sys_kill_reap(-1, pid); /* still our unreaped child */
     }
 }
 
@@ -274,15 +269,7 @@ static struct proc__child_status read_status(int fd)
 /* A child that will not be adopted: killed and reaped here. */
 static void take_back(struct proc__inflight *f, pid_t pid)
 {
-    if (f->pidfd >= 0) {
-        siginfo_t si;
-        proc__sys_pidfd_signal(f->pidfd, SIGKILL);
-        proc__sys_waitid_pidfd(f->pidfd, &si, WEXITED, NULL);
-    } else if (pid > 0) {
-        kill(pid, SIGKILL); /* ours and unreaped: the pid is still its own */
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
+    proc__sys_kill_reap(f->pidfd, pid); /* ours and unreaped: the pid is still its own */
     pthread_mutex_lock(&proc__g.lock);
     if (f->pidfd >= 0)
         close(f->pidfd);

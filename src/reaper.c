@@ -437,9 +437,7 @@ int proc__reaper_adopt(proc_t *p, struct proc__inflight *f, pid_t pid)
             /* Started but not registered: taken back rather than lost. The
              * start still counts, so a reaper reaping the host's children
              * leaves it alone and its pid stays this child's until here. */
-            kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
+            proc__sys_kill_reap(-1, pid);
             atomic_store(&p->pid, 0);
         }
         pthread_mutex_lock(&proc__g.lock);

@@ -11,6 +11,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,19 @@ int proc__sys_waitid_pidfd(int pidfd, siginfo_t *info, int options, struct rusag
     if (ru)
         rusage_from_kernel(ru, &kru);
     return 0;
+}
+
+void proc__sys_kill_reap(int pidfd, pid_t pid)
+{
+    if (pidfd >= 0) {
+        siginfo_t si;
+        proc__sys_pidfd_signal(pidfd, SIGKILL);
+        proc__sys_waitid_pidfd(pidfd, &si, WEXITED, NULL); /* ECHILD: a host reaped it */
+    } else if (pid > 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
 }
 
 int proc__sys_random(void *buf, size_t len)

@@ -27,9 +27,13 @@ int proc__sys_pidfd_signal(int pidfd, int sig);
 /* Signals the process group whose id is the pidfd's process (not a recycled
  * id): -EINVAL on kernels before 6.9, -ESRCH when the group is empty. */
 int proc__sys_pidfd_signal_group(int pidfd, int sig);
-/* waitid(P_PIDFD), restarted on EINTR: 0 or -errno. */
-/* waitid(P_PIDFD) with the child's resource usage in *ru (NULL: not wanted). 0 or -errno. */
+/* waitid(P_PIDFD), restarted on EINTR, with the child's resource usage in
+ * *ru (NULL: not wanted). 0 or -errno. */
 int proc__sys_waitid_pidfd(int pidfd, siginfo_t *info, int options, struct rusage *ru);
+/* Kills (SIGKILL) and reaps a child of this process that nobody else will
+ * reap: through pidfd when >= 0, else by pid, which the caller knows to be
+ * still unreaped (so still the child's own). */
+void proc__sys_kill_reap(int pidfd, pid_t pid);
 /* Closes every fd in [first, last] (close_range, or one by one). */
 void proc__sys_close_range(unsigned first, unsigned last);
 
