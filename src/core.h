@@ -211,6 +211,8 @@ pid_t proc__fork_locked(void);
 void proc__inflight_link(struct proc__inflight *f);
 /* fd (just opened under the lock) joins f's child-side fds: 0, or -EMFILE when f is full. */
 int proc__inflight_add_locked(struct proc__inflight *f, int fd);
+/* A close-on-exec pipe whose two ends are in f from birth: 0, -EMFILE (no room), -errno. */
+int proc__inflight_pipe(struct proc__inflight *f, int fds[2]);
 /* Closes *fd (if open), one of f's child-side fds, and sets it to -1. */
 void proc__inflight_close(struct proc__inflight *f, int *fd);
 void proc__inflight_unlink_locked(struct proc__inflight *f);

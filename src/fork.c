@@ -3,6 +3,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -118,6 +119,22 @@ int proc__inflight_add_locked(struct proc__inflight *f, int fd)
         return -EMFILE;
     f->fds[f->n++] = fd;
     return 0;
+}
+
+int proc__inflight_pipe(struct proc__inflight *f, int fds[2])
+{
+    /* Made and registered in one locked section, so that no fork by another
+     * thread can catch an unregistered end. */
+    pthread_mutex_lock(&proc__g.lock);
+    int r = f->n > PROC__INFLIGHT_MAX - 2 ? -EMFILE : 0;
+    if (r == 0 && pipe2(fds, O_CLOEXEC) < 0)
+        r = -errno;
+    if (r == 0) {
+        f->fds[f->n++] = fds[0];
+        f->fds[f->n++] = fds[1];
+    }
+    pthread_mutex_unlock(&proc__g.lock);
+    return r;
 }
 
 void proc__inflight_close(struct proc__inflight *f, int *fd)

@@ -310,14 +310,8 @@ static pid_t request(proc_t *p, struct proc__start_ctx *ctx, struct message *m)
     int r = pack(m, p, ctx);
     bool inline_blob = m->rq.blob_len <= PROC__FS_INLINE_MAX;
     int status[2] = {-1, -1}, here = -1, memfd = -1;
-    if (r == 0) {
-        pthread_mutex_lock(&proc__g.lock);
-        r = pipe2(status, O_CLOEXEC) < 0 ? -errno : 0;
-        if (r == 0 && (proc__inflight_add_locked(f, status[0]) < 0 ||
-                       proc__inflight_add_locked(f, status[1]) < 0))
-            r = -EMFILE; /* cannot happen: a start has room for all its fds */
-        pthread_mutex_unlock(&proc__g.lock);
-    }
+    if (r == 0)
+        r = proc__inflight_pipe(f, status);
     if (r == 0) {
         m->fds[m->nfds++] = status[1];
         here = open_in_flight(f, open_here); /* none (a removed directory): stay */

@@ -246,30 +246,14 @@ static void reap_failed(pid_t pid)
         ;
 }
 
-/*
- * The status pipe is created and registered as in flight in one locked
- * section, and its ends leave that list as they are closed, so no fork by
- * another thread can catch an unregistered end.
- */
-static int status_pipe_open(struct proc__inflight *f, int fds[2])
-{
-    pthread_mutex_lock(&proc__g.lock);
-    int r = pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
-    if (r == 0) {
-        f->fds[f->n++] = fds[0];
-        f->fds[f->n++] = fds[1];
-    }
-    pthread_mutex_unlock(&proc__g.lock);
-    return r;
-}
-
 static pid_t fork_and_report(proc_t *p, struct proc__start_ctx *ctx)
 {
     bool exec_mode = p->argv != NULL;
     int fds[2] = {-1, -1};
     /* Only the child can tell whether chdir/exec worked; it says so through this pipe. */
     if (exec_mode || p->cwd) {
-        int r = status_pipe_open(&ctx->inflight, fds);
+        int r =
+            proc__inflight_pipe(&ctx->inflight, fds); /* its ends leave the list as they close */
         if (r < 0)
             return r;
     }

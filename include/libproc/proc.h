@@ -386,6 +386,8 @@ PROC_API const unsigned char *proc_authkey(const proc_t *p, size_t *len);
  * callbacks (so from an exit callback too); -ENOSYS when this kernel or C
  * library cannot make the server's children the caller's own (Linux 5.2 and
  * clone3 or a known clone(2) argument order, glibc's thread id word);
+ * -ENOENT (or what opening it failed with) when /proc/self/task cannot be
+ * read, since the thread check needs it (no /proc mounted);
  * -EMFILE/-ENFILE, -EAGAIN/-ENOMEM (fork failed); the init errors of
  * proc_start(). Thread-safe.
  */
