@@ -252,8 +252,7 @@ static pid_t fork_and_report(proc_t *p, struct proc__start_ctx *ctx)
     int fds[2] = {-1, -1};
     /* Only the child can tell whether chdir/exec worked; it says so through this pipe. */
     if (exec_mode || p->cwd) {
-        int r =
-            proc__inflight_pipe(&ctx->inflight, fds); /* its ends leave the list as they close */
+        int r = proc__inflight_pipe(&ctx->inflight, fds); /* ends leave the list as they close */
         if (r < 0)
             return r;
     }
