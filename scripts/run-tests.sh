@@ -25,6 +25,11 @@
 # Every build here turns warnings into errors (LIBPROC_WERROR=ON).
 # LIBPROC_CONFIGS picks which ones run (all of the above by default), e.g.
 # LIBPROC_CONFIGS=default for a quick check.
+# LIBPROC_REPEAT=<n> runs each unit and stress program (but test_stress_load*)
+# of the test configurations (default, asan, asan-gcc, tsan, tsan-clang, load)
+# n times in a row, stopping a program at its first failure, and leaves their
+# other tests out: the flakiness check, e.g.
+# LIBPROC_REPEAT=20 LIBPROC_CONFIGS="default tsan" scripts/run-tests.sh.
 # A single stress run: ctest -L stress in a build directory;
 # LIBPROC_STRESS_SEED=<n> picks the seed of the randomized model test.
 # Every configuration runs even if an earlier one failed; the script prints a
@@ -37,6 +42,15 @@ scripts/deps.sh
 
 configs=${LIBPROC_CONFIGS:-default asan asan-gcc tsan tsan-clang lint valgrind matrix docs package load}
 jobs=$(nproc 2>/dev/null || echo 2)
+
+repeat=() # ctest arguments of LIBPROC_REPEAT, for the configurations that run tests
+if [[ -n ${LIBPROC_REPEAT:-} ]]; then
+    if ! [[ $LIBPROC_REPEAT =~ ^[1-9][0-9]*$ ]]; then
+        echo "run-tests: LIBPROC_REPEAT must be a positive number, not '$LIBPROC_REPEAT'" >&2
+        exit 2
+    fi
+    repeat=(--repeat "until-fail:$LIBPROC_REPEAT")
+fi
 
 # Some kernels place mappings where ThreadSanitizer does not expect them
 # (vm.mmap_rnd_bits > 28 with gcc 12's TSan: "FATAL: ThreadSanitizer:
@@ -182,7 +196,7 @@ run_load() {
     # test_stress_load* are left out: they load the machine themselves (a
     # thousand children at once), and beside the loops they took 3 minutes.
     (cd "$dir" && ctest --output-on-failure -j2 --no-tests=error -L 'unit|stress' \
-        -E '^test_stress_load') || rc=1
+        -E '^test_stress_load' "${repeat[@]}") || rc=1
     stop_load
     trap - EXIT
     return $rc
@@ -261,8 +275,10 @@ run_config() { # <config name>
     cmake -S . -B "$dir" -DCMAKE_C_COMPILER="$cc" -DLIBPROC_WERROR=ON -DLIBPROC_BUILD_TESTS=ON \
         -DLIBPROC_BUILD_EXAMPLES=ON "${cmake_args[@]}" || return 1
     cmake --build "$dir" -j"$jobs" || return 1
-    (cd "$dir" && env "${run_env[@]}" "${launcher[@]}" ctest --output-on-failure -j2 --no-tests=error) ||
-        return 1
+    local only=()
+    [[ ${#repeat[@]} -gt 0 ]] && only=(-L 'unit|stress' -E '^test_stress_load' "${repeat[@]}")
+    (cd "$dir" && env "${run_env[@]}" "${launcher[@]}" ctest --output-on-failure -j2 \
+        --no-tests=error "${only[@]}") || return 1
 }
 
 summary=()
