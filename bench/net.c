@@ -391,8 +391,7 @@ void scenario12(void)
              "Python. Round trip: %d bytes on one TCP connection (TCP_NODELAY), raw = write/read "
              "of the bytes alone, libproc = a receive without a deadline like raw's read, "
              "libproc_deadline = the same with a 60 s one. Bulk: 1 MiB messages over TCP to a sink "
-             "that acknowledges "
-             "the end, raw = write() of the same bytes; time per GiB.",
+             "that acknowledges the end, raw = write() of the same bytes; time per GiB.",
              S12_SMALL, S12_RT);
     add_note("12: Python's TCP connect costs ~40 ms of its own: its Client leaves Nagle on, so "
              "its last handshake message and its first message go out as two small segments "

@@ -43,6 +43,9 @@ scripts/deps.sh
 configs=${LIBPROC_CONFIGS:-default asan asan-gcc tsan tsan-clang lint valgrind matrix docs package load}
 jobs=$(nproc 2>/dev/null || echo 2)
 
+# The unit and stress programs but test_stress_load*, which load the machine
+# themselves (a thousand children at once): what load and LIBPROC_REPEAT run.
+unit_and_stress=(-L 'unit|stress' -E '^test_stress_load')
 repeat=() # ctest arguments of LIBPROC_REPEAT, for the configurations that run tests
 if [[ -n ${LIBPROC_REPEAT:-} ]]; then
     if ! [[ $LIBPROC_REPEAT =~ ^[1-9][0-9]*$ ]]; then
@@ -193,10 +196,9 @@ run_load() {
         done) &
         load_pids+=($!)
     done
-    # test_stress_load* are left out: they load the machine themselves (a
-    # thousand children at once), and beside the loops they took 3 minutes.
-    (cd "$dir" && ctest --output-on-failure -j2 --no-tests=error -L 'unit|stress' \
-        -E '^test_stress_load' "${repeat[@]}") || rc=1
+    # (test_stress_load* beside the loops took 3 minutes.)
+    (cd "$dir" && ctest --output-on-failure -j2 --no-tests=error "${unit_and_stress[@]}" \
+        "${repeat[@]}") || rc=1
     stop_load
     trap - EXIT
     return $rc
@@ -276,7 +278,7 @@ run_config() { # <config name>
         -DLIBPROC_BUILD_EXAMPLES=ON "${cmake_args[@]}" || return 1
     cmake --build "$dir" -j"$jobs" || return 1
     local only=()
-    [[ ${#repeat[@]} -gt 0 ]] && only=(-L 'unit|stress' -E '^test_stress_load' "${repeat[@]}")
+    [[ ${#repeat[@]} -gt 0 ]] && only=("${unit_and_stress[@]}" "${repeat[@]}")
     (cd "$dir" && env "${run_env[@]}" "${launcher[@]}" ctest --output-on-failure -j2 \
         --no-tests=error "${only[@]}") || return 1
 }
