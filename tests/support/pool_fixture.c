@@ -215,8 +215,9 @@ void init_count(void *arg)
     g_inited = atomic_fetch_add(&g_shared->inits, 1) + 1; /* this worker's number */
 }
 
-/* The worker's number from init_count: unlike its pid, never reused, however
- * fast the machine's other processes make the pid counter wrap. */
+/* The worker's number from init_count: unlike its pid, never reused (Linux
+ * can give a new process the pid of one that has just ended, not only after
+ * the pid counter wrapped). */
 int task_worker_number(const void *in, void *out)
 {
     (void)in;
