@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -102,11 +101,8 @@ static void test_terminate_running(void **state)
     assert_int_not_equal(pids[0], pids[1]);
     assert_int_equal(proc_pool_terminate(pool), 0);
 
-    /* the workers are gone and reaped */
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(kill(pids[i], 0), -1);
-        assert_int_equal(errno, ESRCH);
-    }
+    /* The workers (our children) are gone and reaped. Not kill(pid, 0) == -1:
+     * a new process elsewhere may already have one of their pids. */
     assert_no_children();
     for (int i = 0; i < 2; i++) {
         int r = -1;
