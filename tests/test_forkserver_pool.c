@@ -101,7 +101,6 @@ static int map_and_check(proc_pool_t *pool, proc_task_fn *fn, int from_init, int
     *most = 0;
     for (int i = 0; i < ITEMS; i++) {
         assert_int_equal(out[i].item, in[i]);
-        assert_int_equal(out[i].item, in[i]);
         if (out[i].calls > *most)
             *most = out[i].calls;
         assert_int_equal(out[i].epoch, 1);
@@ -153,8 +152,9 @@ static void test_crash_replacement(void **state)
     struct seen s;
     assert_int_equal(proc_pool_apply(pool, crash_on_zero, &zero, sizeof zero, &s, sizeof s),
                      -ECHILD);
-    int most;
-    assert_true(map_and_check(pool, crash_on_zero, 0, &most) >= 1);
+    int most; /* the map crashes none: the two workers (one a replacement) run it all */
+    assert_true(map_and_check(pool, crash_on_zero, 0, &most) <= 2);
+    assert_true(most >= ITEMS / 2);
     assert_int_equal(proc_pool_free(pool), 0);
 }
 
