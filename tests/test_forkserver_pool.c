@@ -114,13 +114,20 @@ static int map_and_check(proc_pool_t *pool, proc_task_fn *fn, int from_init, int
     return distinct;
 }
 
+/* map_and_check on a pool of two workers: at most two ran the map, so one of them ran at least
+ * half of it. */
+static void map_on_two_workers(proc_pool_t *pool, proc_task_fn *fn, int from_init)
+{
+    int most;
+    assert_true(map_and_check(pool, fn, from_init, &most) <= 2);
+    assert_true(most >= ITEMS / 2);
+}
+
 static void test_workers_come_from_the_server(void **state)
 {
     (void)state;
     proc_pool_t *pool = served_pool(2, 0, init_mark);
-    int most;
-    assert_true(map_and_check(pool, look, g_initarg + 1, &most) <= 2);
-    assert_true(most >= ITEMS / 2); /* two workers (at most) ran them all */
+    map_on_two_workers(pool, look, g_initarg + 1);
     assert_int_equal(proc_pool_close(pool), 0);
     assert_int_equal(proc_pool_join(pool, BOUND_MS), 0);
     assert_int_equal(proc_pool_free(pool), 0);
@@ -152,9 +159,7 @@ static void test_crash_replacement(void **state)
     struct seen s;
     assert_int_equal(proc_pool_apply(pool, crash_on_zero, &zero, sizeof zero, &s, sizeof s),
                      -ECHILD);
-    int most; /* the map crashes none: the two workers (one a replacement) run it all */
-    assert_true(map_and_check(pool, crash_on_zero, 0, &most) <= 2);
-    assert_true(most >= ITEMS / 2);
+    map_on_two_workers(pool, crash_on_zero, 0); /* it crashes none; one worker is a replacement */
     assert_int_equal(proc_pool_free(pool), 0);
 }
 
