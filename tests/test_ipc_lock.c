@@ -208,13 +208,8 @@ static void lock_mutual_exclusion(void **state)
     assert_non_null(s);
     c.shared = (_Atomic long *)s;
     proc_t *p[MUTEX_CHILDREN];
-    for (int i = 0; i < MUTEX_CHILDREN; i++) {
-        /* Daemonic: if the case fails, exit ends children that wait for the lock. */
-        p[i] = proc_new(mutex_main, &c);
-        assert_non_null(p[i]);
-        assert_int_equal(proc_set_daemon(p[i], true), 0);
-        assert_int_equal(proc_start(p[i]), 0);
-    }
+    for (int i = 0; i < MUTEX_CHILDREN; i++)
+        p[i] = it_start_daemon(mutex_main, &c);
     for (int i = 0; i < MUTEX_CHILDREN; i++)
         assert_int_equal(it_finish_progressing(p[i], &s->counter), 0);
     assert_int_equal(s->violations, 0);

@@ -18,12 +18,23 @@
 
 #include "ipc_testutil.h"
 
-proc_t *it_start(proc_target_fn *fn, void *arg)
+static proc_t *start(proc_target_fn *fn, void *arg, bool daemon)
 {
     proc_t *p = proc_new(fn, arg);
     assert_non_null(p);
+    assert_int_equal(proc_set_daemon(p, daemon), 0);
     assert_int_equal(proc_start(p), 0);
     return p;
+}
+
+proc_t *it_start(proc_target_fn *fn, void *arg)
+{
+    return start(fn, arg, false);
+}
+
+proc_t *it_start_daemon(proc_target_fn *fn, void *arg)
+{
+    return start(fn, arg, true);
 }
 
 int it_finish(proc_t *p)

@@ -39,6 +39,10 @@
 /* A started libproc child (callback mode); fails the test when it cannot. */
 proc_t *it_start(proc_target_fn *fn, void *arg);
 
+/* it_start, daemonic: a case that fails while the child still waits (say, on
+ * a lock) does not leave the program waiting for it at exit. */
+proc_t *it_start_daemon(proc_target_fn *fn, void *arg);
+
 /* Joins p (bounded by IT_BOUND_MS), closes it and returns its exit code. */
 int it_finish(proc_t *p);
 
