@@ -125,6 +125,15 @@ static void echo_round(const char *address, const size_t *sizes, size_t n)
     assert_int_equal(proc_listener_close(l), 0);
 }
 
+/* A listener with KEY on a fresh abstract address, which is copied to address. */
+static proc_listener_t *listen_abstract(char *address, size_t cap, const char *tag)
+{
+    nt_abstract(address, cap, tag);
+    proc_listener_t *l = proc_listen(address, KEY, KEYLEN);
+    assert_non_null(l);
+    return l;
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void every_family_round_trips(void **state)
@@ -203,9 +212,7 @@ static void poll_then_accept_at_once(void **state)
 {
     (void)state;
     char a[96];
-    nt_abstract(a, sizeof a, "poll");
-    proc_listener_t *l = proc_listen(a, KEY, KEYLEN);
-    assert_non_null(l);
+    proc_listener_t *l = listen_abstract(a, sizeof a, "poll");
     static const size_t sizes[] = {3};
     struct client cl = {.key = KEY, .keylen = KEYLEN, .sizes = sizes, .n = 1};
     snprintf(cl.address, sizeof cl.address, "%s", a);
@@ -227,9 +234,7 @@ static void wrong_key_is_refused_both_ways(void **state)
 {
     (void)state;
     char a[96];
-    nt_abstract(a, sizeof a, "wrong");
-    proc_listener_t *l = proc_listen(a, KEY, KEYLEN);
-    assert_non_null(l);
+    proc_listener_t *l = listen_abstract(a, sizeof a, "wrong");
     struct client cl = {.key = "another key", .keylen = 11};
     snprintf(cl.address, sizeof cl.address, "%s", a);
     proc_t *p = it_start(client_main, &cl);
@@ -345,10 +350,8 @@ static void crafted_frames(void **state)
 {
     (void)state;
     struct crafted cr;
-    nt_abstract(cr.address, sizeof cr.address, "crafted");
     assert_int_equal(tu_pipe(cr.go), 0);
-    proc_listener_t *l = proc_listen(cr.address, KEY, KEYLEN);
-    assert_non_null(l);
+    proc_listener_t *l = listen_abstract(cr.address, sizeof cr.address, "crafted");
     proc_t *p;
     char buf[32];
     proc_conn_t *c = accept_crafted(l, &cr, 0, &p);
@@ -428,9 +431,7 @@ static void sender_uses_the_8_byte_form(void **state)
 {
     (void)state;
     char address[96];
-    nt_abstract(address, sizeof address, "big");
-    proc_listener_t *l = proc_listen(address, KEY, KEYLEN);
-    assert_non_null(l);
+    proc_listener_t *l = listen_abstract(address, sizeof address, "big");
     proc_t *p = it_start(big_reader_main, address);
     proc_conn_t *c;
     assert_int_equal(proc_accept(l, &c, BOUND), 0);
