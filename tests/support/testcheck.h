@@ -25,14 +25,22 @@
     } while (0)
 
 /* For tests that fork the whole test process while other threads allocate:
- * skipped (and reported so) where the sanitizer's allocator is not fork-safe
- * (see TU_ALLOCATOR_FORK_UNSAFE in testutil.h). */
-#define SKIP_IF_ALLOCATOR_FORK_UNSAFE()                                                            \
+ * skipped (and reported so) under an AddressSanitizer runtime that is not
+ * fork-safe; under such a ThreadSanitizer runtime the test runs with its
+ * forks kept out of the other threads' allocations (the fork gate, see
+ * TU_FORK_GATE in testutil.h), and says so. */
+#define SKIP_IF_HOST_FORK_UNSAFE()                                                                 \
     do {                                                                                           \
-        if (TU_ALLOCATOR_FORK_UNSAFE) {                                                            \
-            print_message("skipped: this sanitizer runtime's allocator is not fork-safe\n");       \
+        if (TU_ALLOCATOR_FORK_UNSAFE && !TU_FORK_GATE) {                                           \
+            print_message("skipped: this AddressSanitizer runtime is not fork-safe (its "          \
+                          "allocator and thread setup); the case runs in the default, tsan and "   \
+                          "valgrind configurations\n");                                            \
             skip();                                                                                \
         }                                                                                          \
+        if (TU_FORK_GATE)                                                                          \
+            print_message("note: this ThreadSanitizer runtime's malloc is not fork-safe: host "    \
+                          "forks wait while another thread creates, starts or closes a "           \
+                          "process\n");                                                            \
     } while (0)
 
 /* A pipe with O_CLOEXEC on both ends; fails the test when it cannot. */

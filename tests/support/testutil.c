@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -375,3 +376,54 @@ pid_t tu_waitpid(pid_t pid, int *status)
     } while (r < 0 && errno == EINTR);
     return r;
 }
+
+#if TU_FORK_GATE
+static pthread_rwlock_t fork_gate;
+static pthread_once_t fork_gate_once = PTHREAD_ONCE_INIT;
+
+static void fork_gate_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    /* The forking thread must not wait behind an endless stream of holders. */
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fork_gate, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+void tu_fork_gate_enter(void)
+{
+    pthread_once(&fork_gate_once, fork_gate_init);
+    pthread_rwlock_rdlock(&fork_gate);
+}
+
+void tu_fork_gate_leave(void)
+{
+    pthread_rwlock_unlock(&fork_gate);
+}
+
+pid_t tu_fork_gated(void)
+{
+    pthread_once(&fork_gate_once, fork_gate_init);
+    pthread_rwlock_wrlock(&fork_gate);
+    pid_t pid = fork();
+    int saved = errno;
+    if (pid != 0) /* the child's copy stays taken: it is not to be used there */
+        pthread_rwlock_unlock(&fork_gate);
+    errno = saved;
+    return pid;
+}
+#else
+void tu_fork_gate_enter(void)
+{
+}
+
+void tu_fork_gate_leave(void)
+{
+}
+
+pid_t tu_fork_gated(void)
+{
+    return fork();
+}
+#endif
