@@ -40,7 +40,7 @@
  * and report locks only). Seen with clang 14 and with gcc 12: the child of a
  * host fork() made while a worker thread refilled its allocator cache hung
  * in its first malloc() (SizeClassAllocator64::GetFromAllocator, gcc 12: in
- * proc_new()'s calloc, once in about 30 runs of test_lifecycle_fork).
+ * proc_new()'s calloc, twice in about 170 runs of test_lifecycle_fork).
  */
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
