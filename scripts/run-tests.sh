@@ -11,7 +11,8 @@
 #   lint       build-lint      clang-tidy (.clang-tidy) and cppcheck on src/
 #   valgrind   build-valgrind  gcc; the unit tests (test_proc_*, test_spawn_*,
 #                              test_reaper_*, test_lifecycle_*, test_stdio)
-#                              under valgrind --error-exitcode=1 --leak-check=full
+#                              and test_stress_forkfail under valgrind
+#                              --error-exitcode=1 --leak-check=full
 #   matrix     build-matrix/   {gcc, clang} x {Debug, Release, RelWithDebInfo,
 #                              MinSizeRel}, compiled only (scripts/build-matrix.sh)
 #   docs       build-docs      man pages + HTML with Doxygen, undocumented
@@ -144,12 +145,16 @@ run_lint() {
 #   configurations.
 # - scripts/valgrind.supp: leak reports that are valgrind artefacts in fork
 #   children of multithreaded tests, each explained there.
+# - test_stress_forkfail runs here as ctest runs it (the fork and posix_spawn
+#   interposer preloaded), with scripts/valgrind-forkfail.supp besides: its
+#   case test_fork_during_first_setup is skipped under both ThreadSanitizer
+#   runtimes, and this is the other configuration it must run in.
 run_valgrind() {
     local dir=build-valgrind rc=0 t start
     local supp=$PWD/scripts/valgrind.supp
     local tests=(test_proc_object test_proc_family test_spawn_modes test_spawn_start
         test_spawn_options test_reaper_join test_reaper_sentinel test_reaper_host
-        test_lifecycle_exit test_lifecycle_fork test_stdio)
+        test_lifecycle_exit test_lifecycle_fork test_stdio test_stress_forkfail)
     scripts/deps.sh valgrind:valgrind || return 1
     echo
     echo "=== configuration valgrind: $dir, gcc, unit tests under memcheck ==="
@@ -158,11 +163,16 @@ run_valgrind() {
         -DLIBPROC_HAVE_ADDCHDIR_NP=OFF || return 1
     cmake --build "$dir" -j"$jobs" --target "${tests[@]}" || return 1
     for t in "${tests[@]}"; do
+        local preload=() supps=(--suppressions="$supp")
+        if [[ $t == test_stress_forkfail ]]; then
+            preload=(LD_PRELOAD="$PWD/$dir/tests/libstress_forkfail.so")
+            supps+=(--suppressions="$PWD/scripts/valgrind-forkfail.supp")
+        fi
         echo "--- valgrind $t"
         start=$SECONDS
-        (cd "$dir" && valgrind -q --error-exitcode=1 --leak-check=full \
+        (cd "$dir" && env "${preload[@]}" valgrind -q --error-exitcode=1 --leak-check=full \
             --errors-for-leak-kinds=definite --show-leak-kinds=definite \
-            --suppressions="$supp" --trace-children=yes \
+            "${supps[@]}" --trace-children=yes \
             --trace-children-skip='/bin/*,/usr/bin/*,/sbin/*,/usr/sbin/*' "tests/$t") || rc=1
         echo "--- valgrind $t: $((SECONDS - start))s"
     done

@@ -93,6 +93,7 @@ pid_t st_spawn_sub(const char *mode, const int *fds, int nfds, const char *const
     }
     envp[k] = NULL;
     char *argv[] = {(char *)"stress-sub", (char *)"--sub", (char *)mode, NULL};
+    const char *self = tu_self_exe();
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
@@ -100,7 +101,7 @@ pid_t st_spawn_sub(const char *mode, const int *fds, int nfds, const char *const
         for (int i = 0; i < nfds; i++)
             if (dup2(fds[i], ST_SUB_FD0 + i) < 0)
                 _exit(126);
-        execve("/proc/self/exe", argv, envp);
+        execve(self, argv, envp);
         _exit(127);
     }
     int err = errno;
