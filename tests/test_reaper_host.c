@@ -47,6 +47,12 @@
 #include "reaper_fixture.h"
 #include "testcheck.h"
 
+/* A bound on a hang, never reached when things work. Generous because under
+ * valgrind every exiting child runs a leak check of its own: a batch of
+ * children exiting at once can take tens of seconds to reap on a loaded
+ * machine. */
+#define BOUND_MS 60000
+
 /* ----------------------------------------------- SIGCHLD handler chaining */
 
 static volatile sig_atomic_t g_host_calls;
@@ -96,11 +102,11 @@ static void sub_prehandler(void **state)
         proc_t *p = proc_new(return_code_main, (void *)(intptr_t)(i + 1));
         assert_non_null(p);
         EQ(proc_start(p), 0);
-        EQ(proc_join(p, 10000), 0);
+        EQ(proc_join(p, BOUND_MS), 0);
         EQ(proc_exitcode(p), i + 1);
         EQ(proc_close(p), 0);
     }
-    EQ(tu_poll_in(fds[0], 10000, NULL), 1);
+    EQ(tu_poll_in(fds[0], BOUND_MS, NULL), 1);
     assert_true(g_host_calls >= 1);
 
     /* still called later, for each new batch */
@@ -110,10 +116,10 @@ static void sub_prehandler(void **state)
     struct blocker b = blocker_pipe(rel, 77);
     proc_t *p = start_blocker(&b);
     close_fd(&rel[1]);
-    EQ(proc_join(p, 10000), 0);
+    EQ(proc_join(p, BOUND_MS), 0);
     EQ(proc_exitcode(p), 77);
     EQ(proc_close(p), 0);
-    EQ(tu_poll_in(fds[0], 10000, NULL), 1);
+    EQ(tu_poll_in(fds[0], BOUND_MS, NULL), 1);
     assert_true(g_host_calls > before);
     EQ(g_host_bad, 0);
     close_fd(&rel[0]);
@@ -135,9 +141,10 @@ static void stealing_handler(int sig)
 
 static void check_stolen_ok(proc_t *p, int code)
 {
-    int r = proc_join(p, 10000);
+    int r = proc_join(p, BOUND_MS);
     if (r == -ETIMEDOUT)
-        fail_msg("proc_join hung (10 s) on a child a host handler may have reaped");
+        fail_msg("proc_join hung (%d s) on a child a host handler may have reaped",
+                 BOUND_MS / 1000);
     EQ(r, 0);
     int ec = proc_exitcode(p);
     if (ec != code && ec != PROC_EXITCODE_UNKNOWN)
@@ -155,7 +162,7 @@ static void sub_stealer(void **state)
     proc_t *p = proc_new(NULL, NULL); /* libproc is up and running first */
     assert_non_null(p);
     EQ(proc_start(p), 0);
-    EQ(proc_join(p, 10000), 0);
+    EQ(proc_join(p, BOUND_MS), 0);
     EQ(proc_exitcode(p), 0);
     EQ(proc_close(p), 0);
 
@@ -220,7 +227,9 @@ static void test_host_children_keep_status(void **state)
     (void)state;
     int rel[2];
     make_pipe(rel);
-    struct host_wait h;
+    /* static: should an assertion below end the test, host_waiter may still
+     * be writing into it */
+    static struct host_wait h;
     memset(&h, 0, sizeof h);
     struct blocker bs[HOST_N];
     proc_t *ps[HOST_N];
@@ -242,7 +251,7 @@ static void test_host_children_keep_status(void **state)
     EQ(pthread_create(&th, NULL, host_waiter, &h), 0);
     close_fd(&rel[1]); /* everybody exits at once */
     for (int i = 0; i < HOST_N; i++) {
-        EQ(proc_join(ps[i], 10000), 0);
+        EQ(proc_join(ps[i], BOUND_MS), 0);
         EQ(proc_exitcode(ps[i]), 100 + i);
     }
     EQ(pthread_join(th, NULL), 0);
@@ -285,13 +294,13 @@ static void test_mass_exit(void **state)
         if (r != 0) {
             close_fd(&rel[1]);
             for (int j = 0; j < i; j++)
-                proc_join(ps[j], 30000);
+                proc_join(ps[j], BOUND_MS);
             fail_msg("proc_start of child %d failed: %d", i, r);
         }
     }
     EQ(proc_active_children(NULL, 0), n);
     close_fd(&rel[1]); /* n exits at once */
-    int64_t deadline = tu_now_ms() + 30000;
+    int64_t deadline = tu_now_ms() + BOUND_MS;
     for (int i = 0; i < n; i++) {
         int64_t left = deadline - tu_now_ms();
         int r = proc_join(ps[i], left > 0 ? (int)left : 0);
@@ -319,7 +328,7 @@ int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     if (argc == 3 && strcmp(argv[1], "--sub") == 0) {
-        alarm(60); /* a hang in a sub-test shows up as a failure */
+        alarm(2 * BOUND_MS / 1000); /* a hang in a sub-test shows up as a failure */
         if (strcmp(argv[2], "prehandler") == 0) {
             const struct CMUnitTest t[] = {T(sub_prehandler)};
             return cmocka_run_group_tests_name("reaper_sub_prehandler", t, NULL, NULL);
