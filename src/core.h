@@ -206,7 +206,8 @@ void proc__registry_drop_locked(struct proc *p);
 
 /* fork.c: fork handlers, the fresh state of a fork child, starts in flight */
 int proc__fork_handlers_install(void);
-/* fork() by a caller that holds proc__g.lock (the fork handlers do not take it again). */
+/* fork() by a caller that holds proc__g.lock and fs_lock (the fork handlers do not take
+ * the first again); in the child, both come back unlocked. */
 pid_t proc__fork_locked(void);
 void proc__inflight_link(struct proc__inflight *f);
 /* fd (just opened under the lock) joins f's child-side fds: 0, or -EMFILE when f is full. */

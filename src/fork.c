@@ -44,12 +44,18 @@ static void close_fd(int *fd)
  * In any fork child: the parent's children, reaper thread and fds are not
  * ours. Copies of the parent's objects stay in memory but become inert, since
  * their owner is not this process.
+ *
+ * The forking thread holds proc__g.lock (from the prepare handler or from
+ * proc__fork_locked()'s caller), and fs_lock too when own_fs_lock: the child
+ * unlocks what it holds rather than re-initialising it. ThreadSanitizer keeps
+ * a re-initialised mutex's owner, and reports a "double lock" when a thread
+ * the child starts later takes it (and so in the fork server's children).
+ * fs_lock is re-initialised only when another thread may have held it.
  */
-static void reset_child(void)
+static void reset_child(bool own_fs_lock)
 {
     proc__self_refresh();
     pid_t self = proc__self_pid();
-    pthread_mutex_init(&proc__g.lock, NULL);
     proc__cond_init(&proc__g.cond);
     proc__fd_close_inherited();
     proc__g.children = NULL;
@@ -72,7 +78,10 @@ static void reset_child(void)
     proc__g.inflight = NULL;
     proc__g.in_callbacks = false;
     /* The fork server serves the process that started it, not this one. */
-    pthread_mutex_init(&proc__g.fs_lock, NULL);
+    if (own_fs_lock)
+        pthread_mutex_unlock(&proc__g.fs_lock);
+    else
+        pthread_mutex_init(&proc__g.fs_lock, NULL);
     close_fd(&proc__g.fs_sock);
     close_fd(&proc__g.fs_pidfd);
     proc__g.fs_pid = 0;
@@ -83,25 +92,27 @@ static void reset_child(void)
     close_fd(&proc__g.epfd);
     if (proc__g.current && proc__g.current->kind == PROC__KIND_SELF)
         atomic_store(&proc__g.current->pid, self);
+    pthread_mutex_unlock(&proc__g.lock);
 }
 
 static void atfork_child(void)
 {
     if (--fork_depth == 0)
-        reset_child();
+        reset_child(false);
 }
 
 /*
- * The caller holds proc__g.lock: the depth makes the prepare handler skip it
- * (and the parent handler keep it), and the child, whose depth then ends at
- * 0 only here, gets its fresh state as from any fork.
+ * The caller holds proc__g.lock and fs_lock: the depth makes the prepare
+ * handler skip the first (and the parent handler keep it), and the child,
+ * whose depth then ends at 0 only here, gets its fresh state as from any fork,
+ * with both unlocked.
  */
 pid_t proc__fork_locked(void)
 {
     fork_depth++;
     pid_t pid = fork();
     if (--fork_depth == 0 && pid == 0)
-        reset_child();
+        reset_child(true);
     return pid;
 }
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The lifecycle area (src/fork.c) across fork: fork safety (a host
- * fork() while threads use libproc), proc_current() and proc_parent() in
- * children, a grandchild seeing its parent die, and fd hygiene.
+ * fork() while threads use libproc, and of a process without threads),
+ * proc_current() and proc_parent() in children, a grandchild seeing its
+ * parent die, and fd hygiene.
  *
  * Many tests use a "middle" process (a libproc child of the test) that starts a
  * grandchild. Processes report through pipes; a process that must stay alive
@@ -429,6 +430,40 @@ static void test_fd_count_stable(void **state)
     EQ(tu_count_fds(), before);
 }
 
+/* ----------------------------------------- fork of a single-threaded process */
+
+/*
+ * --sub single-threaded-fork: a fresh process that has set libproc up but runs
+ * no thread yet forks (the fork handlers hold libproc's lock across it), its
+ * fork child starts and joins a child of its own (whose reaper thread takes
+ * that lock), and then the parent starts its first child.
+ */
+static int sub_single_threaded_fork(void)
+{
+    proc_t *p = proc_new(return_code_main, (void *)(intptr_t)5); /* set up, no thread */
+    if (!p)
+        return 2;
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(CHILD_ALARM_S);
+        proc_t *c = proc_new(return_code_main, (void *)(intptr_t)7);
+        bool ok = c && proc_start(c) == 0 && proc_join(c, 10000) == 0 && proc_exitcode(c) == 7;
+        _exit(ok && proc_close(c) == 0 ? 0 : 3);
+    }
+    int st = 0;
+    if (pid < 0 || tu_waitpid(pid, &st) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "the fork child failed: status %#x\n", st);
+        return 3;
+    }
+    /* the parent's own first start, after the fork */
+    if (proc_start(p) != 0 || proc_join(p, 10000) != 0 || proc_exitcode(p) != 5)
+        return 4;
+    return proc_close(p) == 0 ? 0 : 5;
+}
+
+TEST_CASE(test_fork_of_a_single_threaded_process, run_self, "test_lifecycle_fork",
+          "single-threaded-fork", false)
+
 /* The whole suite again on the library's pidfd-less paths (its testing switch
  * LIBPROC_DISABLE_PIDFD=1). */
 TEST_ALL_AGAIN_WITHOUT_PIDFD("test_lifecycle_fork")
@@ -437,13 +472,17 @@ TEST_ALL_AGAIN_WITHOUT_PIDFD("test_lifecycle_fork")
 
 #define T(f) cmocka_unit_test_teardown(f, no_children_left)
 
-int main(void)
+int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    if (argc == 3 && strcmp(argv[1], "--sub") == 0) {
+        alarm(2 * CHILD_ALARM_S); /* a hang in a sub-test shows up as a failure */
+        return strcmp(argv[2], "single-threaded-fork") == 0 ? sub_single_threaded_fork() : 2;
+    }
     const struct CMUnitTest tests[] = {
-        T(test_fork_while_threads_use_libproc), T(test_current_and_parent_in_child),
-        T(test_grandchild_sees_parent_death),   T(test_fd_count_stable),
-        T(test_all_again_without_pidfd),
+        T(test_fork_while_threads_use_libproc),    T(test_current_and_parent_in_child),
+        T(test_grandchild_sees_parent_death),      T(test_fd_count_stable),
+        T(test_fork_of_a_single_threaded_process), T(test_all_again_without_pidfd),
     };
     return cmocka_run_group_tests(tests, settle_reaper, NULL);
 }
