@@ -15,6 +15,9 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 start_listener() { # <name> <command...>
     local name=$1 i
     shift
+    # Made before the job starts: the job's own redirection may come after
+    # the first look at the file below.
+    : >"$work/$name.out"
     "$@" >"$work/$name.out" 2>&1 &
     pid=$!
     for i in $(seq 1 1200); do # up to a minute: Python starts slowly on a loaded machine
